@@ -1,0 +1,174 @@
+"""`mailcheck`: the engine in a terminal.
+
+    mailcheck check example.com [--json] [--resolver IP[:PORT]]... [--allow-target CIDR]...
+    mailcheck codes [--markdown]
+
+Exit status: 0 when no finding reaches the `--fail-on` level (default error),
+1 when one does, 2 for a usage error (bad domain, unknown option or stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from bot import terminal
+from bot.settings import Settings, parse_resolvers
+from checks import catalog, jsonreport
+from checks.errors import InputError
+from checks.model import CheckRequest, Report, Severity, Stage
+from checks.names import normalize_domain
+from checks.runner import CheckDone, ProbeFinished, ProbeStarted, available_stages, stream
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"mailcheck: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mailcheck", description="Diagnose a domain's mail setup.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    check = sub.add_parser(
+        "check",
+        help="check a domain",
+        description="Check a domain's mail setup. DOMAIN may also be an email address or a URL.",
+    )
+    check.add_argument("domain", metavar="DOMAIN")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--resolver",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="resolver to use (repeatable); default: MAILCHECK_RESOLVER or system",
+    )
+    check.add_argument(
+        "--allow-target",
+        action="append",
+        metavar="CIDR",
+        help="allow connecting to this non-public network (repeatable)",
+    )
+    check.add_argument("--ca-file", metavar="PEM", help="extra trusted CA certificates")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="overall deadline of the check (default 120)",
+    )
+    check.add_argument(
+        "--stage",
+        action="append",
+        metavar="NAME",
+        choices=[s.value for s in available_stages()],
+        help="run only this stage (repeatable): " + ", ".join(s.value for s in available_stages()),
+    )
+    check.add_argument(
+        "--fail-on",
+        choices=["error", "warning", "inconclusive"],
+        default="error",
+        help="lowest severity that makes the exit status 1 (default error)",
+    )
+    check.add_argument(
+        "-v", "--verbose", action="store_true", help="explain every finding and show all evidence"
+    )
+
+    codes = sub.add_parser("codes", help="list every finding code")
+    codes.add_argument("--markdown", action="store_true", help="print docs/findings.md")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "codes":
+            return _codes(args.markdown)
+        return _check(args)
+    except InputError as exc:
+        print(f"mailcheck: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `mailcheck codes | head`: the reader left; not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return EXIT_OK
+
+
+def _codes(markdown: bool) -> int:
+    if markdown:
+        print(catalog.markdown())
+        return EXIT_OK
+    for e in catalog.CATALOG.values():
+        print(f"{e.code:32} {e.severity.value:13} {e.title}")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().override(
+        resolvers=parse_resolvers(args.resolver) if args.resolver else None,
+        allow_targets=tuple(args.allow_target) if args.allow_target else None,
+        ca_file=args.ca_file,
+        timeout=args.timeout,
+    )
+    name = normalize_domain(args.domain)
+    request = CheckRequest(
+        domain=name.ascii,
+        display=name.unicode,
+        original=args.domain,
+        stages=frozenset(Stage(s) for s in args.stage) if args.stage else None,
+    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    err = Console(stderr=True)
+    live = err.is_terminal and not args.json
+    report = asyncio.run(_run(request, settings, err if live else None))
+
+    resolver = ", ".join(str(n) for n in settings.resolvers) or "system resolver"
+    if args.json:
+        sys.stdout.write(jsonreport.dumps(report) + "\n")
+    else:
+        terminal.print_report(Console(), report, resolver=resolver, verbose=args.verbose)
+    fail_on = Severity(args.fail_on)
+    return EXIT_PROBLEMS if report.at_least(fail_on) else EXIT_OK
+
+
+async def _run(request: CheckRequest, settings: Settings, console: Console | None) -> Report:
+    running: list[str] = []
+    status = console.status(f"Checking {request.display}…") if console else None
+    if status:
+        status.start()
+    try:
+        async for event in stream(request, settings.engine_config()):
+            if isinstance(event, ProbeStarted):
+                running.append(event.probe)
+            elif isinstance(event, ProbeFinished):
+                if event.timing.probe in running:
+                    running.remove(event.timing.probe)
+                if console:
+                    worst = max((f.severity for f in event.findings), default=Severity.OK)
+                    mark, style = terminal.MARKS[worst]
+                    console.print(
+                        f"[{style}]{mark}[/] {event.timing.probe} "
+                        f"[dim]{event.timing.duration * 1000:.0f} ms[/]",
+                        highlight=False,
+                    )
+            elif isinstance(event, CheckDone):
+                return event.report
+            if status:
+                status.update(f"Checking {request.display}… {', '.join(running)}")
+    finally:
+        if status:
+            status.stop()
+    raise RuntimeError("check ended without a report")  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

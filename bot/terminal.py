@@ -1,0 +1,90 @@
+"""The Report for a person at a terminal: grouped by stage, worst first.
+
+Every string that came from the network (TXT records, host names, later
+banners and certificate fields) is shown through `Text`, never as rich
+markup, and with control characters made visible, so a hostile record can
+neither restyle the report nor drive the terminal.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from checks import catalog
+from checks.model import Finding, Report, Severity, Stage
+
+MARKS: dict[Severity, tuple[str, str]] = {
+    Severity.OK: ("✔", "green"),
+    Severity.INFO: ("ℹ", "blue"),  # noqa: RUF001 - the symbol is meant
+    Severity.INCONCLUSIVE: ("?", "magenta"),
+    Severity.WARNING: ("⚠", "yellow"),
+    Severity.ERROR: ("✖", "bold red"),
+}
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: str) -> str:
+    """Make control characters visible (`\\x1b`), so text cannot drive the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def verdict(report: Report) -> Text:
+    counts = report.counts()
+    problems = [
+        f"{counts[s]} {s.value}{'s' if counts[s] != 1 and s is not Severity.INCONCLUSIVE else ''}"
+        for s in (Severity.ERROR, Severity.WARNING, Severity.INCONCLUSIVE)
+        if counts[s]
+    ]
+    mark, style = MARKS[report.worst if problems else Severity.OK]
+    words = ", ".join(problems) if problems else "no problems found"
+    return Text.assemble((f"{mark} ", style), (words, style))
+
+
+def render(report: Report, *, resolver: str, verbose: bool = False) -> Group:
+    req = report.request
+    head = Text.assemble(("mailcheck ", "bold"), (clean(req.display), "bold cyan"))
+    if req.display != req.domain:
+        head.append(f"  (IDN, checked as {req.domain})", style="dim")
+    parts: list[RenderableType] = [
+        head,
+        Text(f"resolver {resolver} · {report.duration:.2f} s · ", style="dim") + verdict(report),
+    ]
+    for stage in Stage:
+        found = [f for f in report.findings if f.stage is stage]
+        if not found:
+            continue
+        parts.append(Text(""))
+        parts.append(Text(stage.value.upper(), style="bold underline"))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=3, justify="right")
+        grid.add_column()
+        for f in found:
+            mark, style = MARKS[f.severity]
+            grid.add_row(Text(mark, style=style), Group(*_finding(f, verbose=verbose)))
+        parts.append(grid)
+    return Group(*parts)
+
+
+def _finding(f: Finding, *, verbose: bool) -> list[Text]:
+    style = MARKS[f.severity][1]
+    lines = [Text.assemble((f.code, style), "  ", clean(f.summary))]
+    if f.severity >= Severity.INCONCLUSIVE or (verbose and f.severity > Severity.OK):
+        title = catalog.entry(f.code).title
+        lines.append(Text(f"{title}. {clean(f.detail)}", style="dim"))
+        if f.fix:
+            lines.append(Text.assemble(("Fix: ", "bold"), clean(f.fix)))
+    if f.reproduce and f.severity > Severity.OK:
+        lines.append(Text.assemble(("Reproduce: ", "bold"), (clean(f.reproduce), "cyan")))
+    if f.evidence and (verbose or f.severity >= Severity.WARNING):
+        lines.append(Text("Evidence:", style="bold"))
+        lines.extend(Text(f"  {clean(line)}", style="dim") for line in f.evidence[:20])
+    return lines
+
+
+def print_report(console: Console, report: Report, *, resolver: str, verbose: bool) -> None:
+    console.print(render(report, resolver=resolver, verbose=verbose), soft_wrap=False)

@@ -1,0 +1,185 @@
+"""The one door to the network.
+
+Every DNS name the engine looks up goes through `Network.query`, on our own
+resolver (the configured nameservers, never the system resolver when some are
+configured); every address is checked against the target policy before a
+connection; every step has a timeout; every exchange is written to the
+transcript of the probe that made it.
+
+dnspython's exceptions are translated into `checks.errors` here and nowhere
+else. Answers are memoised per check, so two probes asking the same question
+share one query (and see the same answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+
+from checks.config import EngineConfig
+from checks.errors import DNSError, NXDomain, ResolverFailure, ResolverTimeout
+
+# The transcript of the probe currently running. A ContextVar, because asyncio
+# copies the context into every task a probe starts, so lookups made deep
+# inside gathered sub-tasks still land in their probe's transcript.
+_transcript: ContextVar[list[str] | None] = ContextVar("mailcheck_transcript", default=None)
+
+
+@contextmanager
+def recording(lines: list[str]) -> Iterator[None]:
+    """Send transcript lines from this context (and tasks it starts) to `lines`."""
+    token = _transcript.set(lines)
+    try:
+        yield
+    finally:
+        _transcript.reset(token)
+
+
+def note(line: str) -> None:
+    """Append a line to the current probe's transcript, if any."""
+    lines = _transcript.get()
+    if lines is not None:
+        lines.append(line)
+
+
+@dataclass(frozen=True)
+class DNSAnswer:
+    """The records of one lookup; empty when the name has none of that type."""
+
+    qname: str
+    rdtype: str
+    canonical_name: str  # differs from qname when a CNAME was followed
+    records: tuple[Any, ...]  # dnspython rdata objects
+    ttl: int | None
+
+    @property
+    def via_cname(self) -> bool:
+        return self.canonical_name.rstrip(".").lower() != self.qname.rstrip(".").lower()
+
+    def texts(self) -> list[str]:
+        return [r.to_text() for r in self.records]
+
+
+def make_resolver(config: EngineConfig) -> dns.asyncresolver.Resolver:
+    """A resolver on the configured nameservers, or the system's if none are."""
+    if config.nameservers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [
+            dns.nameserver.Do53Nameserver(ns.address, ns.port) for ns in config.nameservers
+        ]
+    else:
+        resolver = dns.asyncresolver.Resolver()
+    resolver.lifetime = config.timeouts.dns
+    # Per-server attempt timeout: short enough to retry once over UDP within the lifetime.
+    resolver.timeout = max(config.timeouts.dns / 2, 0.5)
+    resolver.use_edns(0, 0, 1232)
+    return resolver
+
+
+class Network:
+    """The door, for one check: resolver, target policy, timeouts, memo."""
+
+    def __init__(
+        self, config: EngineConfig, resolver: dns.asyncresolver.Resolver | None = None
+    ) -> None:
+        self.config = config
+        self.policy = config.policy
+        self._resolver = resolver or make_resolver(config)
+        self._memo: dict[tuple[str, str], asyncio.Task[DNSAnswer]] = {}
+
+    # -- DNS -------------------------------------------------------------------
+
+    async def query(self, name: str, rdtype: str) -> DNSAnswer:
+        """Look up `name`/`rdtype`. Raises NXDomain or ResolverFailure; an
+        existing name without such records gives an empty answer."""
+        key = (name.rstrip(".").lower(), rdtype.upper())
+        task = self._memo.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._query(*key))
+            self._memo[key] = task
+        started = time.monotonic()
+        try:
+            answer = await asyncio.shield(task)
+        except DNSError as exc:
+            note(f"{_ms(started)}  {key[1]} {key[0]} -> {exc}")
+            raise
+        shown = ", ".join(answer.texts()) or "(no records)"
+        cname = f" via CNAME {answer.canonical_name}" if answer.via_cname else ""
+        note(f"{_ms(started)}  {key[1]} {key[0]}{cname} -> {shown}")
+        return answer
+
+    async def query_ptr(self, address: str) -> DNSAnswer:
+        return await self.query(dns.reversename.from_address(address).to_text(), "PTR")
+
+    async def _query(self, name: str, rdtype: str) -> DNSAnswer:
+        try:
+            ans = await self._resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN as exc:
+            raise NXDomain(name, rdtype, f"NXDOMAIN: {name} does not exist") from exc
+        except dns.resolver.NoNameservers as exc:
+            raise ResolverFailure(name, rdtype, _no_nameservers_text(exc)) from exc
+        except dns.exception.Timeout as exc:
+            raise ResolverTimeout(
+                name, rdtype, f"no answer within {self.config.timeouts.dns:g} s"
+            ) from exc
+        except dns.exception.DNSException as exc:
+            raise ResolverFailure(name, rdtype, f"{type(exc).__name__}: {exc}") from exc
+        records = tuple(ans.rrset) if ans.rrset is not None else ()
+        return DNSAnswer(
+            qname=name,
+            rdtype=rdtype,
+            canonical_name=ans.canonical_name.to_text().rstrip("."),
+            records=records,
+            ttl=ans.rrset.ttl if ans.rrset is not None else None,
+        )
+
+    def dig(self, name: str, rdtype: str) -> str:
+        """The dig command that repeats a lookup by hand, against the same resolver."""
+        server = ""
+        if self.config.nameservers:
+            ns = self.config.nameservers[0]
+            server = f" @{ns.address}" + (f" -p {ns.port}" if ns.port != 53 else "")
+        if rdtype.upper() == "PTR" and not name.endswith(".arpa"):
+            return f"dig +short -x {name}{server}"
+        return f"dig +short {rdtype.upper()} {name}{server}"
+
+    def resolver_label(self) -> str:
+        if self.config.nameservers:
+            return ", ".join(str(ns) for ns in self.config.nameservers)
+        return "system resolver"
+
+    def close(self) -> None:
+        for task in self._memo.values():
+            task.cancel()
+
+
+def _no_nameservers_text(exc: dns.resolver.NoNameservers) -> str:
+    """'REFUSED from 127.1.0.53:53' rather than dnspython's long sentence."""
+    parts = []
+    for server, _tcp, port, err, response in exc.kwargs.get("errors", []):
+        if response is not None:
+            what = dns.rcode.to_text(response.rcode())
+        else:
+            what = str(err) or type(err).__name__
+        # dnspython names the server "Do53:ADDRESS@PORT"; show it as ADDRESS:PORT.
+        address = str(server).removeprefix("Do53:").rsplit("@", 1)[0]
+        parts.append(f"{what} from {address}" + (f":{port}" if port and port != 53 else ""))
+    return "; ".join(parts) or "no nameserver answered"
+
+
+def _ms(started: float) -> str:
+    return f"[{(time.monotonic() - started) * 1000:7.1f} ms]"

@@ -1,0 +1,287 @@
+"""Plans a check as a graph of probes, runs it concurrently, streams findings.
+
+A probe is an `async def probe(ctx) -> result` plus the names of the probes
+whose results it needs. Every probe starts the moment its dependencies are
+done, so a check lasts as long as its longest chain of lookups, not their sum.
+Events stream out as probes start and finish; the last event is the Report.
+
+A probe that raises is a bug in mailcheck, not a fact about the domain: the
+runner turns it into an `engine.probe.failed` finding (its dependents are
+skipped) and the check goes on. One deadline bounds the whole check; probes
+still running then are cancelled and reported as `engine.deadline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from checks import catalog
+from checks.config import EngineConfig
+from checks.model import CheckRequest, Finding, ProbeTiming, Report, Severity, Stage, Target
+from checks.net import Network, recording
+
+log = logging.getLogger(__name__)
+
+
+class ProbeContext:
+    """What a probe may use: the request, the network door, its dependencies'
+    results, and `emit` for findings."""
+
+    def __init__(self, request: CheckRequest, net: Network, results: Mapping[str, Any]) -> None:
+        self.request = request
+        self.net = net
+        self.domain = request.domain
+        self._results = results
+        self.findings: list[Finding] = []
+        self.facts: dict[str, Any] = {}
+        self.transcript: list[str] = []
+
+    def result(self, probe: str) -> Any:
+        """The value returned by a dependency (declared in `needs`)."""
+        return self._results[probe]
+
+    def emit(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def add(self, code: str, **fields: Any) -> None:
+        """Emit a finding for catalogued `code`; `fields` as for `catalog.finding`."""
+        self.emit(catalog.finding(code, **fields))
+
+    def fact(self, key: str, value: Any) -> None:
+        """Record a JSON-serialisable fact (an MX set, a serial) for reports and diffs."""
+        self.facts[key] = value
+
+
+ProbeFunc = Callable[[ProbeContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    stage: Stage
+    run: ProbeFunc
+    needs: tuple[str, ...] = ()
+
+
+# -- events ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeStarted:
+    probe: str
+    stage: Stage
+
+
+@dataclass(frozen=True)
+class ProbeFinished:
+    timing: ProbeTiming
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class CheckDone:
+    report: Report
+
+
+Event = ProbeStarted | ProbeFinished | CheckDone
+
+
+# -- planning ------------------------------------------------------------------
+
+
+def default_probes() -> tuple[Probe, ...]:
+    from checks import dns  # the stage modules import this one
+
+    return dns.PROBES
+
+
+def available_stages(probes: Iterable[Probe] | None = None) -> list[Stage]:
+    present = {p.stage for p in (probes if probes is not None else default_probes())}
+    return [s for s in Stage if s in present]
+
+
+def plan(probes: Sequence[Probe], request: CheckRequest) -> list[Probe]:
+    """The probes of the requested stages plus everything they need, in a valid order."""
+    by_name = {p.name: p for p in probes}
+    if len(by_name) != len(probes):
+        raise ValueError("two probes share a name")
+    wanted: dict[str, Probe] = {}
+
+    def add(probe: Probe, path: tuple[str, ...]) -> None:
+        if probe.name in path:
+            raise ValueError(f"probe dependency cycle: {' -> '.join((*path, probe.name))}")
+        for dep in probe.needs:
+            if dep not in by_name:
+                raise ValueError(f"probe {probe.name} needs unknown probe {dep}")
+            add(by_name[dep], (*path, probe.name))
+        wanted.setdefault(probe.name, probe)
+
+    for probe in probes:
+        if request.wants(probe.stage):
+            add(probe, ())
+    return list(wanted.values())
+
+
+# -- running -------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    status: str  # done | failed | skipped
+    value: Any = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+async def stream(
+    request: CheckRequest,
+    config: EngineConfig,
+    *,
+    probes: Sequence[Probe] | None = None,
+    network: Network | None = None,
+) -> AsyncIterator[Event]:
+    """Run the check, yielding events as probes start and finish, then CheckDone."""
+    selected = plan(probes if probes is not None else default_probes(), request)
+    net = network or Network(config)
+    started_at = datetime.now(UTC)
+    t0 = time.monotonic()
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    tasks: dict[str, asyncio.Task[_Outcome]] = {}
+    starts: dict[str, float] = {}
+    timings: dict[str, ProbeTiming] = {}
+    transcripts: dict[str, tuple[str, ...]] = {}
+    facts: dict[str, Any] = {}
+    findings: list[Finding] = []
+
+    def finish(probe: Probe, outcome: str, found: list[Finding]) -> None:
+        begun = starts.get(probe.name, time.monotonic() - t0)
+        timing = ProbeTiming(probe.name, probe.stage, begun, time.monotonic() - t0 - begun, outcome)
+        timings[probe.name] = timing
+        if not request.wants(probe.stage):
+            # Run only to feed a requested stage: keep what the user must know.
+            found = [f for f in found if f.severity >= Severity.WARNING]
+        findings.extend(found)
+        events.put_nowait(ProbeFinished(timing, tuple(found)))
+
+    async def run_one(probe: Probe) -> _Outcome:
+        deps = [await tasks[d] for d in probe.needs]
+        if any(d.status != "done" for d in deps):
+            finish(probe, "skipped", [])
+            return _Outcome("skipped")
+        starts[probe.name] = time.monotonic() - t0
+        events.put_nowait(ProbeStarted(probe.name, probe.stage))
+        ctx = ProbeContext(request, net, {d: tasks[d].result().value for d in probe.needs})
+        try:
+            with recording(ctx.transcript):
+                value = await probe.run(ctx)
+        except Exception as exc:  # a bug in a probe must not sink the check
+            log.exception("probe %s failed", probe.name)
+            ctx.emit(
+                catalog.finding(
+                    "engine.probe.failed",
+                    target=Target(host=request.domain),
+                    summary=f"probe {probe.name} failed: {type(exc).__name__}",
+                    evidence=[str(exc)[:500]],
+                )
+            )
+            status, value = "failed", None
+        else:
+            status = "done"
+        transcripts[probe.name] = tuple(ctx.transcript)
+        facts.update(ctx.facts)
+        finish(probe, status, ctx.findings)
+        return _Outcome(status, value)
+
+    async def supervise() -> None:
+        for probe in selected:
+            tasks[probe.name] = asyncio.create_task(run_one(probe), name=f"probe:{probe.name}")
+        _done, pending = await asyncio.wait(tasks.values(), timeout=config.timeouts.check)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for probe in selected:
+            if probe.name not in timings:
+                finish(
+                    probe,
+                    "deadline",
+                    [
+                        catalog.finding(
+                            "engine.deadline",
+                            target=Target(host=request.domain),
+                            summary=(
+                                f"probe {probe.name} did not finish within the "
+                                f"{config.timeouts.check:g} s deadline"
+                            ),
+                        )
+                    ],
+                )
+
+    supervisor = asyncio.create_task(supervise())
+    try:
+        while not (supervisor.done() and events.empty()):
+            getter = asyncio.ensure_future(events.get())
+            await asyncio.wait({getter, supervisor}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+        supervisor.result()  # re-raise a bug in the runner itself
+    finally:
+        supervisor.cancel()
+        for task in tasks.values():
+            task.cancel()
+        if network is None:
+            net.close()
+
+    report = Report(
+        request=request,
+        started_at=started_at,
+        duration=time.monotonic() - t0,
+        findings=tuple(sort_findings(dedupe(findings))),
+        timings=tuple(timings[p.name] for p in selected),
+        transcripts={p.name: transcripts[p.name] for p in selected if p.name in transcripts},
+        facts=facts,
+    )
+    yield CheckDone(report)
+
+
+async def run(
+    request: CheckRequest,
+    config: EngineConfig,
+    *,
+    probes: Sequence[Probe] | None = None,
+    network: Network | None = None,
+) -> Report:
+    """Run the check to the end and return its Report."""
+    async for event in stream(request, config, probes=probes, network=network):
+        if isinstance(event, CheckDone):
+            return event.report
+    raise RuntimeError("check ended without a report")  # pragma: no cover
+
+
+def dedupe(findings: Iterable[Finding]) -> list[Finding]:
+    """Drop findings that repeat one already seen (same code, target and summary)."""
+    seen: set[tuple[str, Target, str]] = set()
+    kept = []
+    for f in findings:
+        key = (f.code, f.target, f.summary)
+        if key not in seen:
+            seen.add(key)
+            kept.append(f)
+    return kept
+
+
+_STAGE_ORDER = {s: i for i, s in enumerate(Stage)}
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Stage order, worst first, then by code and target: stable for diffs."""
+    return sorted(
+        findings,
+        key=lambda f: (_STAGE_ORDER[f.stage], -f.severity.rank, f.code, f.target.label()),
+    )

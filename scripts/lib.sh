@@ -1,0 +1,68 @@
+# shellcheck shell=bash
+# Shared setup for scripts/test and scripts/demo: system packages and the venv.
+# Sourced, so it only defines things; the caller has set -euo pipefail.
+
+# System packages the lab needs (servers are run by the lab itself, not the OS).
+APT_PACKAGES=(nsd dnsutils python3 python3-venv)
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+as_root() {
+    if [[ $EUID -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        die "need root to run: $* (run as root or install sudo)"
+    fi
+}
+
+missing_packages() {
+    local pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || echo "$pkg"
+    done
+}
+
+install_packages() {
+    local missing
+    mapfile -t missing < <(missing_packages)
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    command -v apt-get >/dev/null || die "apt-get not found; install these by hand: ${missing[*]}"
+    echo "Installing: ${missing[*]}"
+
+    # Debian starts a daemon's system service on install; a system nsd would
+    # grab port 53 on every address, including the lab's. policy-rc.d exit 101
+    # tells invoke-rc.d not to start anything.
+    local policy=/usr/sbin/policy-rc.d created=0 rc=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        created=1
+    fi
+    {
+        as_root apt-get update -q &&
+            as_root env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -q --no-install-recommends "${missing[@]}"
+    } || rc=$?
+    if [[ $created -eq 1 ]]; then
+        as_root rm -f "$policy"
+    fi
+    [[ $rc -eq 0 ]] || die "apt-get failed (exit $rc)"
+}
+
+setup_venv() {
+    cd "$REPO_ROOT"
+    [[ -x .venv/bin/python ]] || python3 -m venv .venv
+    PIP_DISABLE_PIP_VERSION_CHECK=1 .venv/bin/pip install -q -e '.[dev]'
+}
+
+setup() {
+    install_packages
+    setup_venv
+}

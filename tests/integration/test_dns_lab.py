@@ -1,0 +1,198 @@
+"""The DNS stage against the lab's real NSD: exact codes per scenario."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+
+from checks import jsonreport
+from checks.config import EngineConfig
+from checks.model import CheckRequest, Report, Severity, Stage
+from checks.names import normalize_domain
+from checks.runner import run
+from tests.conftest import LAB_NETWORK, lab_engine_config
+from tests.lab.zones import BY_DOMAIN, NS_ADDRESS, SCENARIOS, Scenario
+
+pytestmark = pytest.mark.lab
+
+
+async def check(domain: str, config: EngineConfig) -> Report:
+    name = normalize_domain(domain)
+    return await run(CheckRequest(name.ascii, name.unicode, domain), config)
+
+
+def problems(report: Report) -> set[str]:
+    return {f.code for f in report.findings if f.severity > Severity.OK}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.domain for s in SCENARIOS])
+async def test_scenario_reports_exactly_its_codes(scenario: Scenario, lab_config) -> None:
+    report = await check(scenario.domain, lab_config)
+    assert problems(report) == scenario.expect, scenario.about
+    assert all(t.outcome == "done" for t in report.timings), report.timings
+
+
+async def test_healthy_domain_is_clean_and_shows_what_it_found(lab_config) -> None:
+    report = await check("healthy.test", lab_config)
+    assert report.at_least(Severity.INFO) == ()
+    summaries = {f.code: f.summary for f in report.findings}
+    assert summaries["mx.found"] == "MX: 10 mx1.healthy.test, 20 mx2.healthy.test"
+    assert summaries["ptr.ok"].startswith("127.1.1.")
+    assert "_imaps._tcp: imap.healthy.test:993" in summaries["srv.found"]
+    assert summaries["mailconf.found"].startswith("https://autoconfig.healthy.test/")
+    assert report.facts["mx"] == [[10, "mx1.healthy.test"], [20, "mx2.healthy.test"]]
+    assert report.facts["ptr"] == {
+        "127.1.1.1": ["mx1.healthy.test"],
+        "127.1.1.2": ["mx2.healthy.test"],
+    }
+    # Every probe left a transcript of the lookups it made.
+    assert any(
+        "MX healthy.test -> 10 mx1.healthy.test." in line for line in report.transcripts["dns.mx"]
+    )
+
+
+async def test_findings_carry_targets_and_reproduce_commands(lab_config) -> None:
+    report = await check("mxprivate.test", lab_config)
+    private = sorted(
+        (f.target.host, f.target.address) for f in report.findings if f.code == "mx.address.private"
+    )
+    assert private == [
+        ("lo.mxprivate.test", "127.0.0.1"),
+        ("mx.mxprivate.test", "10.0.0.25"),
+        ("mx.mxprivate.test", "2001:db8::25"),
+    ]
+    unresolvable = [
+        f
+        for f in (await check("mxnoaddr.test", lab_config)).findings
+        if f.code == "mx.host.unresolvable"
+    ]
+    assert {f.target.host for f in unresolvable} == {"mx1.mxnoaddr.test", "ghost.mxnoaddr.test"}
+    assert all(f.reproduce and f.reproduce.endswith(f"@{NS_ADDRESS}") for f in unresolvable)
+
+
+async def test_loopback_is_refused_unless_the_operator_allows_it(lab_dns) -> None:
+    from dataclasses import replace
+
+    from checks.targets import TargetPolicy
+
+    closed = replace(lab_engine_config(lab_dns), policy=TargetPolicy())
+    report = await check("healthy.test", closed)
+    assert problems(report) == {"mx.address.private"}
+    assert {f.target.address for f in report.findings if f.code == "mx.address.private"} == {
+        "127.1.1.1",
+        "127.1.1.2",
+    }
+    # No PTR lookups for addresses we may not use.
+    assert report.transcripts["dns.ptr"] == ()
+
+
+async def test_a_dead_resolver_is_inconclusive(lab_dns) -> None:
+    config = lab_engine_config("127.1.0.54", dns=0.5)  # nothing listens there
+    report = await check("healthy.test", config)
+    assert [(f.code, f.severity) for f in report.findings] == [
+        ("dns.resolver.failure", Severity.INCONCLUSIVE)
+    ]
+    assert "no answer within 0.5 s" in report.findings[0].summary
+
+
+@pytest.mark.parametrize(
+    "typed", ["Healthy.TEST.", "postmaster@healthy.test", "https://healthy.test/webmail"]
+)
+async def test_any_accepted_input_form_checks_the_same_domain(typed: str, lab_config) -> None:
+    report = await check(typed, lab_config)
+    assert report.request.domain == "healthy.test" and report.request.original == typed
+    assert report.facts["mx"] == [[10, "mx1.healthy.test"], [20, "mx2.healthy.test"]]
+
+
+# -- through the command line -------------------------------------------------------
+
+
+def mailcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = ["--resolver", NS_ADDRESS, "--allow-target", LAB_NETWORK]
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "check", *base, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {}), "COLUMNS": "200"},
+    )
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.domain for s in SCENARIOS])
+def test_json_output_validates_and_exit_status_follows_severity(
+    scenario: Scenario, lab_dns
+) -> None:
+    result = mailcheck("--json", scenario.domain)
+    doc = json.loads(result.stdout)
+    jsonschema.validate(
+        doc, jsonreport.schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    codes = {f["code"] for f in doc["findings"] if f["severity"] != "ok"}
+    assert codes == scenario.expect
+    has_error = any(f["severity"] == "error" for f in doc["findings"])
+    assert result.returncode == (1 if has_error else 0), result.stderr
+
+
+def test_schema_rejects_a_report_missing_required_fields(lab_dns) -> None:
+    doc = json.loads(mailcheck("--json", "mxcname.test").stdout)
+    del doc["findings"][0]["code"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, jsonreport.schema())
+
+
+def test_terminal_report_explains_each_problem(lab_dns) -> None:
+    result = mailcheck("mxcname.test")
+    assert result.returncode == 1
+    out = result.stdout
+    assert "mx.cname" in out and "MX host mail.mxcname.test is an alias" in out
+    assert "Fix: Point the MX at the canonical host name" in out
+    assert f"Reproduce: dig +short CNAME mail.mxcname.test @{NS_ADDRESS}" in out
+    assert "1 error" in out
+
+
+def test_idn_shows_both_forms(lab_dns) -> None:
+    result = mailcheck("bücher.test")
+    assert result.returncode == 0
+    assert "bücher.test" in result.stdout and "checked as xn--bcher-kva.test" in result.stdout
+    doc = json.loads(mailcheck("--json", "BÜCHER.test").stdout)
+    assert (doc["domain"], doc["domain_display"]) == ("xn--bcher-kva.test", "bücher.test")
+
+
+def test_fail_on_lowers_the_bar(lab_dns) -> None:
+    assert mailcheck("ptrmissing.test").returncode == 0  # a warning only
+    assert mailcheck("--fail-on", "warning", "ptrmissing.test").returncode == 1
+    assert mailcheck("--fail-on", "warning", "healthy.test").returncode == 0
+
+
+def test_settings_from_the_environment(lab_dns) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "check", "--json", "--stage", "dns", "healthy.test"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "MAILCHECK_RESOLVER": NS_ADDRESS,
+            "MAILCHECK_ALLOW_TARGETS": LAB_NETWORK,
+        },
+    )
+    doc = json.loads(result.stdout)
+    assert result.returncode == 0 and doc["worst"] == "ok" and doc["stages"] == ["dns"]
+
+
+def test_scenarios_cover_every_dns_stage_code() -> None:
+    from checks.catalog import CATALOG
+
+    expected = {c for s in SCENARIOS for c in s.expect}
+    dns_codes = {
+        c
+        for c, e in CATALOG.items()
+        if e.stage is Stage.DNS and e.severity > Severity.OK and not c.startswith("engine.")
+    }
+    assert dns_codes - expected == set(), "a DNS code has no lab scenario"
+    assert BY_DOMAIN["healthy.test"].expect == frozenset()

@@ -1,0 +1,251 @@
+"""Run a real authoritative NSD on a loopback address for the test lab."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+
+SOA_MNAME = "ns.test."
+SOA_RNAME = "hostmaster.test."
+SOA_SERIAL = 2026112501
+DEFAULT_TTL = 300
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+
+class NSDLabError(RuntimeError):
+    """NSD could not be found, configured, started or stopped."""
+
+
+@dataclass(frozen=True)
+class Zone:
+    """An authoritative zone; records are zone-file lines relative to origin."""
+
+    origin: str
+    records: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        # Accept "example.test." too; everything below assumes no trailing dot.
+        object.__setattr__(self, "origin", self.origin.rstrip(".").lower())
+        object.__setattr__(self, "records", tuple(self.records))
+
+    def render(self) -> str:
+        """The zone file text, with SOA/NS added unless the records have them."""
+        lines = [f"$ORIGIN {self.origin}.", f"$TTL {DEFAULT_TTL}"]
+        if not self._has_apex("SOA"):
+            lines.append(
+                f"@ IN SOA {SOA_MNAME} {SOA_RNAME} {SOA_SERIAL} 3600 900 604800 {DEFAULT_TTL}"
+            )
+        if not self._has_apex("NS"):
+            lines.append(f"@ IN NS {SOA_MNAME}")
+        lines.extend(self.records)
+        return "\n".join(lines) + "\n"
+
+    def _has_apex(self, rrtype: str) -> bool:
+        found = {_owner_and_type(line) for line in self.records}
+        return bool(found & {("@", rrtype), (f"{self.origin}.", rrtype)})
+
+
+def _owner_and_type(line: str) -> tuple[str, str] | None:
+    tokens = line.split()
+    # A leading blank means "same owner as before"; not worth tracking here.
+    if not tokens or line[0].isspace() or tokens[0].startswith(("$", ";")):
+        return None
+    for token in tokens[1:]:
+        if token.isdigit() or token.upper() in ("IN", "CH", "HS"):
+            continue
+        return tokens[0].lower(), token.upper()
+    return None
+
+
+def find_nsd_tool(name: str = "nsd") -> str:
+    """Path of an NSD binary; /usr/sbin is often not on a non-root PATH."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise NSDLabError(
+            f"{name} not found on PATH or in /usr/sbin; run scripts/test, which installs nsd"
+        )
+    return found
+
+
+class NSDLab:
+    """One NSD instance whose config, zones, pidfile and log live in state_dir."""
+
+    def __init__(self, state_dir: Path, address: str = "127.1.0.53", port: int = 53) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.address = address
+        self.port = port
+        self.conf_path = self.state_dir / "nsd.conf"
+        self.pid_path = self.state_dir / "nsd.pid"
+        self.log_path = self.state_dir / "nsd.log"
+        self.zones_dir = self.state_dir / "zones"
+
+    def start(self, zones: Iterable[Zone]) -> None:
+        zones = list(zones)
+        if not zones:
+            raise ValueError("NSDLab.start() needs at least one zone")
+        nsd = find_nsd_tool("nsd")
+        self.stop()  # a leftover instance from an earlier run would hold the port
+
+        self._write_config(zones)
+        for zone in zones:
+            self._run_checked(
+                [find_nsd_tool("nsd-checkzone"), zone.origin, str(self._zone_path(zone))],
+                f"zone {zone.origin} is invalid",
+            )
+        self._run_checked(
+            [find_nsd_tool("nsd-checkconf"), str(self.conf_path)], "nsd.conf is invalid"
+        )
+
+        with self.log_path.open("a") as log:
+            # Pre-daemon errors (bad bind, etc.) go to stderr, so keep them with the log.
+            result = subprocess.run(
+                [nsd, "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise NSDLabError(f"nsd exited with {result.returncode}\n{self._log_tail()}")
+        self._wait_until_serving(zones[0])
+
+    def stop(self) -> None:
+        pid = self._pid()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                if not _wait_for_exit(pid, STOP_TIMEOUT):
+                    _kill_hard(pid)
+                    _wait_for_exit(pid, STOP_TIMEOUT)
+            except ProcessLookupError:
+                pass
+            if _is_nsd(pid):
+                raise NSDLabError(f"nsd (pid {pid}) did not exit")
+        # Also clears a stale pidfile, so start() can tell the new daemon's apart.
+        self.pid_path.unlink(missing_ok=True)
+
+    def is_running(self) -> bool:
+        return self._pid() is not None
+
+    def _pid(self) -> int | None:
+        """PID from the pidfile, if that process is still a live nsd."""
+        try:
+            pid = int(self.pid_path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if _is_nsd(pid) else None
+
+    def _zone_path(self, zone: Zone) -> Path:
+        return self.zones_dir / f"{zone.origin}.zone"
+
+    def _write_config(self, zones: list[Zone]) -> None:
+        self.zones_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.zones_dir.glob("*.zone"):
+            stale.unlink()
+        for zone in zones:
+            self._zone_path(zone).write_text(zone.render())
+
+        state = self.state_dir
+        # Every path is pinned into state_dir: the Debian defaults point at /etc,
+        # /var/lib and /run, which would clash with (or need) a system NSD.
+        server = {
+            "ip-address": f"{self.address}@{self.port}",
+            "server-count": "1",
+            "username": '""',
+            "chroot": '""',
+            "database": '""',
+            "zonesdir": f'"{self.zones_dir}"',
+            "zonelistfile": f'"{state / "zone.list"}"',
+            "xfrdfile": f'"{state / "xfrd.state"}"',
+            "xfrdir": f'"{state}"',
+            "cookie-secret-file": f'"{state / "cookiesecrets.txt"}"',
+            "pidfile": f'"{self.pid_path}"',
+            "logfile": f'"{self.log_path}"',
+            # Tests fire many identical queries from one address; RRL would
+            # start dropping or truncating them.
+            "rrl-ratelimit": "0",
+            "rrl-whitelist-ratelimit": "0",
+        }
+        lines = ["server:"]
+        lines += [f"    {key}: {value}" for key, value in server.items()]
+        lines += ["", "remote-control:", "    control-enable: no", ""]
+        for zone in zones:
+            zonefile = self._zone_path(zone)
+            lines += ["zone:", f"    name: {zone.origin}.", f'    zonefile: "{zonefile}"', ""]
+        self.conf_path.write_text("\n".join(lines))
+
+    def _run_checked(self, argv: list[str], what: str) -> None:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            output = (result.stderr + result.stdout).strip()
+            raise NSDLabError(f"{what}:\n{output}")
+
+    def _wait_until_serving(self, zone: Zone) -> None:
+        query = dns.message.make_query(f"{zone.origin}.", "SOA")
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                response = dns.query.udp(query, self.address, port=self.port, timeout=0.2)
+                if response.rcode() == dns.rcode.NOERROR:
+                    return
+            except (dns.exception.Timeout, OSError):
+                pass
+            # The daemon may already have died (e.g. port in use); no point waiting.
+            if self.pid_path.exists() and not self.is_running():
+                break
+            time.sleep(0.05)
+        raise NSDLabError(
+            f"nsd did not answer SOA {zone.origin} on {self.address}@{self.port} "
+            f"within {START_TIMEOUT:.0f}s\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return f"(no log at {self.log_path})"
+        return f"--- tail of {self.log_path} ---\n" + "\n".join(tail)
+
+
+def _is_nsd(pid: int) -> bool:
+    """True if pid is a live (non-zombie) nsd process."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # nsd retitles its processes ("nsd: xfrd", "nsd: main"); the pidfile holds xfrd's.
+    # The daemon is reparented to PID 1, which may never reap it: a zombie is gone.
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return comm.split(":")[0] == "nsd" and state not in ("Z", "X")
+
+
+def _kill_hard(pid: int) -> None:
+    # nsd daemonises into its own process group; killing the group also takes
+    # the server and xfrd children, which would otherwise keep the port bound.
+    if os.getpgid(pid) == pid:
+        os.killpg(pid, signal.SIGKILL)
+    else:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _is_nsd(pid):
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: tiny real servers for behaviour no real server shows."""

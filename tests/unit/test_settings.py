@@ -1,0 +1,63 @@
+import pytest
+
+from bot.settings import ENV, Settings
+from checks.config import Nameserver
+from checks.errors import InputError
+
+
+def test_defaults_use_the_system_resolver_and_refuse_non_public_targets() -> None:
+    s = Settings.from_env({})
+    config = s.engine_config()
+    assert config.nameservers == ()
+    assert config.policy.refusal("127.1.0.53") is not None
+    assert config.timeouts.check == 120 and config.timeouts.dns == 5
+
+
+def test_environment_is_read_into_one_engine_config() -> None:
+    s = Settings.from_env(
+        {
+            "MAILCHECK_RESOLVER": "127.1.0.53, [::1]:5353,127.1.0.54:5300",
+            "MAILCHECK_ALLOW_TARGETS": "127.1.0.0/16,::1/128",
+            "MAILCHECK_TIMEOUT": "30",
+            "MAILCHECK_DNS_TIMEOUT": "1.5",
+        }
+    )
+    config = s.engine_config()
+    assert config.nameservers == (
+        Nameserver("127.1.0.53"),
+        Nameserver("::1", 5353),
+        Nameserver("127.1.0.54", 5300),
+    )
+    assert config.policy.refusal("127.1.2.3") is None
+    assert config.policy.refusal("::1") is None
+    assert config.policy.refusal("10.0.0.1") is not None
+    assert (config.timeouts.check, config.timeouts.dns) == (30, 1.5)
+
+
+def test_flags_override_the_environment() -> None:
+    s = Settings.from_env({"MAILCHECK_TIMEOUT": "30"}).override(timeout=5.0, ca_file=None)
+    assert s.timeout == 5.0
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"MAILCHECK_RESOLVER": "dns.google"}, "IP address"),
+        ({"MAILCHECK_RESOLVER": "127.0.0.1:99999"}, "port"),
+        ({"MAILCHECK_ALLOW_TARGETS": "127.1.0.0/99"}, "CIDR"),
+        ({"MAILCHECK_TIMEOUT": "soon"}, "MAILCHECK_TIMEOUT"),
+        ({"MAILCHECK_DNS_TIMEOUT": "-1"}, "between"),
+        ({"MAILCHECK_CA_FILE": "/nonexistent/ca.pem"}, "does not exist"),
+    ],
+)
+def test_bad_settings_are_named(env: dict[str, str], complaint: str) -> None:
+    with pytest.raises(InputError, match=complaint):
+        Settings.from_env(env)
+
+
+def test_env_example_documents_every_setting() -> None:
+    from pathlib import Path
+
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    for name in ENV:
+        assert f"\n{name}=" in "\n" + example or f"# {name}=" in example, name
