@@ -196,3 +196,47 @@ def test_scenarios_cover_every_dns_stage_code() -> None:
     }
     assert dns_codes - expected == set(), "a DNS code has no lab scenario"
     assert BY_DOMAIN["healthy.test"].expect == frozenset()
+
+
+def test_live_progress_on_a_terminal(lab_dns) -> None:
+    """On a TTY, stderr shows each probe as it finishes; stdout keeps the report."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "check",
+                "--resolver",
+                NS_ADDRESS,
+                "--allow-target",
+                LAB_NETWORK,
+                "healthy.test",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            timeout=60,
+            env={**os.environ, "TERM": "xterm", "COLUMNS": "200"},
+        )
+        os.close(slave)
+        progress = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child side is closed and drained
+                break
+            if not chunk:
+                break
+            progress += chunk
+    finally:
+        os.close(master)
+    text = progress.decode("utf-8", "replace")
+    assert result.returncode == 0
+    for probe in ("dns.mx", "dns.mx.hosts", "dns.ptr", "dns.srv", "dns.mailconf"):
+        assert f"{probe} " in text, text
+    assert "dns.mx" not in result.stdout.split("DNS", 1)[0]  # progress stays off stdout
+    assert "mx.found" in result.stdout
