@@ -14,6 +14,7 @@ from typing import Any
 
 from checks.config import EngineConfig, Nameserver, Timeouts
 from checks.errors import InputError
+from checks.names import normalize_domain
 from checks.targets import TargetPolicy, parse_networks
 
 # name -> (default, description): the table `.env.example` and the README follow.
@@ -31,6 +32,16 @@ ENV: dict[str, tuple[str, str]] = {
     "MAILCHECK_CA_FILE": ("", "PEM file of extra trusted CA certificates for TLS checks."),
     "MAILCHECK_TIMEOUT": ("120", "Overall deadline of one check, in seconds."),
     "MAILCHECK_DNS_TIMEOUT": ("5", "Deadline of one DNS lookup, in seconds."),
+    "MAILCHECK_CONNECT_TIMEOUT": ("10", "Deadline of one TCP connect, in seconds."),
+    "MAILCHECK_BANNER_TIMEOUT": (
+        "30",
+        "How long to wait for a server's greeting, in seconds (postscreen delays it).",
+    ),
+    "MAILCHECK_REPLY_TIMEOUT": (
+        "30",
+        "How long to wait for a reply to one command or a TLS handshake, in seconds.",
+    ),
+    "MAILCHECK_HELO_NAME": ("mailcheck.invalid", "The name mailcheck gives in EHLO."),
 }
 
 
@@ -41,6 +52,10 @@ class Settings:
     ca_file: str | None = None
     timeout: float = 120.0
     dns_timeout: float = 5.0
+    connect_timeout: float = 10.0
+    banner_timeout: float = 30.0
+    reply_timeout: float = 30.0
+    helo_name: str = "mailcheck.invalid"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +70,10 @@ class Settings:
             ca_file=get("MAILCHECK_CA_FILE") or None,
             timeout=_seconds("MAILCHECK_TIMEOUT", get("MAILCHECK_TIMEOUT")),
             dns_timeout=_seconds("MAILCHECK_DNS_TIMEOUT", get("MAILCHECK_DNS_TIMEOUT")),
+            connect_timeout=_seconds("MAILCHECK_CONNECT_TIMEOUT", get("MAILCHECK_CONNECT_TIMEOUT")),
+            banner_timeout=_seconds("MAILCHECK_BANNER_TIMEOUT", get("MAILCHECK_BANNER_TIMEOUT")),
+            reply_timeout=_seconds("MAILCHECK_REPLY_TIMEOUT", get("MAILCHECK_REPLY_TIMEOUT")),
+            helo_name=get("MAILCHECK_HELO_NAME"),
         ).validated()
 
     def override(self, **changes: Any) -> Settings:
@@ -63,9 +82,19 @@ class Settings:
 
     def validated(self) -> Settings:
         parse_networks(self.allow_targets)  # raises InputError naming the bad value
-        for what, value in (("timeout", self.timeout), ("DNS timeout", self.dns_timeout)):
+        for what, value in (
+            ("timeout", self.timeout),
+            ("DNS timeout", self.dns_timeout),
+            ("connect timeout", self.connect_timeout),
+            ("banner timeout", self.banner_timeout),
+            ("reply timeout", self.reply_timeout),
+        ):
             if not 0 < value <= 3600:
                 raise InputError(f"the {what} must be between 0 and 3600 seconds, not {value:g}")
+        try:
+            normalize_domain(self.helo_name)
+        except InputError as exc:
+            raise InputError(f"MAILCHECK_HELO_NAME: {exc}") from None
         if self.ca_file and not os.path.isfile(self.ca_file):
             raise InputError(f"CA file {self.ca_file!r} does not exist")
         return self
@@ -75,7 +104,14 @@ class Settings:
             nameservers=self.resolvers,
             policy=TargetPolicy(parse_networks(self.allow_targets)),
             ca_file=self.ca_file,
-            timeouts=Timeouts(dns=self.dns_timeout, check=self.timeout),
+            timeouts=Timeouts(
+                dns=self.dns_timeout,
+                connect=self.connect_timeout,
+                banner=self.banner_timeout,
+                reply=self.reply_timeout,
+                check=self.timeout,
+            ),
+            helo_name=self.helo_name,
         )
 
 

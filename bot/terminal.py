@@ -8,14 +8,13 @@ neither restyle the report nor drive the terminal.
 
 from __future__ import annotations
 
-import re
-
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from checks import catalog
 from checks.model import Finding, Report, Severity, Stage
+from checks.text import visible
 
 MARKS: dict[Severity, tuple[str, str]] = {
     Severity.OK: ("✔", "green"),
@@ -25,12 +24,7 @@ MARKS: dict[Severity, tuple[str, str]] = {
     Severity.ERROR: ("✖", "bold red"),
 }
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def clean(text: str) -> str:
-    """Make control characters visible (`\\x1b`), so text cannot drive the terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+clean = visible  # remote text, with control characters made visible
 
 
 def verdict(report: Report) -> Text:

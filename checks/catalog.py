@@ -258,6 +258,417 @@ _ENTRIES: tuple[Entry, ...] = (
         "Publish a single TXT record `mailconf=https://autoconfig.example.com/mail/"
         "config-v1.1.xml`.",
     ),
+    # -- connect: port 25 of the MX hosts ------------------------------------------
+    Entry(
+        "smtp.ok",
+        _OK,
+        Stage.CONNECT,
+        "SMTP server answers",
+        "The mail exchanger greets, answers EHLO and (where offered) upgrades to TLS.",
+        "",
+    ),
+    Entry(
+        "smtp.connect.refused",
+        _ERR,
+        Stage.CONNECT,
+        "MX refuses connections on port 25",
+        "Nothing listens on port 25 at this MX address (or a firewall rejects it), so "
+        "senders cannot deliver there; they try the next MX, or queue and bounce.",
+        "Start the mail server or open port 25 for this address; if the host no longer "
+        "receives mail, remove it from the MX records.",
+    ),
+    Entry(
+        "smtp.connect.timeout",
+        _ERR,
+        Stage.CONNECT,
+        "MX port 25 does not answer",
+        "Connections to port 25 time out: a firewall drops them, or the host is down. "
+        "Senders wait for each attempt before trying the next MX, delaying mail.",
+        "Check the firewall (inbound TCP 25 must be open to the internet) and that the "
+        "host is up. Note that many home and cloud networks block outbound port 25: "
+        "check from a network that allows it.",
+    ),
+    Entry(
+        "smtp.banner.timeout",
+        _WARN,
+        Stage.CONNECT,
+        "SMTP server sends no greeting",
+        "The server accepted the connection but did not send its 220 greeting in time. "
+        "A greeting delay (postscreen, tarpitting) beyond a sender's patience loses mail.",
+        "Look for an overloaded server, a stuck filter, or a greet delay that is too long "
+        "(postscreen_greet_wait).",
+    ),
+    Entry(
+        "smtp.banner.rejected",
+        _INC,
+        Stage.CONNECT,
+        "SMTP server turned us away",
+        "The server answered with a 4xx/5xx greeting instead of 220: it is busy, rate "
+        "limits, greylists or blocks our address. That says more about us than about the "
+        "domain, so the result is inconclusive.",
+        "Repeat the check from another address, or look at the server's logs for why it "
+        "rejects this client.",
+    ),
+    Entry(
+        "smtp.ehlo.rejected",
+        _ERR,
+        Stage.CONNECT,
+        "SMTP server rejects EHLO",
+        "Without EHLO there is no ESMTP: no STARTTLS, no SIZE, no 8BITMIME. Senders fall "
+        "back to HELO and deliver in the clear.",
+        "Enable ESMTP; check HELO/EHLO restrictions (smtpd_helo_restrictions).",
+    ),
+    Entry(
+        "smtp.hostname.mismatch",
+        _WARN,
+        Stage.CONNECT,
+        "SMTP server name matches neither MX nor PTR",
+        "The name in the greeting or EHLO reply is neither the MX host name nor the "
+        "address's PTR. Some receivers and anti-spam checks expect them to agree, and it "
+        "suggests a misconfigured or shared server.",
+        "Set the server's host name (Postfix: myhostname) to the MX name that has the PTR.",
+    ),
+    Entry(
+        "smtp.starttls.missing",
+        _ERR,
+        Stage.CONNECT,
+        "No STARTTLS",
+        "The server does not offer STARTTLS, so everything sent to it (mail, or logins on "
+        "a submission port) crosses the network in the clear. On an MX, senders still "
+        "deliver, unencrypted.",
+        "Configure a certificate and enable TLS (Postfix: smtpd_tls_security_level=may on "
+        "port 25, encrypt on 587).",
+    ),
+    Entry(
+        "smtp.starttls.failed",
+        _ERR,
+        Stage.CONNECT,
+        "STARTTLS advertised but refused",
+        "The server offers STARTTLS and then refuses it (usually 454 TLS not available: "
+        "its certificate or key cannot be loaded). Senders retry in the clear or defer.",
+        "Read the server log for the TLS error; check the certificate and key files and "
+        "their permissions.",
+    ),
+    Entry(
+        "smtp.auth.before_tls",
+        _ERR,
+        Stage.CONNECT,
+        "Password login offered before TLS",
+        "The server offers AUTH PLAIN or LOGIN on an unencrypted connection, so a client "
+        "(or an attacker stripping STARTTLS) can send passwords in the clear.",
+        "Offer AUTH only after STARTTLS (Postfix: smtpd_tls_auth_only=yes); no AUTH at "
+        "all on port 25.",
+    ),
+    # -- connect: submission ------------------------------------------------------------
+    Entry(
+        "submission.ok",
+        _OK,
+        Stage.CONNECT,
+        "Submission server answers",
+        "Mail clients can submit mail here.",
+        "",
+    ),
+    Entry(
+        "submission.connect.refused",
+        _ERR,
+        Stage.CONNECT,
+        "Advertised submission port refuses connections",
+        "An SRV record sends mail clients to this submission port, but nothing listens, "
+        "so users cannot send mail.",
+        "Start the submission service (Postfix master.cf: submission/submissions) or fix "
+        "the SRV record.",
+    ),
+    Entry(
+        "submission.connect.timeout",
+        _ERR,
+        Stage.CONNECT,
+        "Advertised submission port does not answer",
+        "An SRV record sends clients here, but connections time out (filtered?).",
+        "Open the port in the firewall, or fix the SRV record.",
+    ),
+    Entry(
+        "submission.missing",
+        _WARN,
+        Stage.CONNECT,
+        "No submission server found",
+        "Neither port 587 (STARTTLS) nor 465 (implicit TLS) answers on the hosts a client "
+        "would try, so users need hand-made settings, or send through port 25, which many "
+        "networks block.",
+        "Run submission on 587 and/or 465 and publish `_submissions._tcp` / `_submission."
+        "_tcp` SRV records naming the host.",
+    ),
+    # -- connect: IMAP and POP3 ---------------------------------------------------------
+    Entry("imap.ok", _OK, Stage.CONNECT, "IMAP server answers", "Clients can read mail here.", ""),
+    Entry(
+        "imap.connect.refused",
+        _ERR,
+        Stage.CONNECT,
+        "Advertised IMAP port refuses connections",
+        "An SRV record sends mail clients to this IMAP port, but nothing listens.",
+        "Start the IMAP service on that port, or fix the SRV record.",
+    ),
+    Entry(
+        "imap.connect.timeout",
+        _ERR,
+        Stage.CONNECT,
+        "Advertised IMAP port does not answer",
+        "An SRV record sends clients here, but connections time out (filtered?).",
+        "Open the port in the firewall, or fix the SRV record.",
+    ),
+    Entry(
+        "imap.banner.timeout",
+        _WARN,
+        Stage.CONNECT,
+        "IMAP server sends no greeting",
+        "The server accepted the connection but sent no `* OK` greeting in time; clients give up.",
+        "Look for an overloaded or stuck IMAP server.",
+    ),
+    Entry(
+        "imap.banner.rejected",
+        _INC,
+        Stage.CONNECT,
+        "IMAP server turned us away",
+        "The server greeted with `* BYE` (busy, or blocking our address): inconclusive.",
+        "Repeat from another address; read the server log.",
+    ),
+    Entry(
+        "imap.starttls.missing",
+        _ERR,
+        Stage.CONNECT,
+        "IMAP port 143 without STARTTLS",
+        "Clients connecting on 143 cannot encrypt, so passwords and mail travel in the clear.",
+        "Enable TLS on the IMAP server (Dovecot: ssl = yes with a certificate).",
+    ),
+    Entry(
+        "imap.starttls.failed",
+        _ERR,
+        Stage.CONNECT,
+        "IMAP STARTTLS refused",
+        "The server advertises STARTTLS and then refuses it.",
+        "Read the IMAP server's log for the TLS error; check certificate and key.",
+    ),
+    Entry(
+        "imap.auth.before_tls",
+        _ERR,
+        Stage.CONNECT,
+        "IMAP accepts passwords before TLS",
+        "Port 143 allows LOGIN (no LOGINDISABLED) or AUTHENTICATE PLAIN before STARTTLS, so "
+        "a client, or an attacker stripping STARTTLS, sends the password in the clear.",
+        "Refuse plaintext logins without TLS (Dovecot: disable_plaintext_auth = yes, or "
+        "auth_allow_cleartext = no in 2.4).",
+    ),
+    Entry(
+        "imap.missing",
+        _INFO,
+        Stage.CONNECT,
+        "No IMAP server found",
+        "No IMAP server answers on the names clients try (SRV records, imap., mail., the "
+        "domain). Fine if mailboxes are hosted elsewhere; otherwise clients cannot "
+        "configure themselves.",
+        "Publish `_imaps._tcp` SRV records naming the IMAP host, or an imap. host name.",
+    ),
+    Entry("pop3.ok", _OK, Stage.CONNECT, "POP3 server answers", "Clients can fetch mail here.", ""),
+    Entry(
+        "pop3.connect.refused",
+        _ERR,
+        Stage.CONNECT,
+        "Advertised POP3 port refuses connections",
+        "An SRV record sends mail clients to this POP3 port, but nothing listens.",
+        "Start the POP3 service on that port, or fix (or set to `.`) the SRV record.",
+    ),
+    Entry(
+        "pop3.connect.timeout",
+        _ERR,
+        Stage.CONNECT,
+        "Advertised POP3 port does not answer",
+        "An SRV record sends clients here, but connections time out (filtered?).",
+        "Open the port in the firewall, or fix the SRV record.",
+    ),
+    Entry(
+        "pop3.banner.timeout",
+        _WARN,
+        Stage.CONNECT,
+        "POP3 server sends no greeting",
+        "The server accepted the connection but sent no `+OK` greeting in time.",
+        "Look for an overloaded or stuck POP3 server.",
+    ),
+    Entry(
+        "pop3.banner.rejected",
+        _INC,
+        Stage.CONNECT,
+        "POP3 server turned us away",
+        "The server greeted with `-ERR` (busy, or blocking our address): inconclusive.",
+        "Repeat from another address; read the server log.",
+    ),
+    Entry(
+        "pop3.starttls.missing",
+        _ERR,
+        Stage.CONNECT,
+        "POP3 port 110 without STLS",
+        "Clients connecting on 110 cannot encrypt, so passwords and mail travel in the clear.",
+        "Enable TLS on the POP3 server.",
+    ),
+    Entry(
+        "pop3.starttls.failed",
+        _ERR,
+        Stage.CONNECT,
+        "POP3 STLS refused",
+        "The server advertises STLS and then refuses it.",
+        "Read the POP3 server's log for the TLS error; check certificate and key.",
+    ),
+    Entry(
+        "pop3.auth.before_tls",
+        _ERR,
+        Stage.CONNECT,
+        "POP3 accepts passwords before TLS",
+        "Port 110 offers USER/PASS (or SASL PLAIN) before STLS, so passwords can travel in "
+        "the clear.",
+        "Refuse plaintext logins without TLS (Dovecot: disable_plaintext_auth = yes).",
+    ),
+    # -- connect: any conversation ----------------------------------------------------------
+    Entry(
+        "session.dropped",
+        _INC,
+        Stage.CONNECT,
+        "Server hung up",
+        "The server closed the connection in the middle of the conversation: often rate "
+        "limiting, a connection limit or a blocklist, so this is inconclusive.",
+        "Repeat later or from another address; read the server's log.",
+    ),
+    Entry(
+        "session.reply.timeout",
+        _WARN,
+        Stage.CONNECT,
+        "Server stopped answering",
+        "The server went quiet in the middle of the conversation. Clients and senders "
+        "time out the same way.",
+        "Look for an overloaded server or a stuck filter.",
+    ),
+    Entry(
+        "session.protocol.invalid",
+        _ERR,
+        Stage.CONNECT,
+        "Server does not speak the protocol",
+        "What came back is not the protocol expected on this port (garbage, an endless "
+        "line, a flood, or an unexpected refusal). Another service may be listening here, "
+        "or something in between mangles the traffic.",
+        "Check which program listens on the port, and for middleboxes (antivirus, "
+        '"SMTP fixup") that rewrite the conversation.',
+    ),
+    Entry(
+        "connect.target.refused",
+        _ERR,
+        Stage.CONNECT,
+        "Server address is not public",
+        "An advertised server resolves to a private, loopback or otherwise non-public "
+        "address, so clients outside your network cannot reach it (and mailcheck will not "
+        "connect there).",
+        "Publish the server's public address; keep internal addresses in internal DNS.",
+    ),
+    # -- TLS ---------------------------------------------------------------------------------
+    Entry(
+        "tls.ok",
+        _OK,
+        Stage.TLS,
+        "TLS and certificate in order",
+        "The certificate is trusted, names this host, is in date, and the connection uses "
+        "a modern protocol and cipher.",
+        "",
+    ),
+    Entry(
+        "tls.cert.expired",
+        _ERR,
+        Stage.TLS,
+        "Certificate expired",
+        "Clients refuse the connection (users see a certificate warning or cannot connect); "
+        "on an MX, senders that verify (MTA-STS, DANE) stop delivering.",
+        "Renew the certificate and reload the server (and check why automatic renewal "
+        "did not run).",
+    ),
+    Entry(
+        "tls.cert.not_yet_valid",
+        _ERR,
+        Stage.TLS,
+        "Certificate not yet valid",
+        "The certificate's start date is in the future (or the server's clock is wrong); "
+        "clients refuse it.",
+        "Check the server's clock; install a currently valid certificate.",
+    ),
+    Entry(
+        "tls.cert.expiring",
+        _WARN,
+        Stage.TLS,
+        "Certificate expires soon",
+        "The certificate expires within 14 days (error within 3); renewal must happen now.",
+        "Renew the certificate and reload the server; check that automatic renewal works.",
+    ),
+    Entry(
+        "tls.cert.hostname_mismatch",
+        _ERR,
+        Stage.TLS,
+        "Certificate does not name this host",
+        "The host name clients connect to is not among the certificate's names, so they "
+        "reject it (users see a warning).",
+        "Get a certificate that includes this host name (as a SAN), or point clients and "
+        "DNS at a name the certificate covers.",
+    ),
+    Entry(
+        "tls.cert.untrusted",
+        _ERR,
+        Stage.TLS,
+        "Certificate not trusted",
+        "The certificate is self-signed or issued by a CA that clients do not trust, so "
+        "they refuse it or show a warning.",
+        "Use a certificate from a public CA (e.g. Let's Encrypt).",
+    ),
+    Entry(
+        "tls.cert.chain_incomplete",
+        _ERR,
+        Stage.TLS,
+        "Intermediate certificate missing",
+        "The server sends its certificate without the intermediate CA certificate, so "
+        "clients that do not already have it cannot build a chain to a trusted root; "
+        "typically desktop clients work and phones fail.",
+        "Configure the full chain file (Let's Encrypt: fullchain.pem, not cert.pem; "
+        "Postfix smtpd_tls_chain_files, Dovecot ssl_cert with the chain appended).",
+    ),
+    Entry(
+        "tls.handshake.failed",
+        _ERR,
+        Stage.TLS,
+        "TLS handshake failed",
+        "The TLS handshake did not complete: no common protocol or cipher, a broken "
+        "certificate setup, or plain text on a port that should speak TLS.",
+        "Reproduce with the openssl command; check the server's TLS settings and log.",
+    ),
+    Entry(
+        "tls.protocol.legacy",
+        _WARN,
+        Stage.TLS,
+        "TLS 1.0/1.1 still accepted",
+        "TLS 1.0 and 1.1 are deprecated (RFC 8996) and weak; accepting them invites "
+        "downgrade attacks and fails compliance scans.",
+        "Require TLS 1.2 or later (Postfix: smtpd_tls_protocols = >=TLSv1.2; Dovecot: "
+        "ssl_min_protocol = TLSv1.2).",
+    ),
+    Entry(
+        "tls.cipher.weak",
+        _ERR,
+        Stage.TLS,
+        "Weak cipher negotiated",
+        "The connection was encrypted with a broken or weak cipher (RC4, 3DES, NULL, "
+        "export grade, or under 128 bits), which does not protect the traffic.",
+        "Restrict the cipher list to modern AEAD ciphers and let the server choose.",
+    ),
+    Entry(
+        "tls.key.weak",
+        _ERR,
+        Stage.TLS,
+        "Weak certificate key",
+        "The certificate's key is too small (RSA under 2048 bits, EC under 224) to be "
+        "safe; modern clients reject it.",
+        "Issue a new certificate with an RSA 2048+ or EC P-256 key.",
+    ),
 )
 
 CATALOG: Mapping[str, Entry] = {e.code: e for e in _ENTRIES}

@@ -60,7 +60,17 @@ class Timeouts:
     dns: float = 5.0
     connect: float = 10.0
     banner: float = 30.0  # postscreen delays greetings by 6 s or more
+    reply: float = 30.0  # one command's reply, or a TLS handshake
     check: float = 120.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one server may make us read: hostile servers exist."""
+
+    line: int = 4096  # bytes in one protocol line (RFC 5321 asks for 512)
+    reply_lines: int = 200  # lines in one multi-line reply
+    bytes_per_connection: int = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,3 +79,5 @@ class EngineConfig:
     policy: TargetPolicy = field(default_factory=TargetPolicy)
     ca_file: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    helo_name: str = "mailcheck.invalid"  # what we call ourselves in EHLO
+    limits: Limits = field(default_factory=Limits)

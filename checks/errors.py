@@ -3,6 +3,14 @@
     MailcheckError
      ├── InputError                  the user's input is not something we can check
      ├── TargetRefused               the target policy forbids an address
+     ├── NetError                    a conversation with a server went wrong
+     │    ├── ConnectRefused         nothing listens (RST)
+     │    ├── ConnectTimeout         no answer to the SYN in time (also a TimeoutError)
+     │    ├── ConnectFailed          any other socket error while connecting
+     │    ├── ReadTimeout            the server went quiet mid-conversation (also a TimeoutError)
+     │    ├── ConnectionClosed       the server hung up
+     │    ├── ProtocolViolation      it said something that is not the protocol, or too much
+     │    └── TLSFailed              the TLS handshake failed
      └── DNSError                    a lookup did not give an answer
                                      (a name with no record of the type asked is
                                      not an error: the answer is just empty)
@@ -34,6 +42,38 @@ class TargetRefused(MailcheckError):
         )
         self.address = address
         self.reason = reason
+
+
+class NetError(MailcheckError):
+    pass
+
+
+class ConnectRefused(NetError):
+    pass
+
+
+class ConnectTimeout(NetError, TimeoutError):
+    pass
+
+
+class ConnectFailed(NetError):
+    pass
+
+
+class ReadTimeout(NetError, TimeoutError):
+    pass
+
+
+class ConnectionClosed(NetError):
+    pass
+
+
+class ProtocolViolation(NetError):
+    pass
+
+
+class TLSFailed(NetError):
+    pass
 
 
 class DNSError(MailcheckError):

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,17 @@ import dns.resolver
 import dns.reversename
 
 from checks.config import EngineConfig
-from checks.errors import DNSError, NXDomain, ResolverFailure, ResolverTimeout
+from checks.conn import Connection
+from checks.errors import (
+    ConnectFailed,
+    ConnectRefused,
+    ConnectTimeout,
+    DNSError,
+    NXDomain,
+    ResolverFailure,
+    ResolverTimeout,
+)
+from checks.model import Target
 
 # The transcript of the probe currently running. A ContextVar, because asyncio
 # copies the context into every task a probe starts, so lookups made deep
@@ -100,6 +110,52 @@ class Network:
         self.policy = config.policy
         self._resolver = resolver or make_resolver(config)
         self._memo: dict[tuple[str, str], asyncio.Task[DNSAnswer]] = {}
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+
+    # -- connections ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(self, target: Target) -> AsyncIterator[Connection]:
+        """A conversation with `target` (address and port required).
+
+        Raises TargetRefused before any packet when the policy forbids the
+        address; ConnectRefused / ConnectTimeout / ConnectFailed otherwise.
+        At most one connection per address:port is open at a time (polite to
+        servers that count connections, and postscreen-safe); later callers
+        wait their turn. The conversation lands in the probe's transcript.
+        """
+        address, port = target.address, target.port
+        if address is None or port is None:
+            raise ValueError("connect needs an address and a port")
+        self.policy.check(address)
+        lock = self._locks.setdefault((address, port), asyncio.Lock())
+        async with lock:
+            header = f"== {target.protocol or 'tcp'} {target.label()}"
+            started = time.monotonic()
+            timeout = self.config.timeouts.connect
+            try:
+                async with asyncio.timeout(timeout):
+                    reader, writer = await asyncio.open_connection(address, port)
+            except TimeoutError:
+                note(f"{header}: no answer to connect within {timeout:g} s")
+                raise ConnectTimeout(f"no answer within {timeout:g} s (filtered?)") from None
+            except ConnectionRefusedError as exc:
+                note(f"{header}: connection refused")
+                raise ConnectRefused("connection refused") from exc
+            except OSError as exc:
+                note(f"{header}: {exc.strerror or exc}")
+                raise ConnectFailed(str(exc.strerror or exc)) from exc
+            conn = Connection(
+                reader, writer, target, self.config.limits, self.config.timeouts.reply
+            )
+            conn.note(f"-- connected in {(time.monotonic() - started) * 1000:.1f} ms")
+            try:
+                yield conn
+            finally:
+                await conn.aclose()
+                note(header)
+                for line in conn.transcript:
+                    note(f"  {line}")
 
     # -- DNS -------------------------------------------------------------------
 

@@ -96,9 +96,10 @@ Event = ProbeStarted | ProbeFinished | CheckDone
 
 
 def default_probes() -> tuple[Probe, ...]:
-    from checks import dns  # the stage modules import this one
+    # The stage modules import this one, so they are imported here, late.
+    from checks import dns, mailbox, smtp, tlsprobe
 
-    return dns.PROBES
+    return dns.PROBES + smtp.PROBES + mailbox.PROBES + tlsprobe.PROBES
 
 
 def available_stages(probes: Iterable[Probe] | None = None) -> list[Stage]:

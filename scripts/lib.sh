@@ -3,7 +3,19 @@
 # Sourced, so it only defines things; the caller has set -euo pipefail.
 
 # System packages the lab needs (servers are run by the lab itself, not the OS).
-APT_PACKAGES=(nsd dnsutils python3 python3-venv)
+# postfix/dovecot serve the mail lab from configs under .lab/, never /etc;
+# iptables makes the "filtered" scenarios drop packets.
+APT_PACKAGES=(
+    nsd dnsutils python3 python3-venv
+    postfix dovecot-core dovecot-imapd dovecot-pop3d iptables
+)
+
+# Answers for packages that would otherwise ask (postfix asks for a mail
+# setup; "No configuration" leaves /etc/postfix/main.cf unwritten).
+DEBCONF_SELECTIONS=(
+    "postfix postfix/main_mailer_type select No configuration"
+    "postfix postfix/mailname string localhost"
+)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -37,21 +49,31 @@ install_packages() {
     echo "Installing: ${missing[*]}"
 
     # Debian starts a daemon's system service on install; a system nsd would
-    # grab port 53 on every address, including the lab's. policy-rc.d exit 101
-    # tells invoke-rc.d not to start anything.
-    local policy=/usr/sbin/policy-rc.d created=0 rc=0
-    if [[ ! -e $policy ]]; then
+    # grab port 53 on every address, including the lab's, and a system
+    # postfix/dovecot ports 25, 143, 993... policy-rc.d exit 101 tells
+    # invoke-rc.d not to start anything.
+    # An existing policy-rc.d that allows starts is set aside meanwhile.
+    local policy=/usr/sbin/policy-rc.d saved=/usr/sbin/policy-rc.d.mailcheck-saved
+    local created=0 rc=0
+    if [[ ! -e $policy ]] || ! grep -qx 'exit 101' "$policy"; then
+        if [[ -e $policy ]]; then
+            as_root mv "$policy" "$saved"
+        fi
         printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
         as_root chmod 755 "$policy"
         created=1
     fi
     {
-        as_root apt-get update -q &&
+        printf '%s\n' "${DEBCONF_SELECTIONS[@]}" | as_root debconf-set-selections &&
+            as_root apt-get update -q &&
             as_root env DEBIAN_FRONTEND=noninteractive \
                 apt-get install -y -q --no-install-recommends "${missing[@]}"
     } || rc=$?
     if [[ $created -eq 1 ]]; then
         as_root rm -f "$policy"
+        if [[ -e $saved ]]; then
+            as_root mv "$saved" "$policy"
+        fi
     fi
     [[ $rc -eq 0 ]] || die "apt-get failed (exit $rc)"
 }

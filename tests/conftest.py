@@ -53,3 +53,12 @@ def lab_engine_config(address: str, **timeouts: float) -> EngineConfig:
 @pytest.fixture
 def lab_config(lab_dns: str) -> EngineConfig:
     return lab_engine_config(lab_dns)
+
+
+@pytest.fixture(scope="session")
+def mail_lab(lab_dns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The CA file of the running Postfix/Dovecot lab (started here if needed)."""
+    from tests.lab.mail import running_mail_lab
+
+    with running_mail_lab(tmp_path_factory.mktemp("mail")) as lab:
+        yield str(lab.ca_file)

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.lab
 
 async def check(domain: str, config: EngineConfig) -> Report:
     name = normalize_domain(domain)
-    return await run(CheckRequest(name.ascii, name.unicode, domain), config)
+    dns_only = frozenset({Stage.DNS})
+    return await run(CheckRequest(name.ascii, name.unicode, domain, dns_only), config)
 
 
 def problems(report: Report) -> set[str]:
@@ -113,7 +114,7 @@ async def test_any_accepted_input_form_checks_the_same_domain(typed: str, lab_co
 
 
 def mailcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = ["--resolver", NS_ADDRESS, "--allow-target", LAB_NETWORK]
+    base = ["--resolver", NS_ADDRESS, "--allow-target", LAB_NETWORK, "--stage", "dns"]
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", "check", *base, *args],
         capture_output=True,
@@ -214,6 +215,8 @@ def test_live_progress_on_a_terminal(lab_dns) -> None:
                 NS_ADDRESS,
                 "--allow-target",
                 LAB_NETWORK,
+                "--stage",
+                "dns",
                 "healthy.test",
             ],
             stdout=subprocess.PIPE,

@@ -54,8 +54,8 @@ _HEALTHY = _scenario(
         "_submissions._tcp IN SRV 0 1 465 smtp",
         "_imap._tcp IN SRV 10 1 143 imap",
         "_imaps._tcp IN SRV 0 1 993 imap",
-        "_pop3._tcp IN SRV 0 0 0 .",
-        "_pop3s._tcp IN SRV 0 0 0 .",
+        "_pop3._tcp IN SRV 10 1 110 imap",
+        "_pop3s._tcp IN SRV 0 1 995 imap",
         '@ IN TXT "v=spf1 mx -all"',
         '@ IN TXT "mailconf=https://autoconfig.healthy.test/mail/config-v1.1.xml"',
     ],
@@ -172,12 +172,245 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
-BY_DOMAIN = {s.domain: s for s in SCENARIOS}
+# -- mail servers: Postfix and Dovecot listeners from tests/lab/mail.py --------------
+# These expect the codes of a full check (every stage). Each MX scenario declares
+# the client services absent (SRV target "."), so only port 25 speaks; each
+# mailbox scenario borrows healthy.test's MX and submission server.
+
+NO_CLIENT_SERVICES = tuple(
+    f"{service} IN SRV 0 0 0 ."
+    for service in (
+        "_submission._tcp",
+        "_submissions._tcp",
+        "_imap._tcp",
+        "_imaps._tcp",
+        "_pop3._tcp",
+        "_pop3s._tcp",
+    )
+)
+BORROWED_MX = (
+    "@ IN MX 10 mx1.healthy.test.",
+    "_submission._tcp IN SRV 0 1 587 smtp.healthy.test.",
+    "_submissions._tcp IN SRV 0 1 465 smtp.healthy.test.",
+)
+
+
+def _mx_case(
+    domain: str,
+    address: str,
+    expect: set[str],
+    about: str,
+    extra: tuple[str, ...] = NO_CLIENT_SERVICES,
+) -> Scenario:
+    return _scenario(
+        domain,
+        expect,
+        ["@ IN MX 10 mx", f"mx IN A {address}", *extra],
+        {address: f"mx.{domain}"},
+        about,
+    )
+
+
+def _mailbox_case(
+    domain: str, address: str, expect: set[str], about: str, services: dict[str, int | None]
+) -> Scenario:
+    """services: SRV name -> port, or None for "declared absent"."""
+    records = [*BORROWED_MX, f"imap IN A {address}"]
+    for name in ("_imap._tcp", "_imaps._tcp", "_pop3._tcp", "_pop3s._tcp"):
+        port = services.get(name)
+        records.append(f"{name} IN SRV 0 1 {port} imap" if port else f"{name} IN SRV 0 0 0 .")
+    return _scenario(domain, expect, records, about=about)
+
+
+MAIL_SCENARIOS: tuple[Scenario, ...] = (
+    _HEALTHY,
+    _mx_case(
+        "smtp-refused.test",
+        "127.1.20.1",
+        {"smtp.connect.refused"},
+        "nothing listens on the MX's port 25",
+    ),
+    _mx_case(
+        "smtp-timeout.test",
+        "127.1.20.2",
+        {"smtp.connect.timeout"},
+        "port 25 filtered (iptables DROP)",
+    ),
+    _mx_case(
+        "smtp-stall.test",
+        "127.1.20.3",
+        {"smtp.banner.timeout"},
+        "accepts, never greets (a fake server run by the test)",
+    ),
+    _mx_case(
+        "smtp-reject.test",
+        "127.1.20.4",
+        {"smtp.banner.rejected"},
+        "greets with a rejection instead of 220",
+    ),
+    _mx_case(
+        "smtp-name.test",
+        "127.1.20.5",
+        {"smtp.hostname.mismatch"},
+        "calls itself elsewhere.example.net",
+    ),
+    _mx_case("smtp-notls.test", "127.1.20.6", {"smtp.starttls.missing"}, "no STARTTLS"),
+    _mx_case(
+        "smtp-tlsfail.test",
+        "127.1.20.7",
+        {"smtp.starttls.failed"},
+        "advertises STARTTLS, then refuses it",
+    ),
+    _mx_case(
+        "smtp-authplain.test",
+        "127.1.20.8",
+        {"smtp.auth.before_tls"},
+        "AUTH PLAIN LOGIN before STARTTLS",
+    ),
+    _mx_case(
+        "sub-missing.test",
+        "127.1.20.9",
+        {"submission.missing"},
+        "no SRV records, nothing on 587/465 of the MX",
+        (
+            "_imap._tcp IN SRV 0 0 0 .",
+            "_imaps._tcp IN SRV 0 0 0 .",
+            "_pop3._tcp IN SRV 0 0 0 .",
+            "_pop3s._tcp IN SRV 0 0 0 .",
+        ),
+    ),
+    _mx_case("tls-expired.test", "127.1.21.1", {"tls.cert.expired"}, "expired two days ago"),
+    _mx_case("tls-future.test", "127.1.21.2", {"tls.cert.not_yet_valid"}, "valid in 5 days"),
+    _mx_case("tls-expiring.test", "127.1.21.3", {"tls.cert.expiring"}, "expires in 10 days"),
+    _mx_case(
+        "tls-wrongname.test",
+        "127.1.21.4",
+        {"tls.cert.hostname_mismatch"},
+        "certificate for other.example.net",
+    ),
+    _mx_case("tls-selfsigned.test", "127.1.21.5", {"tls.cert.untrusted"}, "self-signed"),
+    _mx_case(
+        "tls-nochain.test", "127.1.21.6", {"tls.cert.chain_incomplete"}, "intermediate not sent"
+    ),
+    _mx_case(
+        "tls-unknownca.test",
+        "127.1.21.7",
+        {"tls.cert.untrusted"},
+        "issued by an untrusted CA, chain sent",
+    ),
+    _mx_case("tls-legacy.test", "127.1.21.8", {"tls.protocol.legacy"}, "accepts TLS 1.0 and 1.1"),
+    _mx_case(
+        "tls-weakcipher.test",
+        "127.1.21.9",
+        {"tls.cipher.weak"},
+        "only AES128-SHA: static RSA, no forward secrecy (Debian 12 has no 3DES)",
+    ),
+    _mx_case("tls-weakkey.test", "127.1.21.10", {"tls.key.weak"}, "RSA 1024 key"),
+    _mx_case(
+        "tls-plain465.test",
+        "127.1.21.11",
+        {"tls.handshake.failed"},
+        "port 465 speaks plain SMTP instead of TLS",
+        (
+            "_submission._tcp IN SRV 0 0 0 .",
+            "_submissions._tcp IN SRV 0 1 465 mx",
+            "_imap._tcp IN SRV 0 0 0 .",
+            "_imaps._tcp IN SRV 0 0 0 .",
+            "_pop3._tcp IN SRV 0 0 0 .",
+            "_pop3s._tcp IN SRV 0 0 0 .",
+        ),
+    ),
+    _scenario(
+        "sub-refused.test",
+        {"submission.connect.refused"},
+        [
+            "@ IN MX 10 mx1.healthy.test.",
+            "smtp IN A 127.1.23.1",
+            "_submission._tcp IN SRV 0 1 587 smtp",
+            "_submissions._tcp IN SRV 0 1 465 smtp",
+            *NO_CLIENT_SERVICES[2:],
+        ],
+        about="submission advertised by SRV, nothing listens",
+    ),
+    _scenario(
+        "sub-timeout.test",
+        {"submission.connect.timeout"},
+        [
+            "@ IN MX 10 mx1.healthy.test.",
+            "smtp IN A 127.1.23.2",
+            "_submissions._tcp IN SRV 0 1 465 smtp",
+            *NO_CLIENT_SERVICES[2:],
+        ],
+        about="submission advertised by SRV, filtered",
+    ),
+    _mailbox_case(
+        "imap-refused.test",
+        "127.1.23.1",
+        {"imap.connect.refused"},
+        "IMAPS advertised, nothing listens",
+        {"_imaps._tcp": 993},
+    ),
+    _mailbox_case(
+        "imap-timeout.test",
+        "127.1.23.2",
+        {"imap.connect.timeout"},
+        "IMAP advertised, filtered",
+        {"_imap._tcp": 143, "_imaps._tcp": 993},
+    ),
+    _mailbox_case(
+        "imap-notls.test",
+        "127.1.23.3",
+        {
+            "imap.starttls.missing",
+            "imap.auth.before_tls",
+            "pop3.starttls.missing",
+            "pop3.auth.before_tls",
+        },
+        "IMAP and POP3 without TLS",
+        {"_imap._tcp": 143, "_pop3._tcp": 110},
+    ),
+    _mailbox_case(
+        "imap-plain.test",
+        "127.1.23.4",
+        {"imap.auth.before_tls", "pop3.auth.before_tls"},
+        "STARTTLS offered, but passwords accepted before it",
+        {"_imap._tcp": 143, "_imaps._tcp": 993, "_pop3._tcp": 110, "_pop3s._tcp": 995},
+    ),
+    _scenario(
+        "imap-missing.test",
+        {"imap.missing"},
+        list(BORROWED_MX),
+        about="no IMAP SRV records, no imap./mail. hosts",
+    ),
+    _mailbox_case(
+        "pop3-refused.test",
+        "127.1.23.5",
+        {"pop3.connect.refused"},
+        "POP3S advertised, nothing listens",
+        {"_pop3s._tcp": 995},
+    ),
+    _mailbox_case(
+        "pop3-timeout.test",
+        "127.1.23.6",
+        {"pop3.connect.timeout"},
+        "POP3 advertised, filtered",
+        {"_pop3._tcp": 110},
+    ),
+    _mailbox_case(
+        "imap-expired.test",
+        "127.1.23.9",
+        {"tls.cert.expired"},
+        "expired certificate on IMAP: an error, unlike on port 25",
+        {"_imap._tcp": 143, "_imaps._tcp": 993},
+    ),
+)
+
+BY_DOMAIN = {s.domain: s for s in (*SCENARIOS, *MAIL_SCENARIOS)}
 
 
 def all_zones() -> list[Zone]:
     """The test. parent zone with its delegations, each scenario zone, and the reverse zone."""
-    served = [s for s in SCENARIOS if s.records is not None and s.domain.endswith(".test")]
+    served = [s for s in BY_DOMAIN.values() if s.records is not None and s.domain.endswith(".test")]
     parent = ["ns IN A " + NS_ADDRESS]
     parent += [f"{s.domain.removesuffix('.test')} IN NS ns.test." for s in served]
     zones = [Zone("test", tuple(parent))]

@@ -61,3 +61,23 @@ def test_env_example_documents_every_setting() -> None:
     example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     for name in ENV:
         assert f"\n{name}=" in "\n" + example or f"# {name}=" in example, name
+
+
+def test_connection_settings_reach_the_engine() -> None:
+    config = Settings.from_env(
+        {
+            "MAILCHECK_CONNECT_TIMEOUT": "3",
+            "MAILCHECK_BANNER_TIMEOUT": "45",
+            "MAILCHECK_REPLY_TIMEOUT": "7",
+            "MAILCHECK_HELO_NAME": "probe.example.org",
+        }
+    ).engine_config()
+    t = config.timeouts
+    assert (t.connect, t.banner, t.reply) == (3, 45, 7)
+    assert config.helo_name == "probe.example.org"
+
+
+@pytest.mark.parametrize("name", ["bad name", "localhost", "-x.example"])
+def test_a_bad_helo_name_is_named(name: str) -> None:
+    with pytest.raises(InputError, match="MAILCHECK_HELO_NAME"):
+        Settings.from_env({"MAILCHECK_HELO_NAME": name})

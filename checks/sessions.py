@@ -1,0 +1,251 @@
+"""One conversation with a mail socket, the way an admin runs it by hand.
+
+`converse()` connects through the door, reads the greeting, asks for the
+capabilities, upgrades with STARTTLS (or starts with TLS on an implicit-TLS
+port), asks again, and says goodbye. The protocol details live in a
+`Dialect` (SMTP, IMAP, POP3); everything that can go wrong on the way is
+turned into a finding here, once, with the transcript as evidence and the
+command that reproduces it.
+
+The three protocols are spoken directly over the door's connection rather
+than through aiosmtplib/aioimaplib: a diagnosis needs every raw line with its
+timing, the bounds against hostile servers, the chain as sent during STARTTLS,
+and deliberately permissive handshakes, none of which those clients expose
+(aioimaplib cannot even STARTTLS). They remain the right tools for the
+authenticated, well-behaved sessions of the delivery checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from checks.config import EngineConfig
+from checks.conn import Connection, TLSSession
+from checks.endpoints import Endpoint
+from checks.errors import (
+    ConnectFailed,
+    ConnectionClosed,
+    ConnectRefused,
+    ConnectTimeout,
+    NetError,
+    ProtocolViolation,
+    ReadTimeout,
+    TargetRefused,
+    TLSFailed,
+)
+from checks.model import Severity
+from checks.runner import ProbeContext
+
+EVIDENCE_LINES = 40
+
+# Codes per service (what the port is for) and per family (the protocol spoken),
+# spelled out so every code can be found by name in the source.
+CONNECT_CODES: dict[str, tuple[str, str]] = {  # service -> (refused, timeout)
+    "smtp": ("smtp.connect.refused", "smtp.connect.timeout"),
+    "submission": ("submission.connect.refused", "submission.connect.timeout"),
+    "imap": ("imap.connect.refused", "imap.connect.timeout"),
+    "pop3": ("pop3.connect.refused", "pop3.connect.timeout"),
+}
+GREETING_CODES: dict[str, tuple[str, str, str]] = {  # family -> (timeout, rejected, STARTTLS)
+    "smtp": ("smtp.banner.timeout", "smtp.banner.rejected", "smtp.starttls.failed"),
+    "imap": ("imap.banner.timeout", "imap.banner.rejected", "imap.starttls.failed"),
+    "pop3": ("pop3.banner.timeout", "pop3.banner.rejected", "pop3.starttls.failed"),
+}
+
+
+class Refused(NetError):
+    """The server answered a step with a refusal (a 4xx/5xx, BYE, -ERR, NO)."""
+
+    def __init__(self, step: str, reply: str) -> None:
+        super().__init__(f"{step}: {reply}")
+        self.step = step
+        self.reply = reply
+
+
+class Dialect(Protocol):
+    family: str  # smtp, imap, pop3: the prefix of protocol-level codes
+
+    async def greet(self, conn: Connection, timeout: float) -> str: ...
+
+    async def capabilities(self, conn: Connection) -> tuple[str, ...]: ...
+
+    def offers_starttls(self, caps: tuple[str, ...]) -> bool: ...
+
+    async def starttls(self, conn: Connection) -> None: ...
+
+    async def quit(self, conn: Connection) -> None: ...
+
+
+DialectFactory = Callable[[EngineConfig], Dialect]
+
+
+@dataclass(frozen=True)
+class Session:
+    endpoint: Endpoint
+    banner: str | None = None
+    capabilities: tuple[str, ...] = ()  # before TLS (or over implicit TLS)
+    tls: TLSSession | None = None
+    tls_capabilities: tuple[str, ...] = ()  # after STARTTLS
+    transcript: tuple[str, ...] = ()
+    server_name: str | None = None  # the name it gives itself (SMTP EHLO)
+    complete: bool = False  # the whole conversation went through
+
+
+# Problems a sending server shrugs off (it falls back to unauthenticated or
+# cleartext delivery) but a person's mail client does not.
+MX_LENIENT = frozenset(
+    {
+        "smtp.starttls.missing",
+        "smtp.starttls.failed",
+        "tls.handshake.failed",
+        "tls.cert.expired",
+        "tls.cert.not_yet_valid",
+        "tls.cert.expiring",
+        "tls.cert.hostname_mismatch",
+        "tls.cert.untrusted",
+        "tls.cert.chain_incomplete",
+        "tls.cipher.weak",
+        "tls.key.weak",
+    }
+)
+
+
+def severity_for(endpoint: Endpoint, code: str, severe: bool = False) -> Severity | None:
+    """Warning on an MX for what senders tolerate; else the catalog's default
+    (`severe` forces error, e.g. a certificate expiring within days)."""
+    if endpoint.role == "mx" and code in MX_LENIENT:
+        return Severity.WARNING
+    return Severity.ERROR if severe else None
+
+
+def reproduce(endpoint: Endpoint, tls: bool = True) -> str:
+    addr = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
+    if not tls:
+        return f"telnet {endpoint.address} {endpoint.port}"
+    starttls = f" -starttls {endpoint.family}" if endpoint.tls == "starttls" else ""
+    return f"openssl s_client -connect {addr}:{endpoint.port}{starttls} -servername {endpoint.host}"
+
+
+async def converse(ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect) -> Session | None:
+    """Run the conversation; emit findings for what broke. None if it never
+    got as far as a greeting."""
+    session = Session(endpoint)
+    step = "connect"
+    conn: Connection | None = None
+    try:
+        async with ctx.net.connect(endpoint.target()) as conn:
+            if endpoint.tls == "implicit":
+                step = "tls"
+                session = replace(session, tls=await conn.start_tls(endpoint.host))
+            step = "greeting"
+            banner = await dialect.greet(conn, ctx.net.config.timeouts.banner)
+            step = "capabilities"
+            session = replace(
+                session,
+                banner=banner,
+                capabilities=await dialect.capabilities(conn),
+                server_name=getattr(dialect, "server_name", None),
+            )
+            if endpoint.tls == "starttls" and dialect.offers_starttls(session.capabilities):
+                step = "starttls"
+                await dialect.starttls(conn)
+                step = "tls"
+                session = replace(session, tls=await conn.start_tls(endpoint.host))
+                step = "capabilities after TLS"
+                session = replace(session, tls_capabilities=await dialect.capabilities(conn))
+            step = "quit"
+            session = replace(session, complete=True)
+            await dialect.quit(conn)
+    except NetError as exc:
+        transcript = tuple(conn.transcript) if conn is not None else ()
+        _report_failure(ctx, endpoint, dialect, step, exc, transcript, session)
+        if step == "quit":  # a rude goodbye is no problem
+            return replace(session, transcript=transcript)
+        if session.banner is None:
+            return None
+        return replace(session, transcript=transcript)
+    return replace(session, transcript=tuple(conn.transcript))
+
+
+def _report_failure(
+    ctx: ProbeContext,
+    ep: Endpoint,
+    dialect: Dialect,
+    step: str,
+    exc: NetError,
+    transcript: tuple[str, ...],
+    session: Session,
+) -> None:
+    refused, timed_out = CONNECT_CODES[ep.service]
+    banner_timeout, rejected, starttls_failed = GREETING_CODES[dialect.family]
+    evidence = transcript[-EVIDENCE_LINES:]
+    target = ep.target()
+
+    def add(code: str, summary: str, *, tls: bool = False, severe: bool = False) -> None:
+        ctx.add(
+            code,
+            target=target,
+            summary=summary,
+            evidence=evidence,
+            reproduce=reproduce(ep, tls),
+            severity=severity_for(ep, code, severe),
+        )
+
+    where = f"{ep.label()}"
+    if isinstance(exc, ConnectRefused | ConnectFailed):
+        if ep.advertised:
+            add(refused, f"{where}: {exc}")
+    elif isinstance(exc, ConnectTimeout):
+        if ep.advertised:
+            add(timed_out, f"{where}: {exc}")
+    elif step == "quit":
+        return
+    elif isinstance(exc, Refused):
+        if step == "greeting":
+            add(rejected, f"{where} refused us: {exc.reply}")
+        elif step == "starttls":
+            add(
+                starttls_failed,
+                f"{where} advertises STARTTLS but refused it: {exc.reply}",
+                tls=True,
+            )
+        elif dialect.family == "smtp" and step == "capabilities":
+            add("smtp.ehlo.rejected", f"{where} rejected EHLO: {exc.reply}")
+        else:
+            add("session.protocol.invalid", f"{where} refused {step}: {exc.reply}")
+    elif isinstance(exc, TLSFailed):
+        how = "after STARTTLS" if ep.tls == "starttls" else "on connect (implicit TLS)"
+        add("tls.handshake.failed", f"{where}: TLS handshake {how} failed: {exc}", tls=True)
+    elif isinstance(exc, ReadTimeout):
+        if step == "greeting":
+            add(
+                banner_timeout,
+                f"{where} accepted the connection but sent no "
+                f"greeting within {ctx.net.config.timeouts.banner:g} s",
+            )
+        else:
+            add("session.reply.timeout", f"{where} stopped answering during {step}: {exc}")
+    elif isinstance(exc, ConnectionClosed):
+        add("session.dropped", f"{where} closed the connection during {step}")
+    elif isinstance(exc, ProtocolViolation):
+        add("session.protocol.invalid", f"{where} during {step}: {exc}")
+    else:  # pragma: no cover - every NetError subclass is handled above
+        add("session.protocol.invalid", f"{where} during {step}: {exc}")
+
+
+async def converse_or_refuse(
+    ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect
+) -> Session | None:
+    """`converse`, reporting an advertised endpoint that the target policy forbids."""
+    try:
+        return await converse(ctx, endpoint, dialect)
+    except TargetRefused as exc:
+        if endpoint.advertised and endpoint.role != "mx":  # MX: mx.address.private said it
+            ctx.add(
+                "connect.target.refused",
+                target=endpoint.target(),
+                summary=f"{endpoint.host} resolves to {exc.address}, {exc.reason}",
+            )
+        return None

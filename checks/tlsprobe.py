@@ -1,0 +1,152 @@
+"""The TLS stage: judge every handshake the connect stage made, and try the
+legacy protocol versions one by one on fresh connections."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+from checks import tls
+from checks.endpoints import Endpoint
+from checks.errors import NetError, TargetRefused
+from checks.mailbox import IMAPDialect, POP3Dialect
+from checks.model import Stage
+from checks.runner import Probe, ProbeContext
+from checks.sessions import DialectFactory, Session, reproduce, severity_for
+from checks.smtp import SMTP
+
+DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}
+SESSION_PROBES = ("connect.smtp", "connect.submission", "connect.imap", "connect.pop3")
+LEGACY_VERSIONS = ("TLSv1", "TLSv1.1")
+
+
+def _tls_sessions(ctx: ProbeContext) -> list[Session]:
+    return [s for name in SESSION_PROBES for s in ctx.result(name) if s.tls is not None]
+
+
+@dataclass
+class _Group:
+    problem: tls.Problem
+    endpoints: list[Endpoint]
+    evidence: tuple[str, ...]
+
+
+def problems_of(s: Session, ca_file: str | None, now: datetime) -> list[tls.Problem]:
+    """Everything wrong with one handshake: chain, name, dates, key, cipher."""
+    assert s.tls is not None
+    found = []
+    chain = [tls.parse_cert(d) for d in s.tls.chain_der]
+    chain_problem = tls.chain_problem(s.tls.chain_der, ca_file)
+    if chain_problem:
+        found.append(chain_problem)
+    if chain:
+        leaf = chain[0]
+        if not tls.match_hostname(s.endpoint.host, leaf.sans):
+            names = ", ".join(leaf.sans) or f"no DNS names (CN {leaf.common_name})"
+            found.append(
+                tls.Problem(
+                    "tls.cert.hostname_mismatch",
+                    f"certificate is for {names}, not {s.endpoint.host}",
+                )
+            )
+        for check in (tls.validity_problem(leaf, now), tls.key_problem(leaf)):
+            if check:
+                found.append(check)
+    cipher = tls.cipher_problem(s.tls.cipher, s.tls.cipher_bits)
+    if cipher:
+        found.append(cipher)
+    return found
+
+
+async def probe_certificates(ctx: ProbeContext) -> None:
+    ca_file = ctx.net.config.ca_file
+    now = tls.now_utc()
+    groups: dict[tuple[str, str, str, str], _Group] = {}
+    facts = {}
+    for s in _tls_sessions(ctx):
+        assert s.tls is not None
+        ep = s.endpoint
+        chain = [tls.parse_cert(d) for d in s.tls.chain_der]
+        facts[ep.label()] = {
+            "version": s.tls.version,
+            "cipher": s.tls.cipher,
+            "bits": s.tls.cipher_bits,
+            "certificates": [c.as_dict() for c in chain],
+        }
+        leaf_id = chain[0].sha256 if chain else ""
+        problems = problems_of(s, ca_file, now)
+        for p in problems:
+            key = (ep.host, ep.address, leaf_id, p.code)
+            group = groups.setdefault(key, _Group(p, [], s.transcript[-12:]))
+            group.endpoints.append(ep)
+        if not problems and chain:
+            leaf = chain[0]
+            left = (leaf.not_after - now).days
+            ctx.add(
+                "tls.ok",
+                target=ep.target(),
+                summary=f"{ep.label()}: {s.tls.version} {s.tls.cipher}; certificate for "
+                f"{', '.join(leaf.sans[:4])} valid until {leaf.not_after:%Y-%m-%d} "
+                f"({left} days), issued by {leaf.issuer}",
+                reproduce=reproduce(ep),
+                data={"certificates": [c.as_dict() for c in chain]},
+            )
+    ctx.fact("tls", facts)
+    for group in groups.values():
+        first = group.endpoints[0]
+        # Users' clients are the ones who fail: their endpoint decides the severity.
+        decisive = next((ep for ep in group.endpoints if ep.role != "mx"), first)
+        severity = severity_for(decisive, group.problem.code, group.problem.severe)
+        ports = ", ".join(f"{ep.port}/{ep.protocol}" for ep in group.endpoints)
+        ctx.add(
+            group.problem.code,
+            target=first.target(),
+            summary=f"{first.host} [{first.address}] ({ports}): {group.problem.summary}",
+            evidence=group.evidence,
+            reproduce=reproduce(first),
+            severity=severity,
+        )
+
+
+async def _accepts(ctx: ProbeContext, ep: Endpoint, version: str) -> bool:
+    dialect = DIALECTS[ep.family](ctx.net.config)
+    try:
+        async with ctx.net.connect(ep.target()) as conn:
+            if ep.tls == "starttls":
+                await dialect.greet(conn, ctx.net.config.timeouts.banner)
+                await dialect.capabilities(conn)
+                await dialect.starttls(conn)
+            await conn.start_tls(ep.host, version=version)
+            return True
+    except (NetError, TargetRefused):
+        return False
+
+
+async def _legacy(ctx: ProbeContext, ep: Endpoint) -> None:
+    accepted = [v for v in LEGACY_VERSIONS if await _accepts(ctx, ep, v)]
+    if accepted:
+        ctx.add(
+            "tls.protocol.legacy",
+            target=ep.target(),
+            summary=f"{ep.label()} still accepts {' and '.join(accepted)}",
+            reproduce=reproduce(ep) + " -tls1",
+        )
+
+
+def _legacy_probe(source: str) -> Probe:
+    """Legacy versions for the endpoints of one connect probe: each family
+    starts as soon as its own sessions are done, not after the slowest."""
+
+    async def probe(ctx: ProbeContext) -> None:
+        sessions: list[Session] = ctx.result(source)
+        endpoints = list(dict.fromkeys(s.endpoint for s in sessions if s.tls is not None))
+        await asyncio.gather(*(_legacy(ctx, ep) for ep in endpoints))
+
+    return Probe(f"tls.legacy.{source.removeprefix('connect.')}", Stage.TLS, probe, needs=(source,))
+
+
+PROBES: tuple[Probe, ...] = (
+    Probe("tls.certificates", Stage.TLS, probe_certificates, needs=SESSION_PROBES),
+    *(_legacy_probe(source) for source in SESSION_PROBES),
+)
