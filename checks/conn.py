@@ -51,11 +51,14 @@ class TLSSession:
 
 def tls_context(version: str | None = None) -> SSL.Context:
     """A client context that verifies nothing (we verify later, ourselves);
-    `version` pins the protocol, for probing legacy versions one by one."""
+    `version` pins the protocol ("TLSv1"...), or "legacy" offers TLS 1.0-1.1."""
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_verify(SSL.VERIFY_NONE)
     ctx.set_cipher_list(PERMISSIVE_CIPHERS)
-    if version is not None:
+    if version == "legacy":  # offer only what RFC 8996 deprecated
+        ctx.set_min_proto_version(SSL.TLS1_VERSION)
+        ctx.set_max_proto_version(SSL.TLS1_1_VERSION)
+    elif version is not None:
         ctx.set_min_proto_version(TLS_VERSIONS[version])
         ctx.set_max_proto_version(TLS_VERSIONS[version])
     else:

@@ -18,7 +18,6 @@ from checks.smtp import SMTP
 
 DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}
 SESSION_PROBES = ("connect.smtp", "connect.submission", "connect.imap", "connect.pop3")
-LEGACY_VERSIONS = ("TLSv1", "TLSv1.1")
 
 
 def _tls_sessions(ctx: ProbeContext) -> list[Session]:
@@ -109,7 +108,9 @@ async def probe_certificates(ctx: ProbeContext) -> None:
         )
 
 
-async def _accepts(ctx: ProbeContext, ep: Endpoint, version: str) -> bool:
+async def _accepts(ctx: ProbeContext, ep: Endpoint, version: str | None) -> str | None:
+    """The legacy version the server settles on when offered only TLS 1.0-1.1
+    (`version` None), or `version` alone; None if it refuses."""
     dialect = DIALECTS[ep.family](ctx.net.config)
     try:
         async with ctx.net.connect(ep.target()) as conn:
@@ -117,21 +118,25 @@ async def _accepts(ctx: ProbeContext, ep: Endpoint, version: str) -> bool:
                 await dialect.greet(conn, ctx.net.config.timeouts.banner)
                 await dialect.capabilities(conn)
                 await dialect.starttls(conn)
-            await conn.start_tls(ep.host, version=version)
-            return True
+            session = await conn.start_tls(ep.host, version=version or "legacy")
+            return session.version
     except (NetError, TargetRefused):
-        return False
+        return None
 
 
 async def _legacy(ctx: ProbeContext, ep: Endpoint) -> None:
-    accepted = [v for v in LEGACY_VERSIONS if await _accepts(ctx, ep, v)]
-    if accepted:
-        ctx.add(
-            "tls.protocol.legacy",
-            target=ep.target(),
+    # One handshake offering only TLS 1.0-1.1 answers "is legacy TLS on?" for
+    # the common, healthy case; only a server that takes it costs a second
+    # connection, to tell whether TLS 1.0 is on too.
+    best = await _accepts(ctx, ep, None)
+    if best is None:
+        return
+    accepted = [best]
+    if best != "TLSv1" and await _accepts(ctx, ep, "TLSv1"):
+        accepted.insert(0, "TLSv1")
+    ctx.add("tls.protocol.legacy", target=ep.target(),
             summary=f"{ep.label()} still accepts {' and '.join(accepted)}",
-            reproduce=reproduce(ep) + " -tls1",
-        )
+            reproduce=reproduce(ep) + (" -tls1" if "TLSv1" in accepted else " -tls1_1"))
 
 
 def _legacy_probe(source: str) -> Probe:

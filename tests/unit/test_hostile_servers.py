@@ -308,3 +308,32 @@ async def test_starttls_advertised_then_refused(
         _session, findings = await talk(server, family)
     assert code in codes(findings)
     assert "TLS broken" in next(f for f in findings if f.code == code).summary
+
+
+async def test_ipv6_endpoints_work_and_reproduce_with_brackets() -> None:
+    async def tls_broken(reader, writer) -> None:
+        writer.write(b"220 v6.hostile.test ESMTP\r\n")
+        await reader.readline()
+        writer.write(b"250-v6.hostile.test\r\n250 STARTTLS\r\n")
+        await reader.readline()
+        writer.write(b"454 4.7.0 TLS not available due to local problem\r\n")
+        await writer.drain()
+        await asyncio.sleep(3600)
+
+    config = EngineConfig(
+        policy=TargetPolicy(parse_networks(["::1/128"])),
+        timeouts=CONFIG.timeouts,
+        nameservers=CONFIG.nameservers,
+    )
+    async with FakeServer(tls_broken, "::1") as server:
+        ep = Endpoint("v6.hostile.test", "::1", server.port, "smtp", "starttls", "mx", True)
+        ctx = ProbeContext(CheckRequest("hostile.test", "hostile.test"), Network(config), {})
+        session = await converse_or_refuse(ctx, ep, SMTP(config))
+    assert session is not None and session.banner == "220 v6.hostile.test ESMTP"
+    (finding,) = ctx.findings
+    assert finding.code == "smtp.starttls.failed"
+    assert finding.severity is Severity.WARNING  # on an MX, senders fall back to plain text
+    assert finding.reproduce == (
+        f"openssl s_client -connect [::1]:{server.port} -starttls smtp -servername v6.hostile.test"
+    )
+    assert finding.target.label() == f"v6.hostile.test [::1]:{server.port}/smtp"

@@ -1,0 +1,174 @@
+"""A full check (every stage) against the lab, with 50 ms of added latency.
+
+    .venv/bin/python -m bench.full_check [--rtt 0.05] [--runs 5]
+
+The lab must be up (`python -m tests.lab up`, which scripts/demo also does).
+A second NSD on 127.1.0.154 serves a copy of healthy.test whose hosts resolve
+to delay proxies on 127.1.40.x (each forwarding to the real Postfix/Dovecot
+listener), plus halfdown.test: the same services, but its preferred MX is the
+lab's filtered address (packets dropped). DNS goes through a delay proxy too.
+
+It prints each check's duration against the critical path: the longest chain
+of round trips that must happen one after another (see CRITICAL_PATH), and,
+for halfdown.test, the cost of the filtered host against one connect timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+from pathlib import Path
+
+from bench.delayproxy import DelayProxy
+from checks.config import EngineConfig, Nameserver, Timeouts
+from checks.model import CheckRequest, Report, Severity
+from checks.runner import run
+from checks.targets import TargetPolicy, parse_networks
+from tests.lab.mail import running_lab
+from tests.lab.nsd import NSDLab, Zone
+from tests.lab.zones import BY_DOMAIN, REVERSE_ZONE
+
+BENCH_DNS = ("127.1.0.154", 53)
+DNS_PROXY = ("127.1.0.155", 53)
+PROXIED = {
+    "127.1.1.1": "127.1.40.1",
+    "127.1.1.2": "127.1.40.2",
+    "127.1.1.10": "127.1.40.10",
+    "127.1.1.11": "127.1.40.11",
+}
+PORTS = {
+    "127.1.1.1": (25,),
+    "127.1.1.2": (25,),
+    "127.1.1.10": (587, 465),
+    "127.1.1.11": (143, 993, 110, 995),
+}
+FILTERED = "127.1.20.2"  # dropped by the lab's iptables chain
+CONNECT_TIMEOUT = 2.0
+
+# Round trips on the longest chain of the healthy check (IMAP on 143, whose
+# SRV lookup waits for the MX lookup):
+#   DNS: MX, then SRV, then the SRV target's A/AAAA            3
+#   connect + greeting (SYN/SYN-ACK, then the banner's half)    1.5
+#   CAPABILITY, STARTTLS, TLS 1.3 handshake, CAPABILITY, LOGOUT 5
+#   legacy TLS probe: connect + greeting, CAPABILITY, STARTTLS,
+#   refused handshake                                           4.5
+CRITICAL_PATH = 3 + 1.5 + 5 + 4.5
+
+
+def bench_zones() -> list[Zone]:
+    healthy = BY_DOMAIN["healthy.test"]
+    records = list(healthy.records or ())
+    for real, proxy in PROXIED.items():
+        records = [r.replace(f" {real}", f" {proxy}") if r.endswith(real) else r for r in records]
+    halfdown = [
+        "@ IN MX 10 dead",
+        "@ IN MX 20 mx1.healthy.test.",
+        f"dead IN A {FILTERED}",
+        *(
+            f"{s} IN SRV 0 1 {port} {host}.healthy.test."
+            for s, port, host in (
+                ("_submission._tcp", 587, "smtp"),
+                ("_submissions._tcp", 465, "smtp"),
+                ("_imap._tcp", 143, "imap"),
+                ("_imaps._tcp", 993, "imap"),
+                ("_pop3._tcp", 110, "imap"),
+                ("_pop3s._tcp", 995, "imap"),
+            )
+        ),
+    ]
+    reverse = [
+        f"{proxy.split('.')[3]}.40 IN PTR {name}."
+        for real, name in healthy.ptr.items()
+        for r, proxy in PROXIED.items()
+        if r == real
+    ]
+    reverse.append("2.20 IN PTR dead.halfdown.test.")
+    return [
+        Zone("healthy.test", tuple(records)),
+        Zone("halfdown.test", tuple(halfdown)),
+        Zone(REVERSE_ZONE, tuple(reverse)),
+    ]
+
+
+async def measure(domain: str, rtt: float, runs: int, ca_file: str) -> list[Report]:
+    proxies = [DelayProxy(DNS_PROXY, BENCH_DNS, rtt)]
+    proxies += [
+        DelayProxy((PROXIED[real], port), (real, port), rtt)
+        for real, ports in PORTS.items()
+        for port in ports
+    ]
+    for i, proxy in enumerate(proxies):
+        await proxy.start(udp=i == 0, tcp=i > 0)
+    config = EngineConfig(
+        nameservers=(Nameserver(*DNS_PROXY),),
+        policy=TargetPolicy(parse_networks(["127.1.0.0/16"])),
+        ca_file=ca_file,
+        timeouts=Timeouts(dns=5, connect=CONNECT_TIMEOUT, banner=10, reply=10, check=60),
+    )
+    reports = []
+    try:
+        for _ in range(runs):
+            reports.append(await run(CheckRequest(domain, domain), config))
+    finally:
+        for proxy in proxies:
+            await proxy.stop()
+    return reports
+
+
+def median_ms(reports: list[Report]) -> float:
+    return statistics.median(r.duration for r in reports) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rtt", type=float, default=0.05, help="added round trip, seconds")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    lab = running_lab()
+    if lab is None:
+        raise SystemExit("start the lab first: .venv/bin/python -m tests.lab up")
+    dns = NSDLab(Path(".lab/bench-dns"), address=BENCH_DNS[0])
+    dns.start(bench_zones())
+    try:
+        ca = str(lab.ca_file)
+        results = {}
+        for domain in ("healthy.test", "halfdown.test"):
+            base = asyncio.run(measure(domain, 0.0, args.runs, ca))
+            slow = asyncio.run(measure(domain, args.rtt, args.runs, ca))
+            results[domain] = (base, slow)
+    finally:
+        dns.stop()
+
+    rtt_ms = args.rtt * 1000
+    base, slow = results["healthy.test"]
+    bad = [f.code for f in slow[-1].findings if f.severity >= Severity.WARNING]
+    bound = median_ms(base) + CRITICAL_PATH * rtt_ms
+    print(
+        f"full check of healthy.test, {args.runs} runs each, "
+        f"{len(slow[-1].timings)} probes, problems: {bad or 'none'}"
+    )
+    print(f"  no added latency:         median {median_ms(base):7.1f} ms")
+    print(f"  +{rtt_ms:.0f} ms per round trip:   median {median_ms(slow):7.1f} ms")
+    print(
+        f"  critical path bound:      {bound:7.1f} ms ({CRITICAL_PATH:g} round trips "
+        f"+ the no-latency time)  ratio {median_ms(slow) / bound:.2f}x"
+    )
+    hb, hs = results["halfdown.test"]
+    extra = median_ms(hs) - median_ms(slow)
+    print(
+        f"full check of halfdown.test (preferred MX filtered, connect timeout "
+        f"{CONNECT_TIMEOUT:g} s):"
+    )
+    print(f"  no added latency:         median {median_ms(hb):7.1f} ms")
+    print(
+        f"  +{rtt_ms:.0f} ms per round trip:   median {median_ms(hs):7.1f} ms  "
+        f"({extra:+.0f} ms over healthy.test; one connect timeout is "
+        f"{CONNECT_TIMEOUT * 1000:.0f} ms)"
+    )
+    codes = sorted({f.code for f in hs[-1].findings if f.severity >= Severity.WARNING})
+    print(f"  its problems: {codes}")
+
+
+if __name__ == "__main__":
+    main()
