@@ -134,9 +134,12 @@ async def _legacy(ctx: ProbeContext, ep: Endpoint) -> None:
     accepted = [best]
     if best != "TLSv1" and await _accepts(ctx, ep, "TLSv1"):
         accepted.insert(0, "TLSv1")
-    ctx.add("tls.protocol.legacy", target=ep.target(),
-            summary=f"{ep.label()} still accepts {' and '.join(accepted)}",
-            reproduce=reproduce(ep) + (" -tls1" if "TLSv1" in accepted else " -tls1_1"))
+    ctx.add(
+        "tls.protocol.legacy",
+        target=ep.target(),
+        summary=f"{ep.label()} still accepts {' and '.join(accepted)}",
+        reproduce=reproduce(ep) + (" -tls1" if "TLSv1" in accepted else " -tls1_1"),
+    )
 
 
 def _legacy_probe(source: str) -> Probe:
