@@ -7,17 +7,15 @@ password before TLS (no LOGINDISABLED in IMAP, USER offered in POP3).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from checks.config import EngineConfig
 from checks.conn import Connection
-from checks.dns import SRVTarget
-from checks.endpoints import IMAP, POP3, ServiceSpec, discover
+from checks.endpoints import IMAP, POP3
 from checks.errors import NetError, ProtocolViolation
-from checks.model import Stage, Target
+from checks.model import Stage
 from checks.runner import Probe, ProbeContext
-from checks.sessions import DialectFactory, Refused, Session, converse_or_refuse, reproduce
+from checks.sessions import Refused, Session, probe_service, reproduce
 
 CLEARTEXT_SASL = frozenset({"PLAIN", "LOGIN"})
 
@@ -203,35 +201,13 @@ def judge(ctx: ProbeContext, s: Session) -> None:
         )
 
 
-async def _service(ctx: ProbeContext, spec: ServiceSpec, dialect: DialectFactory) -> list[Session]:
-    srv: dict[str, tuple[SRVTarget, ...]] = ctx.result("dns.srv")
-    if ctx.result("dns.mx") is None:
-        return []
-    found = await discover(ctx, spec, srv)
-    if found.declared_absent:
-        return []
-    results = await asyncio.gather(
-        *(converse_or_refuse(ctx, ep, dialect(ctx.net.config)) for ep in found.endpoints)
-    )
-    sessions = [s for s in results if s is not None]
-    for s in sessions:
-        judge(ctx, s)
-    if not sessions and spec is IMAP and not found.advertised:
-        tried = ", ".join(ep.label() for ep in found.endpoints) or "no host name resolved"
-        ctx.add(
-            "imap.missing",
-            target=Target(host=ctx.domain),
-            summary=f"no IMAP server answers (tried {tried})",
-        )
-    return sessions
-
-
 async def probe_imap(ctx: ProbeContext) -> list[Session]:
-    return await _service(ctx, IMAP, IMAPDialect)
+    return await probe_service(ctx, IMAP, IMAPDialect, judge, ("imap.missing", "IMAP server"))
 
 
 async def probe_pop3(ctx: ProbeContext) -> list[Session]:
-    return await _service(ctx, POP3, POP3Dialect)
+    # POP3 is optional: its absence is no finding.
+    return await probe_service(ctx, POP3, POP3Dialect, judge, None)
 
 
 PROBES: tuple[Probe, ...] = (

@@ -17,13 +17,15 @@ authenticated, well-behaved sessions of the delivery checks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from checks.config import EngineConfig
 from checks.conn import Connection, TLSSession
-from checks.endpoints import Endpoint
+from checks.dns import MailHost
+from checks.endpoints import Endpoint, ServiceSpec, discover
 from checks.errors import (
     ConnectFailed,
     ConnectionClosed,
@@ -35,7 +37,7 @@ from checks.errors import (
     TargetRefused,
     TLSFailed,
 )
-from checks.model import Severity
+from checks.model import Severity, Target
 from checks.runner import ProbeContext
 
 EVIDENCE_LINES = 40
@@ -249,3 +251,32 @@ async def converse_or_refuse(
                 summary=f"{endpoint.host} resolves to {exc.address}, {exc.reason}",
             )
         return None
+
+
+async def probe_service(
+    ctx: ProbeContext,
+    spec: ServiceSpec,
+    dialect: DialectFactory,
+    judge: Callable[[ProbeContext, Session], None],
+    missing: tuple[str, str] | None,
+    hosts: Sequence[MailHost] = (),
+) -> list[Session]:
+    """Find a client service's endpoints, talk to each, judge each session.
+    `missing` is (code, what) for when nothing answers at the guessed names;
+    advertised endpoints that fail have said so themselves."""
+    if ctx.result("dns.mx") is None:
+        return []
+    found = await discover(ctx, spec, ctx.result("dns.srv"), hosts)
+    if found.declared_absent:
+        return []
+    results = await asyncio.gather(
+        *(converse_or_refuse(ctx, ep, dialect(ctx.net.config)) for ep in found.endpoints)
+    )
+    sessions = [s for s in results if s is not None]
+    for session in sessions:
+        judge(ctx, session)
+    if missing is not None and not sessions and not found.advertised:
+        code, what = missing
+        tried = ", ".join(ep.label() for ep in found.endpoints) or "no host name resolved"
+        ctx.add(code, target=Target(host=ctx.domain), summary=f"no {what} answers (tried {tried})")
+    return sessions

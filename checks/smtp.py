@@ -15,12 +15,19 @@ from dataclasses import dataclass
 
 from checks.config import EngineConfig
 from checks.conn import Connection
-from checks.dns import MailHost, SRVTarget
-from checks.endpoints import SUBMISSION, Endpoint, discover, mx_endpoints
+from checks.dns import MailHost
+from checks.endpoints import SUBMISSION, Endpoint, mx_endpoints
 from checks.errors import NetError, ProtocolViolation
-from checks.model import Stage, Target
+from checks.model import Stage
 from checks.runner import Probe, ProbeContext
-from checks.sessions import Refused, Session, converse_or_refuse, reproduce, severity_for
+from checks.sessions import (
+    Refused,
+    Session,
+    converse_or_refuse,
+    probe_service,
+    reproduce,
+    severity_for,
+)
 
 _REPLY = re.compile(r"^(\d{3})(?:([ -])(.*))?$")
 CLEARTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
@@ -241,22 +248,14 @@ async def probe_smtp_names(ctx: ProbeContext) -> None:
 
 async def probe_submission(ctx: ProbeContext) -> list[Session]:
     """Submission (587 STARTTLS, 465 implicit TLS) where clients would find it."""
-    srv: dict[str, tuple[SRVTarget, ...]] = ctx.result("dns.srv")
-    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
-    if ctx.result("dns.mx") is None:
-        return []
-    found = await discover(ctx, SUBMISSION, srv, hosts)
-    if found.declared_absent:
-        return []
-    sessions = await _sessions(ctx, list(found.endpoints))
-    if not sessions and not found.advertised:  # advertised ones failing said so already
-        tried = ", ".join(ep.label() for ep in found.endpoints) or "no host name resolved"
-        ctx.add(
-            "submission.missing",
-            target=Target(host=ctx.domain),
-            summary=f"no submission server answers on 587 or 465 (tried {tried})",
-        )
-    return sessions
+    return await probe_service(
+        ctx,
+        SUBMISSION,
+        SMTP,
+        judge,
+        ("submission.missing", "submission server on 587 or 465"),
+        hosts=ctx.result("dns.mx.hosts"),
+    )
 
 
 PROBES: tuple[Probe, ...] = (
