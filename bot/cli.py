@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="explain every finding and show all evidence"
     )
 
+    sub.add_parser("bot", help="run the Slack front end (settings from the environment)")
+    sub.add_parser("worker", help="run a worker that executes queued checks")
+
     codes = sub.add_parser("codes", help="list every finding code")
     codes.add_argument("--markdown", action="store_true", help="print docs/findings.md")
     return parser
@@ -92,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "codes":
             return _codes(args.markdown)
+        if args.command in ("bot", "worker"):
+            return _serve(args.command)
         return _check(args)
     except InputError as exc:
         print(f"mailcheck: error: {exc}", file=sys.stderr)
@@ -109,6 +115,19 @@ def _codes(markdown: bool) -> int:
         return EXIT_OK
     for e in catalog.CATALOG.values():
         print(f"{e.code:32} {e.severity.value:13} {e.title}")
+    return EXIT_OK
+
+
+def _serve(what: str) -> int:
+    from bot.app import run_bot
+    from bot.worker import run_worker
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings.from_env()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_bot(settings) if what == "bot" else run_worker(settings))
     return EXIT_OK
 
 

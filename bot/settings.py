@@ -2,14 +2,16 @@
 
 Nothing reads the environment at import time: `Settings.from_env()` is called
 by the entry point, which passes the result down. `.env.example` documents
-each variable; keep the two in step.
+each variable (a test keeps the two in step). Secrets are kept out of `repr`,
+so a logged Settings shows no token.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from checks.config import EngineConfig, Nameserver, Timeouts
@@ -17,36 +19,42 @@ from checks.errors import InputError
 from checks.names import normalize_domain
 from checks.targets import TargetPolicy, parse_networks
 
-# name -> (default, description): the table `.env.example` and the README follow.
-ENV: dict[str, tuple[str, str]] = {
-    "MAILCHECK_RESOLVER": (
-        "",
-        "Comma-separated resolver addresses (HOST or HOST:PORT, [IPv6]:PORT). Empty: the "
-        "system resolver.",
-    ),
-    "MAILCHECK_ALLOW_TARGETS": (
-        "",
-        "Comma-separated networks (CIDR) the engine may reach even though they are "
-        "private, loopback or otherwise non-public. Empty: public addresses only.",
-    ),
-    "MAILCHECK_CA_FILE": ("", "PEM file of extra trusted CA certificates for TLS checks."),
-    "MAILCHECK_TIMEOUT": ("120", "Overall deadline of one check, in seconds."),
-    "MAILCHECK_DNS_TIMEOUT": ("5", "Deadline of one DNS lookup, in seconds."),
-    "MAILCHECK_CONNECT_TIMEOUT": ("10", "Deadline of one TCP connect, in seconds."),
-    "MAILCHECK_BANNER_TIMEOUT": (
-        "30",
-        "How long to wait for a server's greeting, in seconds (postscreen delays it).",
-    ),
-    "MAILCHECK_REPLY_TIMEOUT": (
-        "30",
-        "How long to wait for a reply to one command or a TLS handshake, in seconds.",
-    ),
-    "MAILCHECK_HELO_NAME": ("mailcheck.invalid", "The name mailcheck gives in EHLO."),
+# Every variable read, with its default. Slack's own names keep Slack's spelling.
+DEFAULTS: dict[str, str] = {
+    "MAILCHECK_RESOLVER": "",
+    "MAILCHECK_ALLOW_TARGETS": "",
+    "MAILCHECK_CA_FILE": "",
+    "MAILCHECK_TIMEOUT": "120",
+    "MAILCHECK_DNS_TIMEOUT": "5",
+    "MAILCHECK_CONNECT_TIMEOUT": "10",
+    "MAILCHECK_BANNER_TIMEOUT": "30",
+    "MAILCHECK_REPLY_TIMEOUT": "30",
+    "MAILCHECK_HELO_NAME": "mailcheck.invalid",
+    "SLACK_BOT_TOKEN": "",
+    "SLACK_APP_TOKEN": "",
+    "SLACK_SIGNING_SECRET": "",
+    "SLACK_API_URL": "https://slack.com/api/",
+    "MAILCHECK_SLACK_MODE": "socket",
+    "MAILCHECK_HTTP_HOST": "127.0.0.1",
+    "MAILCHECK_HTTP_PORT": "3000",
+    "MAILCHECK_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "MAILCHECK_WORKER_CONCURRENCY": "4",
+    "MAILCHECK_JOB_RETRIES": "3",
+    "MAILCHECK_JOB_HEARTBEAT": "30",
+    "MAILCHECK_SWEEP_INTERVAL": "10",
+    "MAILCHECK_ALLOWED_CHANNELS": "",
+    "MAILCHECK_ALLOWED_USERS": "",
+    "MAILCHECK_USER_RATE": "20",
+    "MAILCHECK_DOMAIN_RATE": "30",
 }
+
+
+_SLACK_ID = re.compile(r"^[A-Z0-9]{2,32}$")
 
 
 @dataclass(frozen=True)
 class Settings:
+    # -- the engine ------------------------------------------------------------
     resolvers: tuple[Nameserver, ...] = ()
     allow_targets: tuple[str, ...] = ()
     ca_file: str | None = None
@@ -56,24 +64,59 @@ class Settings:
     banner_timeout: float = 30.0
     reply_timeout: float = 30.0
     helo_name: str = "mailcheck.invalid"
+    # -- Slack -------------------------------------------------------------------
+    slack_bot_token: str = field(default="", repr=False)
+    slack_app_token: str = field(default="", repr=False)
+    slack_signing_secret: str = field(default="", repr=False)
+    slack_api_url: str = "https://slack.com/api/"
+    slack_mode: str = "socket"  # or "http"
+    http_host: str = "127.0.0.1"
+    http_port: int = 3000
+    # -- queue and workers ---------------------------------------------------------
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may hold a password
+    worker_concurrency: int = 4
+    job_retries: int = 3
+    job_heartbeat: int = 30
+    sweep_interval: int = 10
+    # -- who may ask, how often -------------------------------------------------------
+    allowed_channels: frozenset[str] = frozenset()  # empty: every channel
+    allowed_users: frozenset[str] = frozenset()  # empty: everyone
+    user_rate: int = 20  # checks per user per hour
+    domain_rate: int = 30  # checks of one domain per hour
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
 
         def get(name: str) -> str:
-            return env.get(name, ENV[name][0]).strip()
+            return env.get(name, DEFAULTS[name]).strip()
 
         return cls(
             resolvers=parse_resolvers([get("MAILCHECK_RESOLVER")]),
-            allow_targets=tuple(n for n in get("MAILCHECK_ALLOW_TARGETS").split(",") if n.strip()),
+            allow_targets=tuple(_items(get("MAILCHECK_ALLOW_TARGETS"))),
             ca_file=get("MAILCHECK_CA_FILE") or None,
-            timeout=_seconds("MAILCHECK_TIMEOUT", get("MAILCHECK_TIMEOUT")),
-            dns_timeout=_seconds("MAILCHECK_DNS_TIMEOUT", get("MAILCHECK_DNS_TIMEOUT")),
-            connect_timeout=_seconds("MAILCHECK_CONNECT_TIMEOUT", get("MAILCHECK_CONNECT_TIMEOUT")),
-            banner_timeout=_seconds("MAILCHECK_BANNER_TIMEOUT", get("MAILCHECK_BANNER_TIMEOUT")),
-            reply_timeout=_seconds("MAILCHECK_REPLY_TIMEOUT", get("MAILCHECK_REPLY_TIMEOUT")),
+            timeout=_number("MAILCHECK_TIMEOUT", get),
+            dns_timeout=_number("MAILCHECK_DNS_TIMEOUT", get),
+            connect_timeout=_number("MAILCHECK_CONNECT_TIMEOUT", get),
+            banner_timeout=_number("MAILCHECK_BANNER_TIMEOUT", get),
+            reply_timeout=_number("MAILCHECK_REPLY_TIMEOUT", get),
             helo_name=get("MAILCHECK_HELO_NAME"),
+            slack_bot_token=get("SLACK_BOT_TOKEN"),
+            slack_app_token=get("SLACK_APP_TOKEN"),
+            slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+            slack_api_url=get("SLACK_API_URL"),
+            slack_mode=get("MAILCHECK_SLACK_MODE").lower(),
+            http_host=get("MAILCHECK_HTTP_HOST"),
+            http_port=int(_number("MAILCHECK_HTTP_PORT", get, whole=True)),
+            redis_url=get("MAILCHECK_REDIS_URL"),
+            worker_concurrency=int(_number("MAILCHECK_WORKER_CONCURRENCY", get, whole=True)),
+            job_retries=int(_number("MAILCHECK_JOB_RETRIES", get, whole=True)),
+            job_heartbeat=int(_number("MAILCHECK_JOB_HEARTBEAT", get, whole=True)),
+            sweep_interval=int(_number("MAILCHECK_SWEEP_INTERVAL", get, whole=True)),
+            allowed_channels=frozenset(_items(get("MAILCHECK_ALLOWED_CHANNELS"))),
+            allowed_users=frozenset(_items(get("MAILCHECK_ALLOWED_USERS"))),
+            user_rate=int(_number("MAILCHECK_USER_RATE", get, whole=True)),
+            domain_rate=int(_number("MAILCHECK_DOMAIN_RATE", get, whole=True)),
         ).validated()
 
     def override(self, **changes: Any) -> Settings:
@@ -97,7 +140,36 @@ class Settings:
             raise InputError(f"MAILCHECK_HELO_NAME: {exc}") from None
         if self.ca_file and not os.path.isfile(self.ca_file):
             raise InputError(f"CA file {self.ca_file!r} does not exist")
+        if self.slack_mode not in ("socket", "http"):
+            raise InputError(
+                f"MAILCHECK_SLACK_MODE must be socket or http, not {self.slack_mode!r}"
+            )
+        if not self.slack_api_url.endswith("/"):
+            raise InputError("SLACK_API_URL must end with '/' (e.g. https://slack.com/api/)")
+        for name, ids in (
+            ("MAILCHECK_ALLOWED_CHANNELS", self.allowed_channels),
+            ("MAILCHECK_ALLOWED_USERS", self.allowed_users),
+        ):
+            bad = sorted(i for i in ids if not _SLACK_ID.match(i))
+            if bad:
+                raise InputError(f"{name}: {bad[0]!r} is not a Slack ID (like C0123ABCD)")
+        for name, number, low in (
+            ("MAILCHECK_WORKER_CONCURRENCY", self.worker_concurrency, 1),
+            ("MAILCHECK_JOB_RETRIES", self.job_retries, 1),
+            ("MAILCHECK_JOB_HEARTBEAT", self.job_heartbeat, 1),
+            ("MAILCHECK_SWEEP_INTERVAL", self.sweep_interval, 1),
+            ("MAILCHECK_HTTP_PORT", self.http_port, 1),
+            ("MAILCHECK_USER_RATE", self.user_rate, 0),
+            ("MAILCHECK_DOMAIN_RATE", self.domain_rate, 0),
+        ):
+            if number < low:
+                raise InputError(f"{name} must be at least {low}, not {number}")
         return self
+
+    def require_slack(self) -> None:
+        """The bot and the workers need a token (and the bot its mode's secret)."""
+        if not self.slack_bot_token:
+            raise InputError("SLACK_BOT_TOKEN is not set (see .env.example)")
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -114,16 +186,24 @@ class Settings:
             helo_name=self.helo_name,
         )
 
+    @property
+    def job_timeout(self) -> int:
+        """A job may run for the check's deadline plus posting to Slack."""
+        return int(self.timeout) + 120
+
 
 def parse_resolvers(values: list[str]) -> tuple[Nameserver, ...]:
-    return tuple(
-        Nameserver.parse(part) for value in values for part in value.split(",") if part.strip()
-    )
+    return tuple(Nameserver.parse(part) for value in values for part in _items(value))
 
 
-def _seconds(name: str, text: str) -> float:
+def _items(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _number(name: str, get: Any, whole: bool = False) -> float:
+    text = get(name)
     try:
-        value = float(text)
+        return int(text) if whole else float(text)
     except ValueError:
-        raise InputError(f"{name}={text!r} is not a number of seconds") from None
-    return value
+        kind = "a whole number" if whole else "a number of seconds"
+        raise InputError(f"{name}={text!r} is not {kind}") from None

@@ -694,13 +694,15 @@ def finding(
     reproduce: str | None = None,
     severity: Severity | None = None,
     data: Mapping[str, Any] | None = None,
+    stage: Stage | None = None,
 ) -> Finding:
-    """Build a Finding for a catalogued code, defaulting severity, detail and fix."""
+    """Build a Finding for a catalogued code, defaulting severity, detail, fix
+    and stage (engine.* codes take the stage of the probe they concern)."""
     e = entry(code)
     return Finding(
         code=code,
         severity=severity if severity is not None else e.severity,
-        stage=e.stage,
+        stage=stage if stage is not None else e.stage,
         target=target,
         summary=summary,
         detail=detail if detail is not None else e.why,

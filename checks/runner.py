@@ -188,6 +188,7 @@ async def stream(
                     target=Target(host=request.domain),
                     summary=f"probe {probe.name} failed: {type(exc).__name__}",
                     evidence=[str(exc)[:500]],
+                    stage=probe.stage,
                 )
             )
             status, value = "failed", None
@@ -218,6 +219,7 @@ async def stream(
                                 f"probe {probe.name} did not finish within the "
                                 f"{config.timeouts.check:g} s deadline"
                             ),
+                            stage=probe.stage,
                         )
                     ],
                 )

@@ -4,10 +4,13 @@
 
 # System packages the lab needs (servers are run by the lab itself, not the OS).
 # postfix/dovecot serve the mail lab from configs under .lab/, never /etc;
-# iptables makes the "filtered" scenarios drop packets.
+# iptables makes the "filtered" scenarios drop packets; redis-server backs
+# the bot's queue in tests (run from a config under .lab/redis, never the
+# system service, which policy-rc.d below keeps from starting).
 APT_PACKAGES=(
     nsd dnsutils python3 python3-venv
     postfix dovecot-core dovecot-imapd dovecot-pop3d iptables
+    redis-server
 )
 
 # Answers for packages that would otherwise ask (postfix asks for a mail
@@ -50,7 +53,8 @@ install_packages() {
 
     # Debian starts a daemon's system service on install; a system nsd would
     # grab port 53 on every address, including the lab's, and a system
-    # postfix/dovecot ports 25, 143, 993... policy-rc.d exit 101 tells
+    # postfix/dovecot ports 25, 143, 993..., a system redis-server port 6379
+    # on 127.0.0.1 (harmless, but not ours to run). policy-rc.d exit 101 tells
     # invoke-rc.d not to start anything.
     # An existing policy-rc.d that allows starts is set aside meanwhile.
     local policy=/usr/sbin/policy-rc.d saved=/usr/sbin/policy-rc.d.mailcheck-saved

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -62,3 +63,12 @@ def mail_lab(lab_dns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     with running_mail_lab(tmp_path_factory.mktemp("mail")) as lab:
         yield str(lab.ca_file)
+
+
+@pytest.fixture(scope="session")
+def lab_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The lab's real Redis (a RedisLab: .url, .restart()), started here if needed."""
+    from tests.lab.redis import running_redis
+
+    with running_redis(tmp_path_factory.mktemp("redis")) as redis_lab:
+        yield redis_lab

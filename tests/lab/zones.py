@@ -164,6 +164,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         "mailconf URL over plain http",
     ),
     _scenario(
+        "inject.test",
+        {"mailconf.invalid", "srv.missing"},
+        [
+            "@ IN MX 10 mx1.healthy.test.",
+            '@ IN TXT "mailconf=http://<!channel>&<@U0123ABC>|<https://evil.example|x>"',
+        ],
+        about="a TXT record that tries to ping the channel from a Slack report",
+    ),
+    _scenario(
         "xn--bcher-kva.test",
         {"srv.missing"},
         ["@ IN MX 10 mx", "mx IN A 127.1.9.1"],

@@ -1,6 +1,6 @@
 import pytest
 
-from bot.settings import ENV, Settings
+from bot.settings import DEFAULTS, Settings
 from checks.config import Nameserver
 from checks.errors import InputError
 
@@ -59,7 +59,7 @@ def test_env_example_documents_every_setting() -> None:
     from pathlib import Path
 
     example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
-    for name in ENV:
+    for name in DEFAULTS:
         assert f"\n{name}=" in "\n" + example or f"# {name}=" in example, name
 
 

@@ -1,0 +1,266 @@
+"""The Report as Slack Block Kit messages: a parent line, then one thread reply per stage.
+
+Slack reads `<...>` in mrkdwn as mentions and links, links bare URLs and
+addresses by itself, and offers no way to escape `*`, `_`, `~` or backticks.
+So text that came from the network (everything in a Finding but its code,
+and host names in the reproduce commands) is shown only inside code spans or
+blocks, after `escape()`; only our own catalog words are shown as mrkdwn.
+Every mrkdwn object is also `verbatim`, so Slack does not link-ify on its own.
+
+Limits are enforced here rather than left to Slack, since a rejected message
+loses the whole report: texts are cut (never inside an entity) and a long
+stage is paged over several messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from checks import catalog
+from checks.model import CheckRequest, Finding, Report, Severity, Stage
+
+EMOJI: dict[Severity, str] = {
+    Severity.OK: ":white_check_mark:",
+    Severity.INFO: ":information_source:",
+    Severity.INCONCLUSIVE: ":grey_question:",
+    Severity.WARNING: ":warning:",
+    Severity.ERROR: ":x:",
+}
+
+MAX_BLOCKS = 50
+MESSAGE_CHARS = 11_000  # Slack answered msg_blocks_too_long near 13k in total
+RERUN_ACTION = "mailcheck_rerun"
+EVIDENCE_LINES = 15
+EVIDENCE_LINE_CHARS = 240  # so one 10 KB banner line cannot crowd out the others
+_CONTEXT_ELEMENTS = 10
+
+# Controls, bidi overrides, zero-width and other invisible format characters,
+# lone surrogates (which would not even encode as JSON) and Unicode tags.
+_INVISIBLE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+    "\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e007f]"
+)
+_BACKTICK_RUN = re.compile("`(?=`)")
+_USER_ID = re.compile("[UW][A-Z0-9]{2,31}")  # bounded: the mention is echoed verbatim
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat.postMessage / chat.update payload.
+
+    `text` is the notification and fallback text (plain, escaped, no mention).
+    `blocks` are serialised and validated by slack_sdk: at most 50, each within
+    Slack's limits, and with `text` under MESSAGE_CHARS characters in total.
+    """
+
+    text: str
+    blocks: list[dict[str, Any]]
+
+
+def _clean(text: str, *, newlines: bool = False) -> str:
+    text = text.replace("\r\n", "\n").replace("\t", " ")
+    if not newlines:
+        text = text.replace("\n", " ")
+    return _INVISIBLE.sub("", text)
+
+
+def _entities(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cut(text: str, limit: int) -> str:
+    """Escaped `text` in at most `limit` characters, ending in … when cut."""
+    if len(text) <= limit:
+        return text
+    head = text[: max(limit - 1, 0)]
+    amp = head.rfind("&", max(len(head) - 4, 0))  # "&amp" is the longest unfinished entity
+    if amp != -1 and ";" not in head[amp:]:
+        head = head[:amp]
+    return head + "…"
+
+
+def escape(text: str) -> str:
+    """`&`, `<`, `>` as entities, so no mention or link can form; control and
+    invisible characters removed, line breaks and tabs made spaces."""
+    return _entities(_clean(text))
+
+
+def code_span(text: str, limit: int) -> str:
+    """`text` as one inline code span of at most `limit` characters, backticks
+    included: escaped, on one line, its own backticks replaced by U+02CB so it
+    cannot end early. "" for blank text, which Slack would show as ``."""
+    inner = _entities(_clean(text).replace("`", "\u02cb").strip())
+    return f"`{_cut(inner, limit - 2)}`" if inner and limit >= 3 else ""
+
+
+def code_block(lines: Sequence[str], limit: int) -> str:
+    """`lines` as one fenced block of at most `limit` characters: escaped, line
+    breaks kept, and a zero-width space after every backtick followed by
+    another, so no fence can form inside. "" when there is nothing to show."""
+    body = "\n".join(_clean(line, newlines=True) for line in lines)
+    body = _entities(_BACKTICK_RUN.sub("`\u200b", body))
+    return f"```\n{_cut(body, limit - 8)}\n```" if body.strip() and limit >= 9 else ""
+
+
+def _mrkdwn(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=text, verbatim=True)
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=_mrkdwn(text))
+
+
+def _requester(user_id: str) -> str:
+    if _USER_ID.fullmatch(user_id):
+        return f"<@{user_id}>"
+    return code_span(user_id, 80) or "someone"
+
+
+def _domain(request: CheckRequest) -> str:
+    shown = code_span(request.display, 260)
+    if request.display != request.domain:
+        shown += f" (checked as {code_span(request.domain, 260)})"
+    return shown
+
+
+def _serialise(blocks: Iterable[Block]) -> list[dict[str, Any]]:
+    return [b.to_dict() for b in blocks]  # to_dict() runs slack_sdk's validators
+
+
+def _size(value: object) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_size(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_size(v) for v in value)
+    return 0
+
+
+def pending_message(
+    domain_display: str, requester_id: str, stages: Sequence[str] | None
+) -> Message:
+    """The parent message while a check runs: "Checking `example.com`… requested
+    by <@U123>". An invalid requester id is shown in a code span, not mentioned."""
+    line = (
+        f":hourglass_flowing_sand: Checking {code_span(domain_display, 300)}… "
+        f"requested by {_requester(requester_id)}"
+    )
+    scope = code_span(", ".join(stages), 500) if stages else "all"
+    blocks = [_section(line), ContextBlock(elements=[_mrkdwn(f"Stages: {scope}")])]
+    return Message(_cut(escape(f"Checking {domain_display}…"), 300), _serialise(blocks))
+
+
+def verdict_message(report: Report, requester_id: str, rerun_value: str) -> Message:
+    """The parent message once the check is done: worst severity, counts of
+    errors, warnings and inconclusive findings, duration, and a "Re-run" button
+    (action_id `mailcheck_rerun`, value `rerun_value`). ValueError unless
+    `rerun_value` has 1 to 2,000 characters."""
+    if not 1 <= len(rerun_value) <= 2000:
+        raise ValueError(f"rerun_value must have 1 to 2000 characters, not {len(rerun_value)}")
+    counts = report.counts()
+    problems = [
+        f"{counts[s]} {s.value}{'s' if counts[s] != 1 and s is not Severity.INCONCLUSIVE else ''}"
+        for s in (Severity.ERROR, Severity.WARNING, Severity.INCONCLUSIVE)
+        if counts[s]
+    ]
+    # Like the terminal: `info` alone is not a problem, so it shows as ok.
+    worst = report.worst if problems else Severity.OK
+    words = ", ".join(problems) or "no problems found"
+    line = (
+        f"{EMOJI[worst]} {_domain(report.request)}: *{words}* · {report.duration:.1f} s · "
+        f"requested by {_requester(requester_id)}"
+    )
+    button = ButtonElement(
+        text=PlainTextObject(text="Re-run"), action_id=RERUN_ACTION, value=rerun_value
+    )
+    blocks = [_section(line), ActionsBlock(elements=[button])]
+    return Message(_cut(escape(f"{report.request.display}: {words}"), 300), _serialise(blocks))
+
+
+def _problem(f: Finding) -> list[Block]:
+    entry = catalog.entry(f.code)
+    # Detail and fix default to the catalog's words, which are ours and may use
+    # mrkdwn; anything else was written by a probe and may quote the server.
+    detail = _cut(escape(f.detail), 1000) if f.detail == entry.why else code_span(f.detail, 1000)
+    lines = [
+        f"{EMOJI[f.severity]} {code_span(f.code, 100)}  {code_span(f.summary, 500)}",
+        f"*{_cut(escape(entry.title), 150)}.* {detail}",
+    ]
+    if f.fix:
+        fix = _cut(escape(f.fix), 700) if f.fix == entry.fix else code_span(f.fix, 700)
+        lines.append(f"*Fix:* {fix}")
+    blocks: list[Block] = [_section("\n".join(lines))]  # <= 2,500 characters
+    shown = [
+        line if len(line) <= EVIDENCE_LINE_CHARS else line[: EVIDENCE_LINE_CHARS - 1] + "…"
+        for line in f.evidence[:EVIDENCE_LINES]
+    ]
+    more = []
+    if reproduce := code_block([f.reproduce or ""], 600):
+        more += ["*Reproduce:*", reproduce]
+    if evidence := code_block(shown, 1800):
+        more += ["*Evidence:*", evidence]
+        if len(f.evidence) > EVIDENCE_LINES:
+            more.append(f"_{len(f.evidence) - EVIDENCE_LINES} more lines not shown_")
+    if more:
+        blocks.append(_section("\n".join(more)))  # <= 2,500 characters
+    return blocks
+
+
+def _oks(found: Sequence[Finding]) -> list[Block]:
+    elements = [_mrkdwn("✔ " + code_span(f"{f.code}: {f.summary}", 280)) for f in found]
+    return [
+        ContextBlock(elements=elements[i : i + _CONTEXT_ELEMENTS])
+        for i in range(0, len(elements), _CONTEXT_ELEMENTS)
+    ]
+
+
+def stage_messages(report: Report, stage: Stage) -> list[Message]:
+    """The thread replies for one stage: a header, every finding above `ok`
+    worst first (in full), then the `ok` ones compactly. A finding is never
+    split between messages. [] when the stage has no findings."""
+    found = [f for f in report.findings if f.stage is stage]
+    if not found:
+        return []
+    problems = sorted(
+        (f for f in found if f.severity > Severity.OK), key=lambda f: -f.severity.rank
+    )
+    groups = [_serialise(_problem(f)) for f in problems]
+    groups += [[b] for b in _serialise(_oks([f for f in found if f.severity is Severity.OK]))]
+    title = stage.value.upper()
+    text = _cut(escape(f"mailcheck {report.request.display}: {title}"), 300)
+    messages: list[Message] = []
+    page: list[dict[str, Any]] = []
+    used = 0
+    for group in groups:
+        size = _size(group)
+        if page and (len(page) + len(group) > MAX_BLOCKS or used + size > MESSAGE_CHARS):
+            messages.append(Message(text, page))
+            page = []
+        if not page:
+            heading = title if not messages else f"{title} (continued)"
+            page = _serialise([HeaderBlock(text=PlainTextObject(text=heading))])
+            used = len(text) + _size(page)
+        page += group
+        used += size
+    messages.append(Message(text, page))
+    return messages
+
+
+def report_messages(report: Report) -> list[Message]:
+    """Every stage's replies, in the engine's stage order."""
+    return [m for stage in Stage for m in stage_messages(report, stage)]

@@ -1,0 +1,258 @@
+"""The `/mailcheck` slash-command grammar: what a user typed -> a Command.
+
+    /mailcheck example.com                       CheckCommand, every stage
+    /mailcheck example.com stage=tls,connect     only these stages (aliases: smtp, spf, cert...)
+    /mailcheck example.com account=NAME          with a saved test account
+    /mailcheck help                              HelpCommand (also "", -h, --help, ?)
+
+Anything else is a UsageError whose message names the problem and ends with
+USAGE. `parse` is a pure function: no Slack, no I/O, never raises.
+
+Slack rewrites what people type before sending it: `example.com` arrives as
+`<http://example.com|example.com>`, `a@b.com` as `<mailto:a@b.com|a@b.com>`,
+and `&`, `<`, `>` as `&amp;`, `&lt;`, `&gt;`. Links are unwrapped (the label
+when it names the same domain as the link, else the link's host or the
+address's domain) and entities decoded before parsing. Messages are Slack
+mrkdwn; anything of the user's echoed in them is escaped again, so a reply
+can never ping `<!channel>`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TypeAlias
+from urllib.parse import urlsplit
+
+from checks.errors import InputError
+from checks.model import Stage
+from checks.names import DomainName, normalize_domain
+
+MAX_TEXT = 500  # characters; a domain and two options fit easily
+
+# What an admin might type for a stage, beyond the Stage values themselves.
+STAGE_ALIASES: dict[str, Stage] = {
+    "mx": Stage.DNS,
+    "ptr": Stage.DNS,
+    "srv": Stage.DNS,
+    "smtp": Stage.CONNECT,
+    "imap": Stage.CONNECT,
+    "pop3": Stage.CONNECT,
+    "submission": Stage.CONNECT,
+    "cert": Stage.TLS,
+    "certificate": Stage.TLS,
+    "starttls": Stage.TLS,
+    "spf": Stage.POLICY,
+    "dmarc": Stage.POLICY,
+    "dkim": Stage.POLICY,
+    "mta-sts": Stage.POLICY,
+    "dane": Stage.POLICY,
+    "dnsbl": Stage.POLICY,
+}
+
+# Phones and Macs turn "--" into an em or en dash.
+_DASHES = ("-", "\u2014", "\u2013")
+_HELP_WORDS = frozenset({"", "help", "-h", "--help", "?", "\u2014help", "\u2013help"})
+_ACCOUNT = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_OPTIONS = {"stage": "stage", "stages": "stage", "account": "account"}
+_ANGLE = re.compile(r"<([^<>]*)>")
+
+
+def _stage_list() -> str:
+    parts = []
+    for stage in Stage:
+        aliases = [alias for alias, target in STAGE_ALIASES.items() if target is stage]
+        parts.append(f"`{stage.value}`" + (f" ({', '.join(aliases)})" if aliases else ""))
+    return ", ".join(parts)
+
+
+USAGE = (
+    "*Usage*\n"
+    "• `/mailcheck example.com`: check a domain, every stage "
+    "(an email address or a URL works too: its domain is checked)\n"
+    "• `/mailcheck example.com stage=tls,connect`: only these stages\n"
+    "• `/mailcheck example.com account=NAME`: also use the test account saved as NAME\n"
+    "• `/mailcheck help`: this text\n"
+    f"Stages, with the other names they answer to: {_stage_list()}.\n"
+    "Options go after the domain or before it, each at most once: "
+    "`/mailcheck mx.example.org stage=cert account=ops-test`"
+)
+
+
+@dataclass(frozen=True)
+class CheckCommand:
+    domain: DomainName
+    stages: frozenset[Stage] | None = None  # None: every stage
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class HelpCommand:
+    pass
+
+
+@dataclass(frozen=True)
+class UsageError:
+    """Not an exception: a reply. `message` is Slack mrkdwn ending with USAGE."""
+
+    message: str
+
+
+Command: TypeAlias = CheckCommand | HelpCommand | UsageError
+
+
+class _Problem(Exception):
+    """Internal: what is wrong with the input, in mrkdwn, without the usage text."""
+
+
+def parse(text: str) -> Command:
+    """The command in a slash command's `text`; never raises."""
+    if len(text) > MAX_TEXT:
+        return _usage_error(
+            f"That is {len(text)} characters long; a command has at most {MAX_TEXT}."
+        )
+    try:
+        plain = _unwrap_slack(text)
+        if plain.strip().lower() in _HELP_WORDS:
+            return HelpCommand()
+        return _parse_tokens(plain.split())
+    except _Problem as problem:
+        return _usage_error(str(problem))
+
+
+def _usage_error(problem: str) -> UsageError:
+    return UsageError(f"{problem}\n\n{USAGE}")
+
+
+def _parse_tokens(tokens: list[str]) -> CheckCommand:
+    domain_text: str | None = None
+    options: dict[str, tuple[str, str]] = {}  # canonical name -> (as typed, value)
+    for token in tokens:
+        if token.lower() in _HELP_WORDS:
+            raise _Problem(f"{_show(token)} goes alone: `/mailcheck {_escape(token)}`.")
+        name, eq, value = token.partition("=")
+        if eq and not name:
+            raise _Problem(f"{_show(token)} has no option name before `=`; try `stage=tls`.")
+        if token.startswith(_DASHES):
+            raise _Problem(
+                f"Unknown option {_show(name if eq else token)}: options are written "
+                "`name=value`, such as `stage=tls`."
+            )
+        if eq and _OPTION_NAME.fullmatch(name):
+            canonical = _OPTIONS.get(name.lower())
+            if canonical is None:
+                raise _Problem(
+                    f"Unknown option {_show(name + '=')}; the options are `stage=` and `account=`."
+                )
+            if canonical in options:
+                raise _Problem(f"{_show(canonical + '=')} is given twice; give it once.")
+            if not value:
+                raise _Problem(
+                    f"{_show(name + '=')} has no value: write it without spaces, "
+                    f"such as `{canonical}={'tls' if canonical == 'stage' else 'NAME'}`."
+                )
+            options[canonical] = (name, value)
+            continue
+        if domain_text is not None:
+            raise _Problem(
+                f"Two domains given, {_show(domain_text)} and {_show(token)}; check one at a time."
+            )
+        domain_text = token
+
+    if domain_text is None:
+        raise _Problem("No domain given: say which domain to check.")
+    try:
+        domain = normalize_domain(domain_text)
+    except InputError as exc:
+        raise _Problem(f"Not a domain I can check: {_escape(str(exc))}.") from exc
+    stages = _parse_stages(options["stage"][1]) if "stage" in options else None
+    account = _parse_account(options["account"][1]) if "account" in options else None
+    return CheckCommand(domain=domain, stages=stages, account=account)
+
+
+def _parse_stages(value: str) -> frozenset[Stage]:
+    names = [name.strip().lower() for name in value.split(",") if name.strip()]
+    if not names:
+        raise _Problem("`stage=` has no stage in it; write such as `stage=tls,connect`.")
+    by_name = {stage.value: stage for stage in Stage} | STAGE_ALIASES
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        which = "stage" if len(unknown) == 1 else "stages"
+        shown = ", ".join(_show(name) for name in unknown)
+        raise _Problem(f"Unknown {which} {shown}. Valid stages: {_stage_list()}.")
+    return frozenset(by_name[name] for name in names)
+
+
+def _parse_account(value: str) -> str:
+    if not _ACCOUNT.fullmatch(value):
+        raise _Problem(
+            f"Bad account name {_show(value)}: an account name is 1 to 32 letters, digits, "
+            "`.`, `_` or `-`."
+        )
+    return value
+
+
+# --- Slack's rewriting of the text ---------------------------------------------
+
+
+def _unwrap_slack(text: str) -> str:
+    """The text as the user typed it: links unwrapped, entities decoded."""
+    pieces = _ANGLE.split(text)  # even indexes: plain text; odd: inside <...>
+    out = []
+    for index, piece in enumerate(pieces):
+        out.append(_unwrap_link(piece) if index % 2 else _unescape(piece))
+    return "".join(out)
+
+
+def _unwrap_link(inner: str) -> str:
+    target, _, label = inner.partition("|")
+    if target.startswith(("@", "#", "!")):
+        kind = {"@": "a person", "#": "a channel", "!": "a group"}[target[0]]
+        name = _unescape(label).lstrip("@#") or target[1:].split("^")[0]
+        shown = ("#" if target[0] == "#" else "@") + name
+        raise _Problem(f"{_show(shown)} mentions {kind}; give a domain to check instead.")
+    target, label = _unescape(target).strip(), _unescape(label).strip()
+    from_target = _link_domain(target)
+    if label and from_target is not None and _same_domain(label, from_target):
+        return label
+    if from_target is not None:
+        return from_target
+    return label or target  # nothing better: let the domain check explain
+
+
+def _link_domain(target: str) -> str | None:
+    """The host of a URL, or the domain of a mailto: address."""
+    if target.lower().startswith("mailto:"):
+        address = target[len("mailto:") :].split("?", 1)[0]
+        local, at, domain = address.rpartition("@")
+        return domain if at and local and domain else None
+    if "://" in target:
+        try:
+            return urlsplit(target).hostname or None
+        except ValueError:
+            return None
+    return None
+
+
+def _same_domain(one: str, other: str) -> bool:
+    try:
+        return normalize_domain(one).ascii == normalize_domain(other).ascii
+    except InputError:
+        return False
+
+
+def _unescape(text: str) -> str:
+    # Slack escapes only these three; &amp; last, so "&amp;lt;" stays "&lt;".
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _show(text: str, limit: int = 60) -> str:
+    """User input for a message: bounded, in a code span, harmless to Slack."""
+    shown = text if len(text) <= limit else text[:limit] + "…"
+    shown = "".join(ch if ch.isprintable() else "?" for ch in shown).replace("`", "'")
+    return f"`{_escape(shown)}`"

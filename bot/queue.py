@@ -1,0 +1,82 @@
+"""The job queue between the Slack front end and the workers (saq on Redis).
+
+A check job carries everything a worker needs as plain JSON. Its saq key is
+derived from channel, domain and options, so the same request made while one
+is queued or running joins it instead of starting another; `request_id` is
+unique per request and keys the worker's Slack bookkeeping, so a retried job
+edits what it already posted instead of posting again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+from saq import Queue
+
+from bot.settings import Settings
+
+QUEUE_NAME = "mailcheck"
+ENQUEUE_TIMEOUT = 2.0  # Slack wants its ack within 3 s
+
+
+class QueueUnavailable(Exception):
+    """Redis did not take the job (down, or too slow to answer in time)."""
+
+
+@dataclass(frozen=True)
+class CheckJob:
+    channel: str
+    user: str
+    domain: str  # A-labels
+    display: str  # U-labels
+    stages: tuple[str, ...] | None = None  # Stage values; None: all
+    account: str | None = None
+    request_id: str = ""
+
+    def with_id(self) -> CheckJob:
+        return CheckJob(**{**asdict(self), "request_id": self.request_id or uuid.uuid4().hex})
+
+    @property
+    def dedupe_key(self) -> str:
+        stages = ",".join(sorted(self.stages)) if self.stages else "all"
+        return f"check:{self.channel}:{self.domain}:{stages}:{self.account or '-'}"
+
+    def kwargs(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stages"] = list(self.stages) if self.stages is not None else None
+        return data
+
+    @classmethod
+    def from_kwargs(cls, data: dict[str, Any]) -> CheckJob:
+        stages = data.get("stages")
+        return cls(**{**data, "stages": tuple(stages) if stages is not None else None})
+
+
+def make_queue(settings: Settings) -> Queue:
+    return Queue.from_url(settings.redis_url, name=QUEUE_NAME)
+
+
+async def enqueue_check(queue: Queue, job: CheckJob, settings: Settings) -> bool:
+    """Queue the check; False when an identical one is already queued or running.
+    Raises QueueUnavailable when Redis cannot take it in time."""
+    try:
+        queued = await asyncio.wait_for(
+            queue.enqueue(
+                "check_job",
+                key=job.dedupe_key,
+                timeout=settings.job_timeout,
+                heartbeat=settings.job_heartbeat,
+                retries=settings.job_retries,
+                retry_delay=1.0,
+                ttl=3600,
+                **job.with_id().kwargs(),
+            ),
+            ENQUEUE_TIMEOUT,
+        )
+    except (TimeoutError, OSError, RedisError) as exc:
+        raise QueueUnavailable(str(exc) or type(exc).__name__) from exc
+    return queued is not None

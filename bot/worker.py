@@ -1,0 +1,229 @@
+"""The worker: runs queued checks and posts them as a Slack thread.
+
+For one job: post the parent message ("Checking example.com…"), reply in its
+thread as each stage finishes, upload the transcripts, keep the report, then
+edit the parent into a one-line verdict with a Re-run button. Every step is
+recorded (bot.poster.RunState), so when a worker dies mid-check and saq hands
+the job to another, the thread gets no duplicate: the parent is edited, done
+parts are skipped.
+
+    mailcheck worker       # SIGTERM: finish (or hand back) in-flight jobs, then exit
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from saq import Queue, Worker
+from saq.types import PartialTimersDict
+from slack_sdk.errors import SlackApiError
+
+from bot import blocks
+from bot.poster import Poster, RunState, slack_client
+from bot.queue import CheckJob, make_queue
+from bot.settings import Settings
+from checks import jsonreport
+from checks.model import CheckRequest, Finding, Report, Stage
+from checks.runner import CheckDone, ProbeFinished, dedupe, default_probes, plan, sort_findings
+from checks.runner import stream as run_stream
+
+log = logging.getLogger(__name__)
+
+REPORT_TTL = 90 * 24 * 3600
+# Slack errors that no retry will fix: tell the user, and end the job.
+FINAL_ERRORS = {
+    "not_in_channel",
+    "channel_not_found",
+    "is_archived",
+    "invalid_auth",
+    "account_inactive",
+    "missing_scope",
+}
+
+
+def rerun_value(job: CheckJob) -> str:
+    return json.dumps({"d": job.domain, "s": job.stages, "a": job.account}, separators=(",", ":"))
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    ctx["redis"] = Redis.from_url(settings.redis_url)
+    ctx["poster"] = Poster(slack_client(settings), ctx["redis"])
+    ctx["sweeper"] = asyncio.create_task(_sweep(ctx["worker"].queue, settings.sweep_interval))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    ctx["sweeper"].cancel()
+    await asyncio.gather(ctx["sweeper"], return_exceptions=True)
+    await ctx["redis"].aclose()
+
+
+async def _sweep(queue: Queue, every: int) -> None:
+    """Find jobs whose worker died (no heartbeat) and hand them to a live one.
+    saq's own sweeper holds a 60 s lock between runs, whatever its interval;
+    ours locks for `every`, so a dead worker's check resumes within seconds."""
+    while True:
+        try:
+            await queue.sweep(lock=every)
+        except Exception:  # a Redis hiccup must not end the sweeping
+            log.exception("sweep failed")
+        await asyncio.sleep(every)
+
+
+async def _heartbeat(ctx: dict[str, Any], every: float) -> None:
+    job = ctx.get("job")
+    while job is not None:
+        await asyncio.sleep(every)
+        await job.update()
+
+
+async def check_job(ctx: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """The saq job function; kwargs are a CheckJob's."""
+    job = CheckJob.from_kwargs(kwargs)
+    settings: Settings = ctx["settings"]
+    beat = asyncio.create_task(_heartbeat(ctx, max(settings.job_heartbeat / 3, 0.5)))
+    try:
+        return await _run(ctx, job, settings)
+    except SlackApiError as exc:
+        error = exc.response.get("error", "")
+        if error in FINAL_ERRORS:
+            log.warning("cannot post to %s: %s", job.channel, error)
+            return {"error": error}
+        raise
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await beat
+
+
+async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[str, Any]:
+    poster: Poster = ctx["poster"]
+    state = RunState(ctx["redis"], job.request_id)
+    parent = await state.get("parent_ts")
+    if parent is None:
+        parent = await poster.post(
+            job.channel, blocks.pending_message(job.display, job.user, job.stages)
+        )
+        await state.set("parent_ts", parent)
+
+    stages = frozenset(Stage(s) for s in job.stages) if job.stages else None
+    request = CheckRequest(job.domain, job.display, job.domain, stages)
+    planned = plan(default_probes(), request)
+    pending = {p.name for p in planned}
+    found: dict[Stage, list[Finding]] = {}
+    order = list(Stage)
+    report: Report | None = None
+
+    async def post_stage(stage: Stage, partial: Report) -> None:
+        part = f"stage:{stage.value}"
+        if not found.get(stage) or await state.posted(part):
+            return
+        for message in blocks.stage_messages(partial, stage):
+            await poster.post(job.channel, message, thread_ts=parent)
+        await state.mark(part)
+
+    posted_upto = -1
+    async for event in run_stream(request, settings.engine_config()):
+        if isinstance(event, ProbeFinished):
+            pending.discard(event.timing.probe)
+            for f in event.findings:
+                found.setdefault(f.stage, []).append(f)
+            # A stage is complete when no probe of it, or of an earlier stage, is running.
+            while posted_upto + 1 < len(order):
+                stage = order[posted_upto + 1]
+                if any(
+                    p.name in pending and order.index(p.stage) <= posted_upto + 1 for p in planned
+                ):
+                    break
+                posted_upto += 1
+                found[stage] = sort_findings(dedupe(found.get(stage, [])))
+                partial = Report(request, _now(), 0.0, tuple(found[stage]))
+                await post_stage(stage, partial)
+        elif isinstance(event, CheckDone):
+            report = event.report
+    assert report is not None
+    for stage in order[posted_upto + 1 :]:
+        found[stage] = [f for f in report.findings if f.stage is stage]
+        await post_stage(stage, report)
+
+    if not await state.posted("transcripts"):
+        text = "\n".join(
+            f"## {probe}\n" + "\n".join(lines)
+            for probe, lines in report.transcripts.items()
+            if lines
+        )
+        if text:
+            await poster.upload(
+                job.channel,
+                parent,
+                f"mailcheck-{job.domain}-transcripts.txt",
+                f"Transcripts: {job.display}",
+                text,
+            )
+        await state.mark("transcripts")
+
+    await ctx["redis"].set(
+        f"mailcheck:report:{job.request_id}", jsonreport.dumps(report), ex=REPORT_TTL
+    )
+    await poster.update(
+        job.channel, parent, blocks.verdict_message(report, job.user, rerun_value(job))
+    )
+    await state.mark("verdict")
+    return {"worst": report.worst.value, "parent_ts": parent}
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+class MailcheckWorker(Worker[Any]):
+    """saq's Worker, with a shutdown that waits for running checks only.
+
+    saq's own grace period waits for all its tasks, including the endless
+    upkeep loops, so an idle worker would take the whole period to stop. Here
+    SIGTERM stops taking jobs, gives running checks `grace` seconds, then
+    cancels the rest, which saq queues again for another worker.
+    """
+
+    grace: float = 0.0
+
+    async def stop(self) -> None:
+        self.event.set()
+        running = [c["task"] for c in self.job_task_contexts.values() if not c["task"].done()]
+        if running:
+            log.info("waiting up to %.0f s for %d running check(s)", self.grace, len(running))
+            await asyncio.wait(running, timeout=self.grace)
+        await super().stop()
+
+
+def build_worker(settings: Settings, queue: Queue | None = None) -> MailcheckWorker:
+    # saq types its context as a closed TypedDict; ours carries settings,
+    # redis and poster too, hence Worker[Any].
+    worker = MailcheckWorker(
+        queue or make_queue(settings),
+        functions=[("check_job", check_job)],
+        concurrency=settings.worker_concurrency,
+        startup=startup,
+        shutdown=shutdown,
+        timers=cast(PartialTimersDict, {"sweep": 3600}),  # ours runs instead, see _sweep
+        dequeue_timeout=1.0,  # idle process loops notice a stop within a second
+        shutdown_grace_period_s=0,  # MailcheckWorker.stop waits for checks itself
+    )
+    # On SIGTERM, in-flight checks get this long to finish; then they are
+    # cancelled and saq queues them again for another worker.
+    worker.grace = settings.timeout + 30
+    return worker
+
+
+async def run_worker(settings: Settings) -> None:
+    settings.require_slack()
+    worker = build_worker(settings)
+    worker.context["settings"] = settings
+    await worker.start()

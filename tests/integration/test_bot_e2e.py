@@ -1,0 +1,433 @@
+"""/mailcheck end to end: a signed slash command over HTTP to the Bolt app,
+a saq job in real Redis, a worker running the check against the lab, and the
+thread it posts, recorded by a local stand-in for Slack's Web API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+from slack_sdk.signature import SignatureVerifier
+
+from bot.app import build_app, serve_http
+from bot.queue import make_queue
+from bot.settings import Settings
+from bot.worker import build_worker
+from checks.config import Nameserver
+from tests.support.fakeserver import FakeServer
+from tests.support.slackapi import SlackAPIStandIn
+
+pytestmark = pytest.mark.lab
+
+SECRET = "test-signing-secret"
+TOKEN = "xoxb-test-token"
+BOT_ADDRESS = "127.1.0.81"
+CHANNEL, USER = "C0TEST1", "U0TEST1"
+_ports = iter(range(3901, 3999))
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackAPIStandIn]:
+    async with SlackAPIStandIn(address="127.1.0.80", token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+async def settings(
+    slack: SlackAPIStandIn, lab_redis: Any, mail_lab: str, lab_dns: str
+) -> AsyncIterator[Settings]:
+    redis = Redis.from_url(lab_redis.url)
+    await redis.flushdb()
+    await redis.aclose()
+    yield Settings(
+        resolvers=(Nameserver(lab_dns),),
+        allow_targets=("127.1.0.0/16",),
+        ca_file=mail_lab,
+        timeout=30,
+        dns_timeout=2,
+        connect_timeout=2,
+        banner_timeout=3,
+        reply_timeout=5,
+        slack_bot_token=TOKEN,
+        slack_signing_secret=SECRET,
+        slack_api_url=slack.url,
+        slack_mode="http",
+        http_host=BOT_ADDRESS,
+        http_port=next(_ports),
+        redis_url=lab_redis.url,
+        worker_concurrency=2,
+        job_heartbeat=2,
+        sweep_interval=1,
+    )
+
+
+@pytest.fixture
+async def bot(settings: Settings) -> AsyncIterator[Settings]:
+    """The Bolt app in HTTP mode, listening at settings.http_host:http_port."""
+    redis = Redis.from_url(settings.redis_url)
+    queue = make_queue(settings)
+    runner = await serve_http(build_app(settings, queue, redis), settings)
+    try:
+        yield settings
+    finally:
+        await runner.cleanup()
+        await queue.disconnect()
+        await redis.aclose()
+
+
+class Worker:
+    """An in-process saq worker, started on demand."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.worker = build_worker(settings)
+        self.worker.context["settings"] = settings
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.worker.start())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            await self.worker.stop()
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.worker.queue.disconnect()
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    w = Worker(settings)
+    try:
+        yield w
+    finally:
+        await w.stop()
+
+
+def signed(body: str, secret: str = SECRET) -> dict[str, str]:
+    ts = str(int(time.time()))
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+async def post(settings: Settings, body: str, headers: dict[str, str]) -> tuple[int, str]:
+    url = f"http://{settings.http_host}:{settings.http_port}/slack/events"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.text()
+
+
+async def command(
+    settings: Settings, slack: SlackAPIStandIn, text: str, user: str = USER, channel: str = CHANNEL
+) -> tuple[int, str]:
+    body = urlencode(
+        {
+            "token": "legacy",
+            "team_id": "T1",
+            "channel_id": channel,
+            "user_id": user,
+            "command": "/mailcheck",
+            "text": text,
+            "response_url": slack.response_url("cmd"),
+            "trigger_id": "1.2.3",
+        }
+    )
+    status, text_ = await post(settings, body, signed(body))
+    # Bolt answers a text-only ack as plain text, anything richer as JSON.
+    try:
+        return status, json.loads(text_).get("text", "")
+    except ValueError:
+        return status, text_
+
+
+def top_level(slack: SlackAPIStandIn) -> list[Any]:
+    return [c for c in slack.calls_to("chat.postMessage") if c.ok and not c.params.get("thread_ts")]
+
+
+def replies(slack: SlackAPIStandIn, parent_ts: str) -> list[Any]:
+    return [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if c.ok and c.params.get("thread_ts") == parent_ts
+    ]
+
+
+def all_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in all_strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in all_strings(v)]
+    return []
+
+
+async def test_slash_command_to_threaded_report(
+    bot: Settings, slack: SlackAPIStandIn, worker: Worker
+) -> None:
+    status, ack = await command(bot, slack, "healthy.test")
+    assert (status, ack) == (200, "Queued a check of healthy.test.")
+    worker.start()
+    (update,) = await slack.wait_for("chat.update", 1, timeout=60)
+
+    (parent,) = top_level(slack)
+    assert parent.params["channel"] == CHANNEL
+    assert f"<@{USER}>" in json.dumps(parent.params["blocks"])  # requested by: a real mention
+    parent_ts = parent.response["ts"]
+    thread = replies(slack, parent_ts)
+    headers = [
+        b["text"]["text"] for c in thread for b in c.params["blocks"] if b["type"] == "header"
+    ]
+    assert headers[:3] == ["DNS", "CONNECT", "TLS"]  # stage by stage, in order
+    assert all(len(c.params["blocks"]) <= 50 for c in thread)
+
+    assert update.params["ts"] == parent_ts and update.params["channel"] == CHANNEL
+    blocks = json.dumps(update.params["blocks"])
+    assert "mailcheck_rerun" in blocks and "healthy.test" in blocks
+    assert slack.calls_to("files.completeUploadExternal")  # transcripts, in the thread
+    upload = slack.calls_to("files.completeUploadExternal")[0]
+    assert upload.params.get("thread_ts") == parent_ts
+    stored = [f for f in slack.files.values() if f.completed and b"C: EHLO" in (f.data or b"")]
+    assert stored, "the transcript file holds the SMTP conversation"
+
+    redis = Redis.from_url(bot.redis_url)
+    keys = [k async for k in redis.scan_iter("mailcheck:report:*")]
+    report = json.loads(await redis.get(keys[0]))
+    await redis.aclose()
+    assert report["domain"] == "healthy.test" and report["worst"] == "ok"
+
+
+async def test_identical_requests_join_the_queued_one(
+    bot: Settings, slack: SlackAPIStandIn, worker: Worker
+) -> None:
+    first = await command(bot, slack, "healthy.test stage=dns")
+    second = await command(bot, slack, "Healthy.TEST. stage=dns")
+    other = await command(bot, slack, "healthy.test stage=tls")
+    assert first[1].startswith("Queued")
+    assert "already queued or running" in second[1]
+    assert other[1].startswith("Queued")  # other options: another check
+    worker.start()
+    await slack.wait_for("chat.update", 2, timeout=60)
+    await asyncio.sleep(0.5)
+    assert len(top_level(slack)) == 2
+
+
+async def test_help_and_usage_errors_answer_at_once_and_queue_nothing(
+    bot: Settings, slack: SlackAPIStandIn
+) -> None:
+    status, ack = await command(bot, slack, "help")
+    assert status == 200 and "/mailcheck" in ack and "stage=" in ack
+    status, ack = await command(bot, slack, "healthy.test nomx.test")
+    assert status == 200 and "nomx.test" in ack
+    status, ack = await command(bot, slack, "healthy.test frob=1")
+    assert status == 200 and "frob" in ack
+    status, ack = await command(bot, slack, "healthy.test stage=nonsense")
+    assert status == 200 and "nonsense" in ack and "dns" in ack
+    queue = make_queue(bot)
+    assert await queue.count("queued") == 0 and await queue.count("incomplete") == 0
+    await queue.disconnect()
+
+
+async def test_a_forged_signature_is_refused(bot: Settings, slack: SlackAPIStandIn) -> None:
+    body = urlencode(
+        {"command": "/mailcheck", "text": "healthy.test", "channel_id": CHANNEL, "user_id": USER}
+    )
+    status, _ = await post(bot, body, signed(body, secret="not-the-secret"))
+    assert status == 401
+    headers = signed(body)
+    headers["X-Slack-Request-Timestamp"] = str(int(time.time()) - 3600)  # replayed
+    status, _ = await post(bot, body, headers)
+    assert status == 401
+
+
+async def test_queue_down_says_so(settings: Settings, slack: SlackAPIStandIn) -> None:
+    dead = replace(settings, redis_url="redis://127.1.0.79:1/0")
+    redis = Redis.from_url(dead.redis_url)
+    queue = make_queue(dead)
+    runner = await serve_http(build_app(dead, queue, redis), dead)
+    try:
+        started = time.monotonic()
+        status, ack = await command(dead, slack, "healthy.test")
+        assert time.monotonic() - started < 3  # Slack's limit for the ack
+    finally:
+        await runner.cleanup()
+        await redis.aclose()
+    assert status == 200 and "queue is unavailable" in ack
+
+
+async def test_remote_text_cannot_ping_the_channel(
+    bot: Settings, slack: SlackAPIStandIn, worker: Worker
+) -> None:
+    await command(bot, slack, "inject.test stage=dns")
+    worker.start()
+    await slack.wait_for("chat.update", 1, timeout=60)
+    posted = [s for c in slack.calls if c.method.startswith("chat.") for s in all_strings(c.params)]
+    text = "\n".join(posted)
+    assert "&lt;!channel&gt;" in text  # the hostile TXT record is shown...
+    for raw in ("<!channel>", "<@U0123ABC>", "<https://evil.example"):
+        assert raw not in text  # ...but can neither notify nor link
+
+
+async def test_slack_rate_limits_are_waited_out(
+    bot: Settings, slack: SlackAPIStandIn, worker: Worker
+) -> None:
+    slack.rate_limit("chat.postMessage", times=1, retry_after=1)
+    await command(bot, slack, "healthy.test stage=dns")
+    worker.start()
+    await slack.wait_for("chat.update", 1, timeout=60)
+    statuses = [c.status for c in slack.calls_to("chat.postMessage")]
+    assert statuses[0] == 429 and len(top_level(slack)) == 1
+
+
+async def test_rerun_button_queues_the_same_check(
+    bot: Settings, slack: SlackAPIStandIn, worker: Worker
+) -> None:
+    await command(bot, slack, "healthy.test stage=dns")
+    worker.start()
+    (update,) = await slack.wait_for("chat.update", 1, timeout=60)
+    button = next(
+        e for b in update.params["blocks"] if b["type"] == "actions" for e in b["elements"]
+    )
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "U0OTHER"},
+        "channel": {"id": CHANNEL},
+        "team": {"id": "T1"},
+        "response_url": slack.response_url("rerun"),
+        "trigger_id": "1.2",
+        "actions": [
+            {
+                "action_id": "mailcheck_rerun",
+                "block_id": "b",
+                "value": button["value"],
+                "type": "button",
+            }
+        ],
+    }
+    body = urlencode({"payload": json.dumps(payload)})
+    status, _ = await post(bot, body, signed(body))
+    assert status == 200
+    await slack.wait_for("chat.update", 2, timeout=60)
+    parents = top_level(slack)
+    assert len(parents) == 2 and "U0OTHER" in json.dumps(parents[1].params["blocks"])
+
+
+async def test_per_user_rate_limit(settings: Settings, slack: SlackAPIStandIn) -> None:
+    limited = replace(settings, user_rate=1, http_port=next(_ports))
+    redis = Redis.from_url(limited.redis_url)
+    queue = make_queue(limited)
+    runner = await serve_http(build_app(limited, queue, redis), limited)
+    try:
+        assert (await command(limited, slack, "healthy.test"))[1].startswith("Queued")
+        _, ack = await command(limited, slack, "nomx.test")
+        assert "checks in the last hour" in ack
+        _, ack = await command(limited, slack, "nomx.test", user="U0SOMEONE")
+        assert ack.startswith("Queued")
+    finally:
+        await runner.cleanup()
+        await queue.disconnect()
+        await redis.aclose()
+
+
+# -- a worker dies mid-check ------------------------------------------------------------
+
+
+def worker_process(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": TOKEN,
+        "SLACK_API_URL": settings.slack_api_url,
+        "MAILCHECK_REDIS_URL": settings.redis_url,
+        "MAILCHECK_RESOLVER": "127.1.0.53",
+        "MAILCHECK_ALLOW_TARGETS": "127.1.0.0/16",
+        "MAILCHECK_CA_FILE": settings.ca_file or "",
+        "MAILCHECK_BANNER_TIMEOUT": "6",
+        "MAILCHECK_CONNECT_TIMEOUT": "2",
+        "MAILCHECK_JOB_HEARTBEAT": "2",
+        "MAILCHECK_SWEEP_INTERVAL": "1",
+        "MAILCHECK_TIMEOUT": "60",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def test_a_killed_worker_is_replaced_and_the_thread_has_one_verdict(
+    bot: Settings, slack: SlackAPIStandIn
+) -> None:
+    async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(3600)
+
+    # smtp-stall.test's MX never greets: the check waits out the banner timeout,
+    # long enough to kill the worker in the middle of it.
+    async with FakeServer(never_greet, "127.1.20.3", 25):
+        await command(bot, slack, "smtp-stall.test")
+        first = worker_process(bot)
+        try:
+            await slack.wait_for("chat.postMessage", 2, timeout=30)  # parent + DNS stage
+            first.send_signal(signal.SIGKILL)
+            first.wait(5)
+            second = worker_process(bot)
+            try:
+                await slack.wait_for("chat.update", 1, timeout=60)
+                await asyncio.sleep(1.5)  # anything duplicated would arrive now
+            finally:
+                second.terminate()
+                second.wait(30)
+        finally:
+            if first.poll() is None:
+                first.kill()
+
+    (parent,) = top_level(slack)
+    updates = slack.calls_to("chat.update")
+    assert len(updates) == 1 and updates[0].params["ts"] == parent.response["ts"]
+    headers = [
+        b["text"]["text"]
+        for c in replies(slack, parent.response["ts"])
+        for b in c.params["blocks"]
+        if b["type"] == "header"
+    ]
+    assert len(headers) == len(set(headers)), headers  # no stage posted twice
+    assert "CONNECT" in headers
+    assert "smtp.banner.timeout" in json.dumps(
+        [c.params for c in replies(slack, parent.response["ts"])]
+    )
+
+
+async def test_sigterm_lets_the_running_check_finish(bot: Settings, slack: SlackAPIStandIn) -> None:
+    async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(3600)
+
+    async with FakeServer(never_greet, "127.1.20.3", 25):
+        await command(bot, slack, "smtp-stall.test")
+        proc = worker_process(bot)
+        try:
+            await slack.wait_for("chat.postMessage", 2, timeout=30)
+            proc.send_signal(signal.SIGTERM)  # mid-check: the banner wait has 6 s to go
+            await slack.wait_for("chat.update", 1, timeout=60)
+            code = await asyncio.to_thread(proc.wait, 30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 0
+    assert len(top_level(slack)) == 1 and len(slack.calls_to("chat.update")) == 1

@@ -1,0 +1,266 @@
+"""The /mailcheck slash-command grammar (bot/commands.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bot.commands import (
+    MAX_TEXT,
+    STAGE_ALIASES,
+    USAGE,
+    CheckCommand,
+    HelpCommand,
+    UsageError,
+    parse,
+)
+from checks.model import Stage
+from checks.names import DomainName, normalize_domain
+
+D, C, T, P = Stage.DNS, Stage.CONNECT, Stage.TLS, Stage.POLICY
+
+
+def check(text: str) -> CheckCommand:
+    result = parse(text)
+    assert isinstance(result, CheckCommand), result
+    return result
+
+
+def usage_error(text: str) -> str:
+    result = parse(text)
+    assert isinstance(result, UsageError), result
+    assert result.message.endswith(USAGE)
+    return result.message.removesuffix(USAGE)
+
+
+# --- domains -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "ascii_name", "unicode_name"),
+    [
+        ("example.com", "example.com", "example.com"),
+        ("  Example.COM.  ", "example.com", "example.com"),
+        ("user@example.org", "example.org", "example.org"),
+        ("https://Mail.Example.net/owa/?a=b", "mail.example.net", "mail.example.net"),
+        ("bücher.de", "xn--bcher-kva.de", "bücher.de"),
+        ("xn--bcher-kva.de", "xn--bcher-kva.de", "bücher.de"),
+        ("example.com\u00a0stage=tls", "example.com", "example.com"),  # no-break space
+    ],
+)
+def test_domain_goes_through_normalize_domain(
+    text: str, ascii_name: str, unicode_name: str
+) -> None:
+    assert check(text).domain == DomainName(ascii=ascii_name, unicode=unicode_name)
+
+
+def test_a_bare_domain_checks_every_stage_without_account() -> None:
+    assert parse("example.com") == CheckCommand(normalize_domain("example.com"), None, None)
+
+
+# --- Slack's rewriting ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "ascii_name"),
+    [
+        ("<http://example.com|example.com>", "example.com"),
+        ("<http://example.com>", "example.com"),
+        ("<https://mail.example.com/owa|mail.example.com/owa>", "mail.example.com"),
+        ("<mailto:alice@example.org|alice@example.org>", "example.org"),
+        ("<mailto:alice@example.org>", "example.org"),
+        ("<mailto:alice@example.org|Alice Liddell>", "example.org"),  # label not a domain
+        ("<http://example.net|click here>", "example.net"),
+        ("<http://example.net|other.example>", "example.net"),  # label: a different domain
+        ("<http://xn--bcher-kva.de|bücher.de>", "xn--bcher-kva.de"),
+        ("<http://example.com|example.com> stage=tls", "example.com"),
+        ("stage=tls <http://example.com|example.com>", "example.com"),
+        ("<HTTP://EXAMPLE.COM:8080/x?y=z>", "example.com"),
+    ],
+)
+def test_slack_links_are_unwrapped(text: str, ascii_name: str) -> None:
+    assert check(text).domain.ascii == ascii_name
+
+
+def test_the_label_is_kept_when_it_is_the_domain() -> None:
+    # The label is what the user typed: an IDN keeps its Unicode form either way.
+    assert check("<http://xn--bcher-kva.de|bücher.de>").domain.unicode == "bücher.de"
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("<@U024BE7LH>", "`@U024BE7LH` mentions a person"),
+        ("<@U024BE7LH|bob> example.com", "`@bob` mentions a person"),
+        ("<#C024BE7LR|general>", "`#general` mentions a channel"),
+        ("<!channel>", "`@channel` mentions a group"),
+        ("<!subteam^SAZ94GDB8|@ops>", "`@ops` mentions a group"),
+    ],
+)
+def test_mentions_are_not_domains(text: str, complaint: str) -> None:
+    assert complaint in usage_error(text)
+
+
+def test_slack_entities_are_decoded_and_echoed_escaped() -> None:
+    message = usage_error("exa&lt;mple&gt;.com")
+    assert "exa&lt;mple&gt;.com" in message  # decoded for the check, escaped again here
+    assert "<" not in message.split("\n")[0]
+
+
+def test_user_input_in_a_message_cannot_ping_anyone() -> None:
+    message = usage_error("example.com <!here|here>x <http://b.example|b.example>")
+    assert "<!" not in message
+    message = usage_error("example.com foo&lt;!channel&gt;=1")
+    assert "<!channel>" not in message
+
+
+# --- options -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "stages"),
+    [
+        ("example.com stage=tls", {T}),
+        ("example.com stage=tls,connect", {T, C}),
+        ("example.com stage=TLS,Connect", {T, C}),
+        ("example.com stages=dns", {D}),
+        ("example.com stage=dns,connect,tls,policy,auth,autoconfig,delivery", set(Stage)),
+        ("example.com stage=smtp", {C}),
+        ("example.com stage=imap,pop3,submission", {C}),
+        ("example.com stage=mx,ptr,srv", {D}),
+        ("example.com stage=spf,dmarc,dkim,mta-sts,dane,dnsbl", {P}),
+        ("example.com stage=cert", {T}),
+        ("example.com stage=certificate,starttls", {T}),
+        ("example.com stage=mx,cert", {D, T}),
+        ("example.com stage=tls,", {T}),  # a stray comma is forgiven
+        ("example.com stage=tls,tls", {T}),
+        ("stage=tls example.com", {T}),
+    ],
+)
+def test_stages(text: str, stages: set[Stage]) -> None:
+    assert check(text).stages == frozenset(stages)
+
+
+def test_every_alias_names_a_stage() -> None:
+    for alias, stage in STAGE_ALIASES.items():
+        assert check(f"example.com stage={alias}").stages == frozenset({stage})
+
+
+@pytest.mark.parametrize(
+    ("text", "account"),
+    [
+        ("example.com account=ops", "ops"),
+        ("example.com account=Ops.Test_1-a", "Ops.Test_1-a"),
+        ("example.com account=" + "a" * 32, "a" * 32),
+        ("account=ops example.com", "ops"),
+        ("example.com ACCOUNT=ops", "ops"),
+    ],
+)
+def test_account(text: str, account: str) -> None:
+    assert check(text).account == account
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "example.com stage=tls,connect account=ops",
+        "example.com account=ops stage=tls,connect",
+        "account=ops example.com stage=connect,tls",
+        "stage=smtp,cert account=ops example.com",
+    ],
+)
+def test_options_in_any_order(text: str) -> None:
+    assert check(text) == CheckCommand(
+        domain=normalize_domain("example.com"), stages=frozenset({T, C}), account="ops"
+    )
+
+
+# --- help ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["help", "HELP", " help ", "", "   ", "-h", "--help", "?", "\u2014help"]
+)
+def test_help(text: str) -> None:
+    assert parse(text) == HelpCommand()
+
+
+def test_usage_lists_the_forms_with_examples() -> None:
+    for form in (
+        "/mailcheck example.com`",
+        "stage=tls,connect",
+        "account=NAME",
+        "/mailcheck help",
+    ):
+        assert form in USAGE
+    for stage in Stage:
+        assert f"`{stage.value}`" in USAGE
+    for alias in STAGE_ALIASES:
+        assert alias in USAGE
+
+
+# --- errors --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "complaints"),
+    [
+        ("example.com foo=bar", ["Unknown option `foo=`", "`stage=`", "`account=`"]),
+        ("example.com Stage2=tls", ["Unknown option `Stage2=`"]),
+        ("example.com =tls", ["`=tls` has no option name"]),
+        ("example.com --stage=tls", ["Unknown option `--stage`", "name=value"]),
+        ("example.com --stage tls", ["Unknown option `--stage`"]),
+        ("example.com -v", ["Unknown option `-v`"]),
+        ("example.com stage=bar", ["Unknown stage `bar`", "Valid stages:", "`dns`", "`tls`"]),
+        ("example.com stage=tls,bar,baz", ["Unknown stages `bar`, `baz`"]),
+        ("example.com stage=smtp25", ["Unknown stage `smtp25`", "smtp"]),
+        ("example.com stage=,", ["`stage=` has no stage in it"]),
+        ("example.com stage=", ["`stage=` has no value"]),
+        ("example.com account=", ["`account=` has no value"]),
+        ("example.com stage= tls", ["`stage=` has no value"]),
+        ("example.com stage=tls stage=dns", ["`stage=` is given twice"]),
+        ("example.com stage=tls stages=dns", ["`stage=` is given twice"]),
+        ("example.com account=a account=b", ["`account=` is given twice"]),
+        ("example.com example.org", ["Two domains", "`example.com`", "`example.org`"]),
+        ("example.com stage=tls example.org", ["Two domains"]),
+        ("example.com account=bad/name", ["Bad account name `bad/name`", "1 to 32"]),
+        ("example.com account=" + "a" * 33, ["Bad account name"]),
+        ("example.com account=bé", ["Bad account name `bé`"]),
+        ("example.com account=a@b", ["Bad account name `a@b`"]),
+        ("stage=tls", ["No domain given"]),
+        ("account=ops", ["No domain given"]),
+        ("localhost", ["'localhost' is a single label"]),
+        ("192.0.2.1", ["IP address"]),
+        ("example..com", ["empty label"]),
+        ("under_score.example.com", ["not a valid domain"]),
+        ("example.com/path", ["not a domain"]),
+        ("help me", ["`help` goes alone"]),
+        ("example.com --help", ["`--help` goes alone"]),
+        ("x" * (MAX_TEXT + 1), [f"{MAX_TEXT + 1} characters", f"at most {MAX_TEXT}"]),
+        ("example.com stage=" + "x" * 480, ["Unknown stage", "…"]),
+    ],
+)
+def test_usage_errors_name_the_problem(text: str, complaints: list[str]) -> None:
+    problem = usage_error(text)
+    for complaint in complaints:
+        assert complaint in problem, problem
+    assert len(problem) < 700  # bounded, whatever was typed
+
+
+def test_text_of_exactly_the_limit_is_parsed() -> None:
+    text = "example.com" + " " * (MAX_TEXT - len("example.com"))
+    assert check(text).domain.ascii == "example.com"
+
+
+def test_backticks_in_input_cannot_break_the_code_span() -> None:
+    problem = usage_error("example.com stage=a`b")
+    assert "`a'b`" in problem
+
+
+def test_commands_are_frozen() -> None:
+    command = check("example.com")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        command.account = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        UsageError("x").message = "y"  # type: ignore[misc]
