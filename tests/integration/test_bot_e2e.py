@@ -431,3 +431,45 @@ async def test_sigterm_lets_the_running_check_finish(bot: Settings, slack: Slack
                 proc.kill()
     assert code == 0
     assert len(top_level(slack)) == 1 and len(slack.calls_to("chat.update")) == 1
+
+
+async def test_only_allowed_channels_and_users(settings: Settings, slack: SlackAPIStandIn) -> None:
+    closed = replace(
+        settings,
+        allowed_channels=frozenset({"C0OPS"}),
+        allowed_users=frozenset({"U0ONCALL"}),
+        http_port=next(_ports),
+    )
+    redis = Redis.from_url(closed.redis_url)
+    queue = make_queue(closed)
+    runner = await serve_http(build_app(closed, queue, redis), closed)
+    try:
+        _, ack = await command(closed, slack, "healthy.test", channel="C0RANDOM", user="U0ONCALL")
+        assert "not enabled in this channel" in ack
+        _, ack = await command(closed, slack, "healthy.test", channel="C0OPS", user="U0INTERN")
+        assert "not on the list" in ack
+        _, ack = await command(closed, slack, "healthy.test", channel="C0OPS", user="U0ONCALL")
+        assert ack.startswith("Queued")
+    finally:
+        await runner.cleanup()
+        await queue.disconnect()
+        await redis.aclose()
+
+
+async def test_app_home_shows_how_to_use_it(bot: Settings, slack: SlackAPIStandIn) -> None:
+    event = {
+        "token": "legacy",
+        "team_id": "T1",
+        "api_app_id": "A1",
+        "type": "event_callback",
+        "event_id": "Ev1",
+        "event_time": int(time.time()),
+        "event": {"type": "app_home_opened", "user": USER, "channel": "D1", "tab": "home"},
+    }
+    body = json.dumps(event)
+    headers = {**signed(body), "Content-Type": "application/json"}
+    status, _ = await post(bot, body, headers)
+    assert status == 200
+    (publish,) = await slack.wait_for("views.publish", 1, timeout=10)
+    assert publish.params["user_id"] == USER
+    assert "/mailcheck" in json.dumps(publish.params["view"])
