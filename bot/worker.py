@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -118,38 +119,47 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
     found: dict[Stage, list[Finding]] = {}
     order = list(Stage)
     report: Report | None = None
+    outbox: asyncio.Queue[tuple[Stage, tuple[Finding, ...]] | None] = asyncio.Queue()
 
-    async def post_stage(stage: Stage, partial: Report) -> None:
-        part = f"stage:{stage.value}"
-        if not found.get(stage) or await state.posted(part):
-            return
-        for message in blocks.stage_messages(partial, stage):
-            await poster.post(job.channel, message, thread_ts=parent)
-        await state.mark(part)
+    async def post_stages() -> None:
+        # Posting waits on Slack's pace: it runs beside the check, not in its way.
+        while (item := await outbox.get()) is not None:
+            stage, findings = item
+            part = f"stage:{stage.value}"
+            if not findings or await state.posted(part):
+                continue
+            partial = Report(request, datetime.now(UTC), 0.0, findings)
+            for message in blocks.stage_messages(partial, stage):
+                await poster.post(job.channel, message, thread_ts=parent)
+            await state.mark(part)
 
-    posted_upto = -1
-    async for event in run_stream(request, settings.engine_config()):
-        if isinstance(event, ProbeFinished):
-            pending.discard(event.timing.probe)
-            for f in event.findings:
-                found.setdefault(f.stage, []).append(f)
-            # A stage is complete when no probe of it, or of an earlier stage, is running.
-            while posted_upto + 1 < len(order):
-                stage = order[posted_upto + 1]
-                if any(
-                    p.name in pending and order.index(p.stage) <= posted_upto + 1 for p in planned
-                ):
-                    break
-                posted_upto += 1
-                found[stage] = sort_findings(dedupe(found.get(stage, [])))
-                partial = Report(request, _now(), 0.0, tuple(found[stage]))
-                await post_stage(stage, partial)
-        elif isinstance(event, CheckDone):
-            report = event.report
-    assert report is not None
-    for stage in order[posted_upto + 1 :]:
-        found[stage] = [f for f in report.findings if f.stage is stage]
-        await post_stage(stage, report)
+    def complete(stage: Stage) -> bool:
+        """No probe of this stage, or of an earlier one, is still running."""
+        return not any(
+            p.name in pending and order.index(p.stage) <= order.index(stage) for p in planned
+        )
+
+    posting = asyncio.create_task(post_stages())
+    try:
+        next_stage = 0
+        async for event in run_stream(request, settings.engine_config()):
+            if isinstance(event, ProbeFinished):
+                pending.discard(event.timing.probe)
+                for f in event.findings:
+                    found.setdefault(f.stage, []).append(f)
+                while next_stage < len(order) and complete(order[next_stage]):
+                    stage = order[next_stage]
+                    next_stage += 1
+                    outbox.put_nowait((stage, tuple(sort_findings(dedupe(found.get(stage, []))))))
+            elif isinstance(event, CheckDone):
+                report = event.report
+        assert report is not None
+        for stage in order[next_stage:]:
+            outbox.put_nowait((stage, tuple(f for f in report.findings if f.stage is stage)))
+        outbox.put_nowait(None)
+        await posting
+    finally:
+        posting.cancel()
 
     if not await state.posted("transcripts"):
         text = "\n".join(
@@ -175,12 +185,6 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
     )
     await state.mark("verdict")
     return {"worst": report.worst.value, "parent_ts": parent}
-
-
-def _now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 class MailcheckWorker(Worker[Any]):
