@@ -30,18 +30,18 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from . import proc
 from .pki import CertSpec, LabPKI
 
 Protocol = Literal["smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"]
@@ -458,7 +458,7 @@ class MailLab:
             ("dovecot", self._dovecot_pid, "dovecot"),
         ):
             try:
-                _stop_daemon(_read_pid(pid_path, comm), what)
+                proc.stop(proc.read_pid(pid_path, comm), what, STOP_TIMEOUT, error=MailLabError)
             except MailLabError as exc:
                 errors.append(str(exc))
             else:
@@ -479,8 +479,8 @@ class MailLab:
 
     def is_running(self) -> bool:
         return (
-            _read_pid(self._postfix_pid, "master") is not None
-            and _read_pid(self._dovecot_pid, "dovecot") is not None
+            proc.read_pid(self._postfix_pid, "master") is not None
+            and proc.read_pid(self._dovecot_pid, "dovecot") is not None
         )
 
     # -- configuration -------------------------------------------------------
@@ -684,18 +684,18 @@ class MailLab:
         # Postfix's SASL listeners need Dovecot's auth socket from the start.
         deadline = time.monotonic() + START_TIMEOUT
         while not auth_socket.is_socket():
-            if time.monotonic() > deadline or _read_pid(self._dovecot_pid, "dovecot") is None:
+            if time.monotonic() > deadline or proc.read_pid(self._dovecot_pid, "dovecot") is None:
                 raise MailLabError(
                     f"dovecot did not create its auth socket {auth_socket}\n"
-                    + _log_tail(self.dovecot_log)
+                    + proc.log_tail(self.dovecot_log)
                 )
             time.sleep(0.02)
 
     def _start_postfix(self, postfix: str) -> None:
         # `postfix start` returns once master has bound every listener (master -w).
         self._run([postfix, "-c", str(self.postfix_dir), "start"], "postfix did not start")
-        if _read_pid(self._postfix_pid, "master") is None:
-            raise MailLabError("postfix did not start\n" + _log_tail(self.postfix_log))
+        if proc.read_pid(self._postfix_pid, "master") is None:
+            raise MailLabError("postfix did not start\n" + proc.log_tail(self.postfix_log))
 
     def _run(self, argv: list[str], what: str, stdout: bool = True) -> None:
         """Run a command; a non-zero exit or a warning (in its output or in the
@@ -725,7 +725,7 @@ class MailLab:
             details = "\n".join(problems) or output
             raise MailLabError(
                 f"{what}: `{' '.join(argv)}` exited with {result.returncode}\n{details}\n"
-                f"{_log_tail(self.dovecot_log, 5)}"
+                f"{proc.log_tail(self.dovecot_log, 5)}"
             )
 
     def _wait_for_listeners(self) -> None:
@@ -739,7 +739,7 @@ class MailLab:
             where = ", ".join(f"{a}:{p}" for a, p in sorted(pending))
             raise MailLabError(
                 f"not answering after {START_TIMEOUT:.0f}s: {where}\n"
-                f"{_log_tail(self.postfix_log)}\n{_log_tail(self.dovecot_log)}"
+                f"{proc.log_tail(self.postfix_log)}\n{proc.log_tail(self.dovecot_log)}"
             )
 
 
@@ -819,90 +819,6 @@ def _read_from(path: Path, offset: int) -> str:
             return file.read().decode(errors="replace")
     except OSError:
         return ""
-
-
-def _log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        tail = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return f"(no log at {path})"
-    return f"--- tail of {path} ---\n" + "\n".join(tail)
-
-
-# -- processes -------------------------------------------------------------------
-
-
-def _read_pid(path: Path, comm: str) -> int | None:
-    """PID from a pidfile, if that process is still a live `comm`."""
-    try:
-        pid = int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if _is_live(pid, comm) else None
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, process group) of a process, or None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[2])
-
-
-def _is_live(pid: int, comm: str | None = None) -> bool:
-    """True if pid runs and is not a zombie (PID 1 here may never reap daemons)."""
-    proc = _proc_stat(pid)
-    if proc is None or proc[0] in ("Z", "X"):
-        return False
-    if comm is None:
-        return True
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == comm
-    except OSError:
-        return False
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            proc = _proc_stat(int(entry.name))
-            if proc is not None and proc[1] == pgid and proc[0] not in ("Z", "X"):
-                members.append(int(entry.name))
-    return members
-
-
-def _stop_daemon(pid: int | None, what: str) -> None:
-    """SIGTERM a daemon and wait for its whole process group: the children
-    (smtpd, imap-login...) hold the listening sockets too. Both masters lead
-    their own group (they setsid when they detach)."""
-    if pid is None:
-        return
-    leader = os.getpgid(pid) == pid
-
-    def gone() -> bool:
-        return not _group_members(pid) if leader else not _is_live(pid)
-
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if _wait(gone):
-        return
-    for member in _group_members(pid) if leader else [pid]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(member, signal.SIGKILL)
-    if not _wait(gone):
-        raise MailLabError(f"{what} (pid {pid}) did not exit")
-
-
-def _wait(done: Callable[[], bool], timeout: float = STOP_TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():
-            return True
-        time.sleep(0.05)
-    return done()
 
 
 # -- iptables ----------------------------------------------------------------------

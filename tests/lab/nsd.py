@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterable
@@ -15,6 +13,8 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
+
+from . import proc
 
 SOA_MNAME = "ns.test."
 SOA_RNAME = "hostmaster.test."
@@ -119,21 +119,13 @@ class NSDLab:
                 check=False,
             )
         if result.returncode != 0:
-            raise NSDLabError(f"nsd exited with {result.returncode}\n{self._log_tail()}")
+            raise NSDLabError(
+                f"nsd exited with {result.returncode}\n{proc.log_tail(self.log_path)}"
+            )
         self._wait_until_serving(zones[0])
 
     def stop(self) -> None:
-        pid = self._pid()
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                if not _wait_for_exit(pid, STOP_TIMEOUT):
-                    _kill_hard(pid)
-                    _wait_for_exit(pid, STOP_TIMEOUT)
-            except ProcessLookupError:
-                pass
-            if _is_nsd(pid):
-                raise NSDLabError(f"nsd (pid {pid}) did not exit")
+        proc.stop(self._pid(), "nsd", STOP_TIMEOUT, error=NSDLabError)
         # Also clears a stale pidfile, so start() can tell the new daemon's apart.
         self.pid_path.unlink(missing_ok=True)
 
@@ -142,11 +134,9 @@ class NSDLab:
 
     def _pid(self) -> int | None:
         """PID from the pidfile, if that process is still a live nsd."""
-        try:
-            pid = int(self.pid_path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if _is_nsd(pid) else None
+        # nsd retitles its processes ("nsd: xfrd", "nsd: main"); the pidfile
+        # holds xfrd's, which leads the group.
+        return proc.read_pid(self.pid_path, "nsd")
 
     def _zone_path(self, zone: Zone) -> Path:
         return self.zones_dir / f"{zone.origin}.zone"
@@ -209,43 +199,5 @@ class NSDLab:
             time.sleep(0.05)
         raise NSDLabError(
             f"nsd did not answer SOA {zone.origin} on {self.address}@{self.port} "
-            f"within {START_TIMEOUT:.0f}s\n{self._log_tail()}"
+            f"within {START_TIMEOUT:.0f}s\n{proc.log_tail(self.log_path)}"
         )
-
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return f"(no log at {self.log_path})"
-        return f"--- tail of {self.log_path} ---\n" + "\n".join(tail)
-
-
-def _is_nsd(pid: int) -> bool:
-    """True if pid is a live (non-zombie) nsd process."""
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # nsd retitles its processes ("nsd: xfrd", "nsd: main"); the pidfile holds xfrd's.
-    # The daemon is reparented to PID 1, which may never reap it: a zombie is gone.
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return comm.split(":")[0] == "nsd" and state not in ("Z", "X")
-
-
-def _kill_hard(pid: int) -> None:
-    # nsd daemonises into its own process group; killing the group also takes
-    # the server and xfrd children, which would otherwise keep the port bound.
-    if os.getpgid(pid) == pid:
-        os.killpg(pid, signal.SIGKILL)
-    else:
-        os.kill(pid, signal.SIGKILL)
-
-
-def _wait_for_exit(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _is_nsd(pid):
-            return True
-        time.sleep(0.05)
-    return False

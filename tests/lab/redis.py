@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +29,8 @@ from pathlib import Path
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from . import proc
 
 DEFAULT_ADDRESS = "127.1.0.79"
 DEFAULT_PORT = 6379
@@ -119,7 +120,9 @@ class RedisLab:
                 start_new_session=True,
             )
         if result.returncode != 0:
-            raise RedisLabError(f"redis-server exited with {result.returncode}\n{self._log_tail()}")
+            raise RedisLabError(
+                f"redis-server exited with {result.returncode}\n{proc.log_tail(self.log_path)}"
+            )
         self._wait_until_serving()
 
     def stop(self) -> None:
@@ -129,14 +132,7 @@ class RedisLab:
         if pid is not None:
             pids.add(pid)
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in pids:
-            if not _wait_for_exit(pid, STOP_TIMEOUT):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                if not _wait_for_exit(pid, STOP_TIMEOUT):
-                    raise RedisLabError(f"redis-server (pid {pid}) did not exit")
+            proc.stop(pid, "redis-server", STOP_TIMEOUT, error=RedisLabError)
         # Redis removes it on a clean exit; not after SIGKILL.
         self.pid_path.unlink(missing_ok=True)
 
@@ -160,11 +156,7 @@ class RedisLab:
 
     def _pid(self) -> int | None:
         """PID from the pidfile, if that process is still a live redis-server."""
-        try:
-            pid = int(self.pid_path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if _is_redis(pid) else None
+        return proc.read_pid(self.pid_path, "redis-server")
 
     def _write_config(self) -> None:
         # Every path is pinned into state_dir; nothing from /etc/redis is read.
@@ -198,20 +190,13 @@ class RedisLab:
             if not _redis_pids_in(self.state_dir) and not self.is_running():
                 raise RedisLabError(
                     f"redis-server for {self.address}:{self.port} exited while starting\n"
-                    f"{self._log_tail()}"
+                    f"{proc.log_tail(self.log_path)}"
                 )
             time.sleep(0.05)
         raise RedisLabError(
             f"redis-server did not answer PING on {self.address}:{self.port} "
-            f"within {START_TIMEOUT:.0f}s\n{self._log_tail()}"
+            f"within {START_TIMEOUT:.0f}s\n{proc.log_tail(self.log_path)}"
         )
-
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return f"(no log at {self.log_path})"
-        return f"--- tail of {self.log_path} ---\n" + "\n".join(tail)
 
 
 @contextlib.contextmanager
@@ -252,36 +237,10 @@ def _quote(path: Path) -> str:
 
 
 def _is_redis(pid: int) -> bool:
-    """True if pid is a live (non-zombie) redis-server."""
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The daemon is reparented to PID 1, which here may never reap it: a zombie is gone.
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return comm == "redis-server" and state not in ("Z", "X")
+    """True if pid is a live (non-zombie) redis-server (tests check old servers with it)."""
+    return proc.is_live(pid, "redis-server")
 
 
 def _redis_pids_in(state_dir: Path) -> list[int]:
     """Live redis-servers working in state_dir (redis chdirs to its `dir`)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if cwd == str(state_dir) and _is_redis(int(entry.name)):
-            pids.append(int(entry.name))
-    return pids
-
-
-def _wait_for_exit(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _is_redis(pid):
-            return True
-        time.sleep(0.05)
-    return False
+    return proc.pids_with_cwd(state_dir, "redis-server")
