@@ -58,6 +58,19 @@ def problems_of(s: Session, ca_file: str | None, now: datetime) -> list[tls.Prob
     return found
 
 
+def chain_evidence(s: Session, chain: list[tls.CertInfo]) -> tuple[str, ...]:
+    """What `openssl s_client -showcerts` would show: the handshake, then each
+    certificate as sent, leaf first."""
+    lines = [line for line in s.transcript if "-- TLS" in line]
+    for i, cert in enumerate(chain):
+        lines.append(
+            f"certificate {i}: {cert.subject}; issuer {cert.issuer}; valid "
+            f"{cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d}; "
+            f"DNS names {', '.join(cert.sans) or '(none)'}; {cert.key_type} {cert.key_bits}"
+        )
+    return tuple(lines)
+
+
 async def probe_certificates(ctx: ProbeContext) -> None:
     ca_file = ctx.net.config.ca_file
     now = tls.now_utc()
@@ -77,7 +90,7 @@ async def probe_certificates(ctx: ProbeContext) -> None:
         problems = problems_of(s, ca_file, now)
         for p in problems:
             key = (ep.host, ep.address, leaf_id, p.code)
-            group = groups.setdefault(key, _Group(p, [], s.transcript[-12:]))
+            group = groups.setdefault(key, _Group(p, [], chain_evidence(s, chain)))
             group.endpoints.append(ep)
         if not problems and chain:
             leaf = chain[0]

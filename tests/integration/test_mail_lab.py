@@ -108,6 +108,8 @@ async def test_findings_carry_evidence_and_a_command_to_reproduce(
     assert chain.reproduce == (
         "openssl s_client -connect 127.1.21.6:25 -starttls smtp -servername mx.tls-nochain.test"
     )
+    assert any("1 certificate(s) sent" in line for line in chain.evidence)
+    assert any(line.startswith("certificate 0: CN=mx.tls-nochain.test") for line in chain.evidence)
     transcript = report.transcripts["connect.smtp"]
     assert any("C: EHLO mailcheck.invalid" in line for line in transcript)
     assert any("C: STARTTLS" in line for line in transcript)
