@@ -72,3 +72,17 @@ def lab_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with running_redis(tmp_path_factory.mktemp("redis")) as redis_lab:
         yield redis_lab
+
+
+@pytest.fixture
+async def stalling_mx() -> Any:
+    """smtp-stall.test's MX (127.1.20.3:25): accepts connections, never greets."""
+    import asyncio
+
+    from tests.support.fakeserver import FakeServer
+
+    async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(3600)
+
+    async with FakeServer(never_greet, "127.1.20.3", 25) as server:
+        yield server

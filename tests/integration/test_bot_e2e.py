@@ -373,30 +373,26 @@ def worker_process(settings: Settings) -> subprocess.Popen[bytes]:
 
 
 async def test_a_killed_worker_is_replaced_and_the_thread_has_one_verdict(
-    bot: Settings, slack: SlackAPIStandIn
+    bot: Settings, slack: SlackAPIStandIn, stalling_mx: FakeServer
 ) -> None:
-    async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(3600)
-
     # smtp-stall.test's MX never greets: the check waits out the banner timeout,
     # long enough to kill the worker in the middle of it.
-    async with FakeServer(never_greet, "127.1.20.3", 25):
-        await command(bot, slack, "smtp-stall.test")
-        first = worker_process(bot)
+    await command(bot, slack, "smtp-stall.test")
+    first = worker_process(bot)
+    try:
+        await slack.wait_for("chat.postMessage", 2, timeout=30)  # parent + DNS stage
+        first.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(first.wait, 5)
+        second = worker_process(bot)
         try:
-            await slack.wait_for("chat.postMessage", 2, timeout=30)  # parent + DNS stage
-            first.send_signal(signal.SIGKILL)
-            first.wait(5)
-            second = worker_process(bot)
-            try:
-                await slack.wait_for("chat.update", 1, timeout=60)
-                await asyncio.sleep(1.5)  # anything duplicated would arrive now
-            finally:
-                second.terminate()
-                second.wait(30)
+            await slack.wait_for("chat.update", 1, timeout=60)
+            await asyncio.sleep(1.5)  # anything duplicated would arrive now
         finally:
-            if first.poll() is None:
-                first.kill()
+            second.terminate()
+            await asyncio.to_thread(second.wait, 30)
+    finally:
+        if first.poll() is None:
+            first.kill()
 
     (parent,) = top_level(slack)
     updates = slack.calls_to("chat.update")
@@ -414,21 +410,19 @@ async def test_a_killed_worker_is_replaced_and_the_thread_has_one_verdict(
     )
 
 
-async def test_sigterm_lets_the_running_check_finish(bot: Settings, slack: SlackAPIStandIn) -> None:
-    async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(3600)
-
-    async with FakeServer(never_greet, "127.1.20.3", 25):
-        await command(bot, slack, "smtp-stall.test")
-        proc = worker_process(bot)
-        try:
-            await slack.wait_for("chat.postMessage", 2, timeout=30)
-            proc.send_signal(signal.SIGTERM)  # mid-check: the banner wait has 6 s to go
-            await slack.wait_for("chat.update", 1, timeout=60)
-            code = await asyncio.to_thread(proc.wait, 30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+async def test_sigterm_lets_the_running_check_finish(
+    bot: Settings, slack: SlackAPIStandIn, stalling_mx: FakeServer
+) -> None:
+    await command(bot, slack, "smtp-stall.test")
+    proc = worker_process(bot)
+    try:
+        await slack.wait_for("chat.postMessage", 2, timeout=30)
+        proc.send_signal(signal.SIGTERM)  # mid-check: the banner wait has 6 s to go
+        await slack.wait_for("chat.update", 1, timeout=60)
+        code = await asyncio.to_thread(proc.wait, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert code == 0
     assert len(top_level(slack)) == 1 and len(slack.calls_to("chat.update")) == 1
 

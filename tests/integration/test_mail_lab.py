@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
@@ -19,17 +17,6 @@ pytestmark = pytest.mark.lab
 # Short enough for filtered hosts and the stalling server, long enough for a
 # loaded CI machine.
 TIMEOUTS = Timeouts(dns=2, connect=2, banner=3, reply=10, check=60)
-
-
-@pytest.fixture
-async def stalling_mx() -> AsyncIterator[FakeServer]:
-    """smtp-stall.test's MX: accepts connections on port 25 and never greets."""
-
-    async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(3600)
-
-    async with FakeServer(never_greet, "127.1.20.3", 25) as server:
-        yield server
 
 
 @pytest.fixture
