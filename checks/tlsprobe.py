@@ -31,11 +31,13 @@ class _Group:
     evidence: tuple[str, ...]
 
 
-def problems_of(s: Session, ca_file: str | None, now: datetime) -> list[tls.Problem]:
-    """Everything wrong with one handshake: chain, name, dates, key, cipher."""
+def problems_of(
+    s: Session, chain: list[tls.CertInfo], ca_file: str | None, now: datetime
+) -> list[tls.Problem]:
+    """Everything wrong with one handshake (`chain`: its certificates, parsed):
+    chain, name, dates, key, cipher."""
     assert s.tls is not None
     found = []
-    chain = [tls.parse_cert(d) for d in s.tls.chain_der]
     chain_problem = tls.chain_problem(s.tls.chain_der, ca_file)
     if chain_problem:
         found.append(chain_problem)
@@ -87,7 +89,7 @@ async def probe_certificates(ctx: ProbeContext) -> None:
             "certificates": [c.as_dict() for c in chain],
         }
         leaf_id = chain[0].sha256 if chain else ""
-        problems = problems_of(s, ca_file, now)
+        problems = problems_of(s, chain, ca_file, now)
         for p in problems:
             key = (ep.host, ep.address, leaf_id, p.code)
             group = groups.setdefault(key, _Group(p, [], chain_evidence(s, chain)))
