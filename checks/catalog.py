@@ -565,6 +565,140 @@ _ENTRIES: tuple[Entry, ...] = (
         "connect there).",
         "Publish the server's public address; keep internal addresses in internal DNS.",
     ),
+    # -- policy: SPF -------------------------------------------------------------------
+    Entry(
+        "spf.ok",
+        _OK,
+        Stage.POLICY,
+        "SPF record",
+        "The domain says which hosts may send its mail, within the lookup limits.",
+        "",
+    ),
+    Entry(
+        "spf.missing",
+        _WARN,
+        Stage.POLICY,
+        "No SPF record",
+        "Receivers cannot tell which servers may send as this domain: spoofed mail is "
+        "harder to reject, and Gmail and Microsoft junk or refuse bulk mail without SPF "
+        "or DKIM.",
+        "Publish one TXT record at the domain, e.g. `v=spf1 mx include:<provider> -all`.",
+    ),
+    Entry(
+        "spf.multiple",
+        _ERR,
+        Stage.POLICY,
+        "More than one SPF record",
+        "RFC 7208 allows exactly one record starting with v=spf1; with two, receivers "
+        "return permerror and SPF fails for all mail.",
+        "Merge the records into one TXT record.",
+    ),
+    Entry(
+        "spf.syntax",
+        _ERR,
+        Stage.POLICY,
+        "SPF record has a syntax error",
+        "Receivers return permerror for a record they cannot parse, so SPF fails for "
+        "every message, including legitimate ones.",
+        "Fix the term named in the summary; check the record with the reproduce command.",
+    ),
+    Entry(
+        "spf.lookups.exceeded",
+        _ERR,
+        Stage.POLICY,
+        "SPF needs more than 10 DNS lookups",
+        "Receivers stop after 10 DNS-querying terms (include, a, mx, ptr, exists, "
+        "redirect) and return permerror: SPF fails, often only for some senders.",
+        "Remove unused includes, replace a/mx with ip4/ip6 ranges, or flatten the "
+        "includes that cost most (see the lookup tree in the evidence).",
+    ),
+    Entry(
+        "spf.void_lookups.exceeded",
+        _ERR,
+        Stage.POLICY,
+        "SPF meets more than 2 empty lookups",
+        "Receivers stop after two DNS lookups that return nothing and answer permerror.",
+        "Remove terms that point at names without records (old includes, typos).",
+    ),
+    Entry(
+        "spf.all.permissive",
+        _WARN,
+        Stage.POLICY,
+        "SPF does not reject unlisted senders",
+        "With +all anyone may send as the domain (error); with ?all or no all at all, "
+        "unlisted hosts get 'neutral', which protects nothing.",
+        "End the record with ~all (soft fail) or -all (fail).",
+    ),
+    Entry(
+        "spf.include.missing",
+        _ERR,
+        Stage.POLICY,
+        "SPF includes a domain without SPF",
+        "An include: whose target has no SPF record makes receivers return permerror.",
+        "Fix the include's domain name, or remove the include if the provider is gone.",
+    ),
+    Entry(
+        "spf.mx.not_permitted",
+        _INFO,
+        Stage.POLICY,
+        "The domain's own MX may not send",
+        "The domain's SPF does not permit its own MX hosts. Fine if they never send mail "
+        "(inbound-only or a filtering service); otherwise their mail fails SPF.",
+        "Add `mx` (or the hosts' addresses) to the record if the MX hosts send mail.",
+    ),
+    # -- policy: DMARC -----------------------------------------------------------------
+    Entry(
+        "dmarc.ok",
+        _OK,
+        Stage.POLICY,
+        "DMARC record",
+        "Receivers know what to do with mail that fails SPF and DKIM alignment.",
+        "",
+    ),
+    Entry(
+        "dmarc.missing",
+        _WARN,
+        Stage.POLICY,
+        "No DMARC record",
+        "Without DMARC, receivers have no policy for mail that spoofs the domain, and "
+        "Gmail and Yahoo require one from bulk senders.",
+        'Publish `_dmarc.example.com TXT "v=DMARC1; p=none; rua=mailto:dmarc@example.com"`, '
+        "read the reports, then move to p=quarantine or p=reject.",
+    ),
+    Entry(
+        "dmarc.multiple",
+        _ERR,
+        Stage.POLICY,
+        "More than one DMARC record",
+        "With more than one v=DMARC1 record receivers apply none of them.",
+        "Keep exactly one TXT record at _dmarc.",
+    ),
+    Entry(
+        "dmarc.syntax",
+        _ERR,
+        Stage.POLICY,
+        "DMARC record has errors",
+        "Receivers ignore or misread a DMARC record with invalid tags.",
+        "Fix the tag named in the summary.",
+    ),
+    Entry(
+        "dmarc.policy.none",
+        _WARN,
+        Stage.POLICY,
+        "DMARC policy is none",
+        "p=none only asks for reports; spoofed mail is delivered as usual.",
+        "Once the reports show all legitimate mail passing, move to p=quarantine, then p=reject.",
+    ),
+    Entry(
+        "dmarc.rua.unauthorized",
+        _WARN,
+        Stage.POLICY,
+        "DMARC reports go to a domain that has not agreed",
+        "Reports to an address in another domain are only sent if that domain publishes "
+        "an authorisation record (RFC 7489 7.1); without it the reports are dropped.",
+        "Ask the report receiver to publish `<yourdomain>._report._dmarc.<theirdomain> TXT "
+        '"v=DMARC1"`, or send reports to your own domain.',
+    ),
     # -- TLS ---------------------------------------------------------------------------------
     Entry(
         "tls.ok",

@@ -98,8 +98,9 @@ Event = ProbeStarted | ProbeFinished | CheckDone
 def default_probes() -> tuple[Probe, ...]:
     # The stage modules import this one, so they are imported here, late.
     from checks import dns, mailbox, smtp, tlsprobe
+    from checks.policy import probes as policy
 
-    return dns.PROBES + smtp.PROBES + mailbox.PROBES + tlsprobe.PROBES
+    return dns.PROBES + smtp.PROBES + mailbox.PROBES + tlsprobe.PROBES + policy.PROBES
 
 
 def available_stages(probes: Iterable[Probe] | None = None) -> list[Stage]:

@@ -58,6 +58,7 @@ _HEALTHY = _scenario(
         "_pop3s._tcp IN SRV 0 1 995 imap",
         '@ IN TXT "v=spf1 mx -all"',
         '@ IN TXT "mailconf=https://autoconfig.healthy.test/mail/config-v1.1.xml"',
+        '_dmarc IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@healthy.test"',
     ],
     {"127.1.1.1": "mx1.healthy.test", "127.1.1.2": "mx2.healthy.test"},
     "two MX hosts with confirmed reverse DNS, SRV records, a valid mailconf",
@@ -414,7 +415,94 @@ MAIL_SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
-BY_DOMAIN = {s.domain: s for s in (*SCENARIOS, *MAIL_SCENARIOS)}
+# -- mail policy: SPF and DMARC in DNS (checked with the policy stage only) ------------
+# Each borrows healthy.test's MX (127.1.1.1), so "is the MX permitted" has an answer.
+
+
+def _policy_case(
+    domain: str,
+    expect: set[str],
+    about: str,
+    *records: str,
+    spf: str | None = "v=spf1 mx -all",
+    dmarc: str | None = "v=DMARC1; p=reject; rua=mailto:dmarc@{d}",
+) -> Scenario:
+    lines = ["@ IN MX 10 mx1.healthy.test.", *records]
+    if spf:
+        lines.append(f'@ IN TXT "{spf}"')
+    if dmarc:
+        lines.append(f'_dmarc IN TXT "{dmarc.format(d=domain)}"')
+    return _scenario(domain, expect, lines, about=about)
+
+
+POLICY_SCENARIOS: tuple[Scenario, ...] = (
+    _policy_case("spf-missing.test", {"spf.missing"}, "no SPF record", spf=None),
+    _policy_case(
+        "spf-multiple.test",
+        {"spf.multiple"},
+        "two SPF records",
+        '@ IN TXT "v=spf1 ip4:192.0.2.1 -all"',
+    ),
+    _policy_case(
+        "spf-syntax.test",
+        {"spf.syntax"},
+        "an unknown mechanism",
+        spf="v=spf1 mx frob:example.net -all",
+    ),
+    _policy_case(
+        "spf-lookups.test",
+        {"spf.lookups.exceeded"},
+        "11 DNS-querying terms",
+        *(f"h{i} IN A 192.0.2.{i}" for i in range(1, 12)),
+        spf="v=spf1 " + " ".join(f"a:h{i}.spf-lookups.test" for i in range(1, 12)) + " -all",
+    ),
+    _policy_case(
+        "spf-void.test",
+        {"spf.void_lookups.exceeded"},
+        "three names without records",
+        spf="v=spf1 a:v1.spf-void.test a:v2.spf-void.test a:v3.spf-void.test mx -all",
+    ),
+    _policy_case(
+        "spf-plusall.test", {"spf.all.permissive"}, "+all lets anyone send", spf="v=spf1 mx +all"
+    ),
+    _policy_case(
+        "spf-include.test",
+        {"spf.include.missing"},
+        "include of a domain without SPF",
+        "nospf IN A 192.0.2.9",
+        spf="v=spf1 mx include:nospf.spf-include.test -all",
+    ),
+    _policy_case(
+        "spf-mx.test",
+        {"spf.mx.not_permitted"},
+        "the MX is not an allowed sender",
+        spf="v=spf1 ip4:192.0.2.1 -all",
+    ),
+    _policy_case("dmarc-missing.test", {"dmarc.missing"}, "no DMARC record", dmarc=None),
+    _policy_case(
+        "dmarc-multiple.test",
+        {"dmarc.multiple"},
+        "two DMARC records",
+        '_dmarc IN TXT "v=DMARC1; p=none"',
+    ),
+    _policy_case(
+        "dmarc-syntax.test", {"dmarc.syntax"}, "p=block is no policy", dmarc="v=DMARC1; p=block"
+    ),
+    _policy_case(
+        "dmarc-none.test",
+        {"dmarc.policy.none"},
+        "monitoring only",
+        dmarc="v=DMARC1; p=none; rua=mailto:dmarc@{d}",
+    ),
+    _policy_case(
+        "dmarc-rua.test",
+        {"dmarc.rua.unauthorized"},
+        "reports to another domain that has not agreed",
+        dmarc="v=DMARC1; p=reject; rua=mailto:dmarc@reports.test",
+    ),
+)
+
+BY_DOMAIN = {s.domain: s for s in (*SCENARIOS, *MAIL_SCENARIOS, *POLICY_SCENARIOS)}
 
 
 def all_zones() -> list[Zone]:

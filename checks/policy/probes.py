@@ -1,0 +1,201 @@
+"""The policy stage (first part): SPF and DMARC, from DNS.
+
+Who may send mail as the domain, and what receivers should do with mail that
+claims to be from it but is not. The rules live in spf*/dmarc; these drivers
+fetch through the network door and turn verdicts into findings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from checks.dns import MailHost, txt_strings
+from checks.errors import NXDomain, ResolverFailure
+from checks.model import Severity, Stage, Target
+from checks.policy import dmarc
+from checks.policy.spf import NetworkLookup, Verdict, check_host
+from checks.policy.spfdiagnose import diagnose
+from checks.policy.spfmacro import SPFSyntaxError
+from checks.policy.spfparse import select_record
+from checks.runner import Probe, ProbeContext
+
+
+async def _txts(ctx: ProbeContext, name: str) -> list[str] | None:
+    """TXT strings of `name`; [] when it has none or does not exist; None when DNS failed."""
+    try:
+        return txt_strings(await ctx.net.query(name, "TXT"))
+    except NXDomain:
+        return []
+    except ResolverFailure as exc:
+        ctx.add(
+            "dns.resolver.failure",
+            target=Target(host=name),
+            summary=f"TXT lookup for {name} failed: {exc}",
+            reproduce=ctx.net.dig(name, "TXT"),
+            stage=Stage.POLICY,
+        )
+        return None
+
+
+async def probe_spf(ctx: ProbeContext) -> None:
+    if ctx.result("dns.mx") is None:
+        return
+    domain = ctx.domain
+    target = Target(host=domain)
+    dig = ctx.net.dig(domain, "TXT")
+    txts = await _txts(ctx, domain)
+    if txts is None:
+        return
+    try:
+        record = select_record(txts)
+    except SPFSyntaxError as exc:
+        ctx.add(
+            "spf.multiple",
+            target=target,
+            summary=str(exc),
+            evidence=[t for t in txts if t.lower().startswith("v=spf1")],
+            reproduce=dig,
+        )
+        return
+    if record is None:
+        ctx.add(
+            "spf.missing", target=target, summary=f"{domain} publishes no SPF record", reproduce=dig
+        )
+        return
+    lookup = NetworkLookup(ctx.net)
+    report = await diagnose(domain, lookup)
+    tree = report.tree.lines()
+    ctx.fact(
+        "spf", {"record": record, "lookups": report.lookups, "void_lookups": report.void_lookups}
+    )
+    for error in report.syntax_errors:
+        ctx.add("spf.syntax", target=target, summary=error, evidence=[record], reproduce=dig)
+    for name in report.missing_includes:
+        ctx.add(
+            "spf.include.missing",
+            target=target,
+            summary=f"the record includes {name}, which has no SPF record: receivers "
+            "return permerror",
+            evidence=tree,
+            reproduce=ctx.net.dig(name, "TXT"),
+        )
+    if report.over_limit:
+        ctx.add(
+            "spf.lookups.exceeded",
+            target=target,
+            summary=f"{report.lookups} DNS lookups; receivers stop at 10 with permerror",
+            evidence=tree,
+            reproduce=dig,
+        )
+    if report.void_lookups > 2:
+        ctx.add(
+            "spf.void_lookups.exceeded",
+            target=target,
+            summary=f"{report.void_lookups} lookups find nothing; receivers stop at 2 "
+            "with permerror",
+            evidence=tree,
+            reproduce=dig,
+        )
+    if report.weak_all and not report.syntax_errors:  # an unparsable record has no all
+        ctx.add(
+            "spf.all.permissive",
+            target=target,
+            summary=f"{record} ends with {report.all_term or 'no all mechanism'}",
+            severity=Severity.ERROR if report.all_term == "+all" else None,
+            evidence=[record],
+            reproduce=dig,
+        )
+    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
+    addresses = list(dict.fromkeys(a for h in hosts for a in h.usable))
+    results = await asyncio.gather(
+        *(check_host(a, domain, f"postmaster@{domain}", lookup) for a in addresses)
+    )
+    for address, result in zip(addresses, results, strict=True):
+        if result.result not in (Verdict.PASS, Verdict.PERMERROR, Verdict.TEMPERROR):
+            ctx.add(
+                "spf.mx.not_permitted",
+                target=Target(host=domain, address=address),
+                summary=f"mail from the domain's own MX {address} gets SPF {result.result.value}",
+                reproduce=dig,
+            )
+    if not (
+        report.syntax_errors
+        or report.missing_includes
+        or report.over_limit
+        or report.void_lookups > 2
+        or report.weak_all
+    ):
+        ctx.add(
+            "spf.ok",
+            target=target,
+            summary=f"{record} ({report.lookups} of 10 DNS lookups)",
+            evidence=tree,
+            reproduce=dig,
+        )
+
+
+async def probe_dmarc(ctx: ProbeContext) -> None:
+    if ctx.result("dns.mx") is None:
+        return
+    domain = ctx.domain
+    name = f"_dmarc.{domain}"
+    txts = await _txts(ctx, name)
+    if txts is None:
+        return
+    text, problems = dmarc.select(txts)
+    where = domain
+    if text is None and not problems:
+        org = dmarc.organizational_domain(domain)
+        if org != domain:  # receivers fall back to the organisational domain's policy
+            org_txts = await _txts(ctx, f"_dmarc.{org}")
+            text, problems = dmarc.select(org_txts or [])
+            where, name = org, f"_dmarc.{org}"
+    target = Target(host=where)
+    dig = ctx.net.dig(name, "TXT")
+    if text is None:
+        if any(p.startswith("multiple") for p in problems):
+            ctx.add("dmarc.multiple", target=target, summary=problems[-1], reproduce=dig)
+        elif problems:
+            ctx.add("dmarc.syntax", target=target, summary=problems[0], reproduce=dig)
+        else:
+            ctx.add(
+                "dmarc.missing",
+                target=Target(host=domain),
+                summary=f"no DMARC record at _dmarc.{domain}",
+                reproduce=dig,
+            )
+        return
+    try:
+        record = dmarc.parse_record(text)
+    except dmarc.DMARCError as exc:
+        ctx.add("dmarc.syntax", target=target, summary=str(exc), evidence=[text], reproduce=dig)
+        return
+    ctx.fact("dmarc", {"record": text, "p": record.p, "pct": record.pct})
+    for error in record.errors:
+        ctx.add("dmarc.syntax", target=target, summary=error, evidence=[text], reproduce=dig)
+    if record.p == "none":
+        ctx.add(
+            "dmarc.policy.none",
+            target=target,
+            summary=f"p=none at {name}: mail that fails DMARC is delivered as usual",
+            evidence=[text],
+            reproduce=dig,
+        )
+    for uri, auth_name in dmarc.external_destinations(where, record):
+        auth = await _txts(ctx, auth_name)
+        if auth is not None and not dmarc.authorizes(auth):
+            ctx.add(
+                "dmarc.rua.unauthorized",
+                target=target,
+                summary=f"{uri} is in another domain that has not agreed to receive "
+                f"{where}'s reports (no v=DMARC1 record at {auth_name})",
+                reproduce=ctx.net.dig(auth_name, "TXT"),
+            )
+    if record.p != "none" and not record.errors:
+        ctx.add("dmarc.ok", target=target, summary=text, reproduce=dig)
+
+
+PROBES: tuple[Probe, ...] = (
+    Probe("policy.spf", Stage.POLICY, probe_spf, needs=("dns.mx", "dns.mx.hosts")),
+    Probe("policy.dmarc", Stage.POLICY, probe_dmarc, needs=("dns.mx",)),
+)
