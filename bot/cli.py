@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only this stage (repeatable): " + ", ".join(s.value for s in available_stages()),
     )
     check.add_argument(
+        "--dkim-selector",
+        action="append",
+        metavar="NAME",
+        default=[],
+        help="your DKIM selector (repeatable), tried before the common ones",
+    )
+    check.add_argument(
         "--fail-on",
         choices=["error", "warning", "inconclusive"],
         default="error",
@@ -144,6 +151,7 @@ def _check(args: argparse.Namespace) -> int:
         display=name.unicode,
         original=args.domain,
         stages=frozenset(Stage(s) for s in args.stage) if args.stage else None,
+        dkim_selectors=tuple(_selector(s) for s in args.dkim_selector),
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     err = Console(stderr=True)
@@ -157,6 +165,17 @@ def _check(args: argparse.Namespace) -> int:
         terminal.print_report(Console(), report, resolver=resolver, verbose=args.verbose)
     fail_on = Severity(args.fail_on)
     return EXIT_PROBLEMS if report.at_least(fail_on) else EXIT_OK
+
+
+def _selector(text: str) -> str:
+    name = text.strip().lower()
+    labels = name.split(".")
+    if not all(
+        label and len(label) <= 63 and label.replace("-", "").replace("_", "").isalnum()
+        for label in labels
+    ):
+        raise InputError(f"--dkim-selector {text!r} is not a DNS label (like s1 or mail)")
+    return name
 
 
 async def _run(request: CheckRequest, settings: Settings, console: Console | None) -> Report:

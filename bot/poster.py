@@ -3,7 +3,10 @@
 Jobs run at least once (a worker can die mid-check and another retries the
 job), so every post is recorded in Redis under the request's id: the parent
 message's ts, and which thread parts are already up. A retry edits the parent
-and posts only what is missing. Slack allows about one message per second per
+and posts only what is missing. One window remains: a worker killed after
+Slack accepted a post but before Redis recorded it makes the retry post that
+part again (Slack has no idempotency key; closing it needs the thread read
+back with conversations.replies and a history scope). Slack allows about one message per second per
 channel: a Redis key per channel paces every worker, and slack_sdk's
 rate-limit handler waits out a 429's Retry-After.
 """

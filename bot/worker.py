@@ -30,6 +30,7 @@ from bot.queue import CheckJob, make_queue
 from bot.settings import Settings
 from checks import jsonreport
 from checks.model import CheckRequest, Finding, Report, Stage
+from checks.policy.dmarc import organizational_domain
 from checks.runner import CheckDone, ProbeFinished, dedupe, default_probes, plan, sort_findings
 from checks.runner import stream as run_stream
 
@@ -56,6 +57,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["redis"] = Redis.from_url(settings.redis_url)
     ctx["poster"] = Poster(slack_client(settings), ctx["redis"])
     ctx["sweeper"] = asyncio.create_task(_sweep(ctx["worker"].queue, settings.sweep_interval))
+    # Load the Public Suffix List now: parsed on first use, it would stall the
+    # event loop (and the heartbeats) in the middle of someone's check.
+    await asyncio.to_thread(organizational_domain, "example.com")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

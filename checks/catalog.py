@@ -699,6 +699,72 @@ _ENTRIES: tuple[Entry, ...] = (
         "Ask the report receiver to publish `<yourdomain>._report._dmarc.<theirdomain> TXT "
         '"v=DMARC1"`, or send reports to your own domain.',
     ),
+    # -- policy: DKIM and TLS-RPT -----------------------------------------------------------
+    Entry(
+        "dkim.ok",
+        _OK,
+        Stage.POLICY,
+        "DKIM key",
+        "A DKIM public key is published; receivers can verify signatures made with it.",
+        "",
+    ),
+    Entry(
+        "dkim.none_found",
+        _INFO,
+        Stage.POLICY,
+        "No DKIM key at the usual selectors",
+        "No key answered at the selectors tried. Selectors cannot be listed from DNS, so "
+        "this is not proof there is none; but without DKIM, DMARC rests on SPF alone and "
+        "forwarded mail fails it.",
+        "Give your selector with --dkim-selector, or have your mail service sign with DKIM "
+        "and publish its key.",
+    ),
+    Entry(
+        "dkim.key.invalid",
+        _ERR,
+        Stage.POLICY,
+        "DKIM key record is broken",
+        "Verifiers cannot use this key record, so signatures made with it fail and DMARC "
+        "falls back on SPF.",
+        "Republish the key record exactly as your signer gives it (watch for quotes split "
+        "in the wrong place and stray characters in p=).",
+    ),
+    Entry(
+        "dkim.key.weak",
+        _WARN,
+        Stage.POLICY,
+        "DKIM key is short",
+        "RSA keys under 2048 bits are weak (under 1024, RFC 8301 says verifiers must not "
+        "accept them: an error).",
+        "Generate a 2048-bit key under a new selector, publish it, switch the signer, then "
+        "revoke the old one (empty p=).",
+    ),
+    Entry(
+        "dkim.key.revoked",
+        _INFO,
+        Stage.POLICY,
+        "DKIM selector revoked",
+        "The selector publishes an empty key (p=): signatures with it are rejected. Right "
+        "for a retired key; wrong if a signer still uses it.",
+        "Nothing if the selector is retired; otherwise publish the current key.",
+    ),
+    Entry(
+        "tlsrpt.ok",
+        _OK,
+        Stage.POLICY,
+        "TLS-RPT record",
+        "Sending servers report TLS failures with your MX to this address.",
+        "",
+    ),
+    Entry(
+        "tlsrpt.invalid",
+        _WARN,
+        Stage.POLICY,
+        "TLS-RPT record is invalid",
+        "Senders ignore an invalid _smtp._tls record, so you get no reports of TLS "
+        "failures on your MX.",
+        'Publish `_smtp._tls.example.com TXT "v=TLSRPTv1; rua=mailto:tlsrpt@example.com"`.',
+    ),
     # -- TLS ---------------------------------------------------------------------------------
     Entry(
         "tls.ok",

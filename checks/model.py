@@ -108,6 +108,7 @@ class CheckRequest:
     display: str
     original: str = ""
     stages: frozenset[Stage] | None = None  # None: every stage
+    dkim_selectors: tuple[str, ...] = ()  # tried before the common ones
 
     def wants(self, stage: Stage) -> bool:
         return self.stages is None or stage in self.stages

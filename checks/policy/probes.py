@@ -1,4 +1,4 @@
-"""The policy stage (first part): SPF and DMARC, from DNS.
+"""The policy stage (first part): SPF, DMARC, DKIM keys and TLS-RPT, from DNS.
 
 Who may send mail as the domain, and what receivers should do with mail that
 claims to be from it but is not. The rules live in spf*/dmarc; these drivers
@@ -12,7 +12,7 @@ import asyncio
 from checks.dns import MailHost, txt_strings
 from checks.errors import NXDomain, ResolverFailure
 from checks.model import Severity, Stage, Target
-from checks.policy import dmarc
+from checks.policy import dkim, dmarc, tlsrpt
 from checks.policy.spf import NetworkLookup, Verdict, check_host
 from checks.policy.spfdiagnose import diagnose
 from checks.policy.spfmacro import SPFSyntaxError
@@ -195,7 +195,99 @@ async def probe_dmarc(ctx: ProbeContext) -> None:
         ctx.add("dmarc.ok", target=target, summary=text, reproduce=dig)
 
 
+async def probe_dkim(ctx: ProbeContext) -> None:
+    """Keys at the selectors asked for and the common ones. DKIM selectors are
+    not discoverable, so 'none found' is information, not a verdict."""
+    if ctx.result("dns.mx") is None:
+        return
+    domain = ctx.domain
+    selectors = list(dict.fromkeys((*ctx.request.dkim_selectors, *dkim.COMMON_SELECTORS)))
+    names = [dkim.selector_name(sel, domain) for sel in selectors]
+    answers = await asyncio.gather(*(_txts(ctx, name) for name in names))
+    found = 0
+    for selector, name, txts in zip(selectors, names, answers, strict=True):
+        records = [t for t in txts or [] if "p=" in t]
+        if not records:
+            continue
+        found += 1
+        target = Target(host=name)
+        dig = ctx.net.dig(name, "TXT")
+        try:
+            key = dkim.parse_key_record(records[0])
+        except dkim.DKIMError as exc:
+            ctx.add(
+                "dkim.key.invalid",
+                target=target,
+                summary=f"selector {selector}: {exc}",
+                evidence=[records[0][:300]],
+                reproduce=dig,
+            )
+            continue
+        if key.revoked:
+            ctx.add(
+                "dkim.key.revoked",
+                target=target,
+                summary=f"selector {selector} has an empty p=: its key is revoked",
+                reproduce=dig,
+            )
+        elif key.errors:
+            ctx.add(
+                "dkim.key.invalid",
+                target=target,
+                summary=f"selector {selector}: {key.errors[0]}",
+                reproduce=dig,
+            )
+        elif key.bits is not None and key.bits < dkim.RSA_RECOMMENDED and key.key_type == "rsa":
+            ctx.add(
+                "dkim.key.weak",
+                target=target,
+                summary=f"selector {selector}: RSA {key.bits}-bit key",
+                severity=Severity.ERROR if key.bits < dkim.RSA_MINIMUM else None,
+                reproduce=dig,
+            )
+        else:
+            ctx.add(
+                "dkim.ok",
+                target=target,
+                summary=f"selector {selector}: {key.key_type} {key.bits or '?'} bits",
+                reproduce=dig,
+            )
+    if not found:
+        ctx.add(
+            "dkim.none_found",
+            target=Target(host=domain),
+            summary=f"no DKIM key at {len(selectors)} common selectors "
+            f"({', '.join(selectors[:6])}, ...); give yours with --dkim-selector",
+            reproduce=ctx.net.dig(names[0], "TXT"),
+        )
+
+
+async def probe_tlsrpt(ctx: ProbeContext) -> None:
+    if ctx.result("dns.mx") is None:
+        return
+    name = f"_smtp._tls.{ctx.domain}"
+    txts = await _txts(ctx, name)
+    if not txts:
+        return  # TLS-RPT is optional
+    text, problems = tlsrpt.select(txts)
+    target, dig = Target(host=name), ctx.net.dig(name, "TXT")
+    if text is None:
+        if problems:
+            ctx.add("tlsrpt.invalid", target=target, summary=problems[0], reproduce=dig)
+        return
+    try:
+        record = tlsrpt.parse_record(text)
+    except tlsrpt.TLSRPTError as exc:
+        ctx.add("tlsrpt.invalid", target=target, summary=str(exc), evidence=[text], reproduce=dig)
+        return
+    ctx.add(
+        "tlsrpt.ok", target=target, summary=f"TLS reports to {', '.join(record.rua)}", reproduce=dig
+    )
+
+
 PROBES: tuple[Probe, ...] = (
     Probe("policy.spf", Stage.POLICY, probe_spf, needs=("dns.mx", "dns.mx.hosts")),
     Probe("policy.dmarc", Stage.POLICY, probe_dmarc, needs=("dns.mx",)),
+    Probe("policy.dkim", Stage.POLICY, probe_dkim, needs=("dns.mx",)),
+    Probe("policy.tlsrpt", Stage.POLICY, probe_tlsrpt, needs=("dns.mx",)),
 )

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -360,16 +361,28 @@ def worker_process(settings: Settings) -> subprocess.Popen[bytes]:
         "MAILCHECK_CA_FILE": settings.ca_file or "",
         "MAILCHECK_BANNER_TIMEOUT": "6",
         "MAILCHECK_CONNECT_TIMEOUT": "2",
-        "MAILCHECK_JOB_HEARTBEAT": "2",
+        "MAILCHECK_JOB_HEARTBEAT": "5",
         "MAILCHECK_SWEEP_INTERVAL": "1",
         "MAILCHECK_TIMEOUT": "60",
     }
-    return subprocess.Popen(
+    # Logs go to a file: an undrained pipe fills up and blocks the worker.
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, kept on disk
+        prefix="mailcheck-worker-", suffix=".log", delete=False
+    )
+    proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "worker"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
+    log.close()
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    return proc
+
+
+def worker_log(proc: subprocess.Popen[bytes]) -> str:
+    with open(proc.log_path) as f:  # type: ignore[attr-defined]
+        return f.read()[-4000:]
 
 
 async def test_a_killed_worker_is_replaced_and_the_thread_has_one_verdict(
@@ -381,14 +394,22 @@ async def test_a_killed_worker_is_replaced_and_the_thread_has_one_verdict(
     first = worker_process(bot)
     try:
         await slack.wait_for("chat.postMessage", 2, timeout=30)  # parent + DNS stage
+        # Kill while the check waits on the stalled MX, not in the instant between
+        # Slack's answer to a post and the worker recording it (see bot/poster.py).
+        await asyncio.sleep(0.5)
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 5)
         second = worker_process(bot)
         try:
             await slack.wait_for("chat.update", 1, timeout=60)
             await asyncio.sleep(1.5)  # anything duplicated would arrive now
+        except TimeoutError:
+            second.kill()
+            await asyncio.to_thread(second.wait, 30)
+            logs = [worker_log(p) for p in (first, second)]
+            raise AssertionError("no verdict; worker logs:\n" + "\n---\n".join(logs)) from None
         finally:
-            second.terminate()
+            second.kill()  # its graceful stop has a test of its own
             await asyncio.to_thread(second.wait, 30)
     finally:
         if first.poll() is None:

@@ -52,7 +52,17 @@ async def test_plus_all_is_an_error_but_question_all_a_warning(lab_config) -> No
     assert plus.severity is Severity.ERROR and "+all" in plus.summary
 
 
-def test_scenarios_cover_every_spf_and_dmarc_code() -> None:
+async def test_a_named_selector_is_tried(lab_config) -> None:
+    request = CheckRequest(
+        "healthy.test", "healthy.test", stages=frozenset({Stage.POLICY}), dkim_selectors=("mail",)
+    )
+    report = await run(request, lab_config)
+    (ok,) = [f for f in report.findings if f.code == "dkim.ok"]
+    assert ok.summary == "selector mail: rsa 2048 bits"
+    assert ok.target.host == "mail._domainkey.healthy.test"
+
+
+def test_scenarios_cover_every_policy_code_so_far() -> None:
     from checks.catalog import CATALOG
 
     covered = {c for s in POLICY_SCENARIOS for c in s.expect}

@@ -12,7 +12,12 @@ broken scenario; 127.1.9.x the IDN scenario.
 
 from __future__ import annotations
 
+import base64
+import functools
 from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .nsd import Zone
 
@@ -27,6 +32,18 @@ class Scenario:
     records: tuple[str, ...] | None = None  # None: no zone at all
     ptr: dict[str, str] = field(default_factory=dict)  # address -> PTR name
     about: str = ""
+
+
+@functools.cache
+def dkim_record(bits: int = 2048) -> str:
+    """A DKIM key TXT record (zone-file text, split into <=200-character strings),
+    made once per process: public keys are not secrets, but none is committed."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    text = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+    return " ".join(f'"{text[i : i + 200]}"' for i in range(0, len(text), 200))
 
 
 def _scenario(
@@ -59,6 +76,8 @@ _HEALTHY = _scenario(
         '@ IN TXT "v=spf1 mx -all"',
         '@ IN TXT "mailconf=https://autoconfig.healthy.test/mail/config-v1.1.xml"',
         '_dmarc IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@healthy.test"',
+        f"mail._domainkey IN TXT {dkim_record()}",
+        '_smtp._tls IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@healthy.test"',
     ],
     {"127.1.1.1": "mx1.healthy.test", "127.1.1.2": "mx2.healthy.test"},
     "two MX hosts with confirmed reverse DNS, SRV records, a valid mailconf",
@@ -415,7 +434,7 @@ MAIL_SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
-# -- mail policy: SPF and DMARC in DNS (checked with the policy stage only) ------------
+# -- mail policy: SPF, DMARC, DKIM, TLS-RPT in DNS (checked with the policy stage only) ------------
 # Each borrows healthy.test's MX (127.1.1.1), so "is the MX permitted" has an answer.
 
 
@@ -426,8 +445,11 @@ def _policy_case(
     *records: str,
     spf: str | None = "v=spf1 mx -all",
     dmarc: str | None = "v=DMARC1; p=reject; rua=mailto:dmarc@{d}",
+    dkim: bool = True,
 ) -> Scenario:
     lines = ["@ IN MX 10 mx1.healthy.test.", *records]
+    if dkim:
+        lines.append(f"s1._domainkey IN TXT {dkim_record()}")
     if spf:
         lines.append(f'@ IN TXT "{spf}"')
     if dmarc:
@@ -499,6 +521,35 @@ POLICY_SCENARIOS: tuple[Scenario, ...] = (
         {"dmarc.rua.unauthorized"},
         "reports to another domain that has not agreed",
         dmarc="v=DMARC1; p=reject; rua=mailto:dmarc@reports.test",
+    ),
+    _policy_case(
+        "dkim-none.test", {"dkim.none_found"}, "no key at any common selector", dkim=False
+    ),
+    _policy_case(
+        "dkim-invalid.test",
+        {"dkim.key.invalid"},
+        "a key that is not base64",
+        'google._domainkey IN TXT "v=DKIM1; k=rsa; p=not*base64!"',
+        dkim=False,
+    ),
+    _policy_case(
+        "dkim-weak.test",
+        {"dkim.key.weak"},
+        "a 1024-bit RSA key",
+        f"k1._domainkey IN TXT {dkim_record(1024)}",
+        dkim=False,
+    ),
+    _policy_case(
+        "dkim-revoked.test",
+        {"dkim.key.revoked"},
+        "a retired selector",
+        'selector1._domainkey IN TXT "v=DKIM1; p="',
+    ),
+    _policy_case(
+        "tlsrpt-invalid.test",
+        {"tlsrpt.invalid"},
+        "reports to an ftp: URI",
+        '_smtp._tls IN TXT "v=TLSRPTv1; rua=ftp://reports.tlsrpt-invalid.test"',
     ),
 )
 

@@ -34,6 +34,7 @@ def mailcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         (("check", "example.test", "--timeout", "0"), "timeout must be between 0 and 3600"),
         (("check", "example.test", "--fail-on", "ok"), "invalid choice"),
         (("frob",), "invalid choice"),
+        (("check", "example.test", "--dkim-selector", "bad sel!"), "is not a DNS label"),
     ],
 )
 def test_usage_errors(args: tuple[str, ...], complaint: str) -> None:
