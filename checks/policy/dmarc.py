@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from publicsuffixlist import PublicSuffixList
 
 from checks.errors import MailcheckError
+from checks.policy.records import select_versioned
 from checks.text import untrusted
 
 POLICIES = ("none", "quarantine", "reject")  # weakest first
@@ -89,20 +90,15 @@ def select(txts: list[str]) -> tuple[str | None, list[str]]:
 
     More than one record is a problem receivers answer by applying none.
     """
-    found = [t for t in txts if is_dmarc(t)]
-    problems = [
-        f"TXT record '{untrusted(t, 80)}' looks like DMARC but receivers ignore it: "
-        f"{_version_problem(t)}"
-        for t in txts
-        if not is_dmarc(t) and _LOOKALIKE.match(t)
-    ]
-    if len(found) > 1:
-        problems.append(
-            f"multiple DMARC records ({len(found)}): receivers apply none of them "
-            "when more than one TXT record starts with v=DMARC1"
-        )
-        return None, problems
-    return (found[0] if found else None), problems
+    return select_versioned(
+        txts,
+        _VERSION,
+        _LOOKALIKE,
+        kind="DMARC",
+        tag="v=DMARC1",
+        readers="receivers",
+        near_miss=lambda t: f"receivers ignore it: {_version_problem(t)}",
+    )
 
 
 def parse_record(text: str) -> DMARCRecord:

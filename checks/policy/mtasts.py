@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from checks.errors import MailcheckError
+from checks.policy.records import select_versioned
 from checks.text import untrusted
 
 MODES = ("enforce", "testing", "none")
@@ -63,20 +64,9 @@ class Policy:
 
 def select(txts: list[str]) -> tuple[str | None, list[str]]:
     """(the one `_mta-sts` record starting with v=STSv1, or None; the problems found)."""
-    found = [t for t in txts if _VERSION.match(t)]
-    problems = [
-        f"TXT record '{untrusted(t, 80)}' looks like MTA-STS but does not start with "
-        "exactly v=STSv1; senders ignore it"
-        for t in txts
-        if not _VERSION.match(t) and _LOOKALIKE.match(t)
-    ]
-    if len(found) > 1:
-        problems.append(
-            f"multiple MTA-STS records ({len(found)}): senders use none of them "
-            "when more than one TXT record starts with v=STSv1"
-        )
-        return None, problems
-    return (found[0] if found else None), problems
+    return select_versioned(
+        txts, _VERSION, _LOOKALIKE, kind="MTA-STS", tag="v=STSv1", readers="senders"
+    )
 
 
 def parse_txt(text: str) -> STSRecord:

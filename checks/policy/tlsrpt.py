@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from checks.errors import MailcheckError
+from checks.policy.records import select_versioned
 from checks.text import untrusted
 
 SCHEMES = ("mailto", "https")
@@ -39,20 +40,9 @@ class TLSRPTRecord:
 
 def select(txts: list[str]) -> tuple[str | None, list[str]]:
     """(the one record starting with v=TLSRPTv1, or None; the problems found)."""
-    found = [t for t in txts if _VERSION.match(t)]
-    problems = [
-        f"TXT record '{untrusted(t, 80)}' looks like TLS-RPT but does not start with "
-        "exactly v=TLSRPTv1; senders ignore it"
-        for t in txts
-        if not _VERSION.match(t) and _LOOKALIKE.match(t)
-    ]
-    if len(found) > 1:
-        problems.append(
-            f"multiple TLS-RPT records ({len(found)}): senders use none of them "
-            "when more than one TXT record starts with v=TLSRPTv1"
-        )
-        return None, problems
-    return (found[0] if found else None), problems
+    return select_versioned(
+        txts, _VERSION, _LOOKALIKE, kind="TLS-RPT", tag="v=TLSRPTv1", readers="senders"
+    )
 
 
 def parse_record(text: str) -> TLSRPTRecord:
