@@ -111,6 +111,7 @@ def bench_env(slack_url: str, ca_file: str) -> dict[str, str]:
         "MAILCHECK_CA_FILE": ca_file,
         "MAILCHECK_USER_RATE": "0",  # no per-user or per-domain limit
         "MAILCHECK_DOMAIN_RATE": "0",
+        "MAILCHECK_DNSBL_ZONES": "bl.test",  # the lab blocklist
     }
 
 

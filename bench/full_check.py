@@ -105,6 +105,7 @@ async def measure(domain: str, rtt: float, runs: int, ca_file: str) -> list[Repo
         policy=TargetPolicy(parse_networks(["127.1.0.0/16"])),
         ca_file=ca_file,
         timeouts=Timeouts(dns=5, connect=CONNECT_TIMEOUT, banner=10, reply=10, check=60),
+        dnsbl_zones=(),  # no blocklist in the bench's DNS copy
     )
     reports = []
     try:

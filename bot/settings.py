@@ -30,6 +30,7 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_BANNER_TIMEOUT": "30",
     "MAILCHECK_REPLY_TIMEOUT": "30",
     "MAILCHECK_HELO_NAME": "mailcheck.invalid",
+    "MAILCHECK_DNSBL_ZONES": "",
     "SLACK_BOT_TOKEN": "",
     "SLACK_APP_TOKEN": "",
     "SLACK_SIGNING_SECRET": "",
@@ -64,6 +65,7 @@ class Settings:
     banner_timeout: float = 30.0
     reply_timeout: float = 30.0
     helo_name: str = "mailcheck.invalid"
+    dnsbl_zones: tuple[str, ...] | None = None  # None: the built-in list; (): none
     # -- Slack -------------------------------------------------------------------
     slack_bot_token: str = field(default="", repr=False)
     slack_app_token: str = field(default="", repr=False)
@@ -101,6 +103,7 @@ class Settings:
             banner_timeout=_number("MAILCHECK_BANNER_TIMEOUT", get),
             reply_timeout=_number("MAILCHECK_REPLY_TIMEOUT", get),
             helo_name=get("MAILCHECK_HELO_NAME"),
+            dnsbl_zones=_zones(get("MAILCHECK_DNSBL_ZONES")),
             slack_bot_token=get("SLACK_BOT_TOKEN"),
             slack_app_token=get("SLACK_APP_TOKEN"),
             slack_signing_secret=get("SLACK_SIGNING_SECRET"),
@@ -184,6 +187,7 @@ class Settings:
                 check=self.timeout,
             ),
             helo_name=self.helo_name,
+            dnsbl_zones=self.dnsbl_zones,
         )
 
     @property
@@ -194,6 +198,15 @@ class Settings:
 
 def parse_resolvers(values: list[str]) -> tuple[Nameserver, ...]:
     return tuple(Nameserver.parse(part) for value in values for part in _items(value))
+
+
+def _zones(text: str) -> tuple[str, ...] | None:
+    """Empty: the built-in list; "none": no blocklist checks; else the zones given."""
+    if not text:
+        return None
+    if text.lower() == "none":
+        return ()
+    return tuple(normalize_domain(z).ascii for z in _items(text))
 
 
 def _items(text: str) -> list[str]:

@@ -765,6 +765,35 @@ _ENTRIES: tuple[Entry, ...] = (
         "failures on your MX.",
         'Publish `_smtp._tls.example.com TXT "v=TLSRPTv1; rua=mailto:tlsrpt@example.com"`.',
     ),
+    # -- policy: blocklists ----------------------------------------------------------------
+    Entry(
+        "dnsbl.ok",
+        _OK,
+        Stage.POLICY,
+        "MX addresses not on blocklists",
+        "None of the domain's MX addresses is on the blocklists checked.",
+        "",
+    ),
+    Entry(
+        "dnsbl.listed",
+        _ERR,
+        Stage.POLICY,
+        "MX address on a blocklist",
+        "Receivers that use this list reject or junk mail from the address: if the MX "
+        "also sends, the domain's mail bounces.",
+        "Find out why (the list's lookup page gives the reason: spam, open relay, a "
+        "compromised account), fix it, then request delisting.",
+    ),
+    Entry(
+        "dnsbl.inconclusive",
+        _INC,
+        Stage.POLICY,
+        "Blocklist gave no usable answer",
+        "The list answered with an error code (for Spamhaus: queries through a public "
+        "resolver or too many queries) or not at all; this says nothing about listing.",
+        "Query through your own resolver (not 8.8.8.8 or 1.1.1.1), or with a list "
+        "subscription key; set MAILCHECK_DNSBL_ZONES to the lists you can use.",
+    ),
     # -- TLS ---------------------------------------------------------------------------------
     Entry(
         "tls.ok",

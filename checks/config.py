@@ -80,4 +80,5 @@ class EngineConfig:
     ca_file: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     helo_name: str = "mailcheck.invalid"  # what we call ourselves in EHLO
+    dnsbl_zones: tuple[str, ...] | None = None  # None: checks.policy.dnsbl.DEFAULT_ZONES
     limits: Limits = field(default_factory=Limits)

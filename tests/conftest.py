@@ -48,6 +48,7 @@ def lab_engine_config(address: str, **timeouts: float) -> EngineConfig:
         nameservers=(Nameserver(address),),
         policy=TargetPolicy(parse_networks([LAB_NETWORK])),
         timeouts=Timeouts(**{"dns": 2.0, "check": 30.0, **timeouts}),
+        dnsbl_zones=("bl.test",),  # the lab's blocklist; public lists are not reachable
     )
 
 

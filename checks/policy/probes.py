@@ -12,7 +12,7 @@ import asyncio
 from checks.dns import MailHost, txt_strings
 from checks.errors import NXDomain, ResolverFailure
 from checks.model import Severity, Stage, Target
-from checks.policy import dkim, dmarc, tlsrpt
+from checks.policy import dkim, dmarc, dnsbl, tlsrpt
 from checks.policy.spf import NetworkLookup, Verdict, check_host
 from checks.policy.spfdiagnose import diagnose
 from checks.policy.spfmacro import SPFSyntaxError
@@ -285,9 +285,60 @@ async def probe_tlsrpt(ctx: ProbeContext) -> None:
     )
 
 
+async def probe_dnsbl(ctx: ProbeContext) -> None:
+    """Every usable MX address against the configured blocklists. Error answers
+    (e.g. Spamhaus refusing a public resolver) are inconclusive, never 'listed'."""
+    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
+    zones = ctx.net.config.dnsbl_zones
+    zones = dnsbl.DEFAULT_ZONES if zones is None else zones
+    addresses = list(dict.fromkeys(a for h in hosts for a in h.usable))
+    pairs = [(a, z) for a in addresses for z in zones]
+
+    async def ask(address: str, zone: str) -> dnsbl.Verdict | None:
+        name = dnsbl.query_name(address, zone)
+        try:
+            answer = await ctx.net.query(name, "A")
+        except NXDomain:
+            return dnsbl.interpret(zone, [])
+        except ResolverFailure:
+            return None
+        return dnsbl.interpret(zone, answer.texts())
+
+    verdicts = await asyncio.gather(*(ask(a, z) for a, z in pairs))
+    clean = 0
+    for (address, zone), verdict in zip(pairs, verdicts, strict=True):
+        target = Target(host=zone, address=address)
+        dig = ctx.net.dig(dnsbl.query_name(address, zone), "A")
+        if verdict is None or verdict.listing is dnsbl.Listing.INCONCLUSIVE:
+            reason = verdict.reason if verdict else "the lookup failed"
+            ctx.add(
+                "dnsbl.inconclusive",
+                target=target,
+                summary=f"{address} on {zone}: {reason}",
+                reproduce=dig,
+            )
+        elif verdict.listed:
+            ctx.add(
+                "dnsbl.listed",
+                target=target,
+                summary=f"{address} is listed on {zone}: {verdict.reason}",
+                evidence=list(verdict.answers),
+                reproduce=dig,
+            )
+        else:
+            clean += 1
+    if pairs and clean == len(pairs):
+        ctx.add(
+            "dnsbl.ok",
+            target=Target(host=ctx.domain),
+            summary=f"{len(addresses)} MX address(es) on none of {len(zones)} blocklists",
+        )
+
+
 PROBES: tuple[Probe, ...] = (
     Probe("policy.spf", Stage.POLICY, probe_spf, needs=("dns.mx", "dns.mx.hosts")),
     Probe("policy.dmarc", Stage.POLICY, probe_dmarc, needs=("dns.mx",)),
     Probe("policy.dkim", Stage.POLICY, probe_dkim, needs=("dns.mx",)),
     Probe("policy.tlsrpt", Stage.POLICY, probe_tlsrpt, needs=("dns.mx",)),
+    Probe("policy.dnsbl", Stage.POLICY, probe_dnsbl, needs=("dns.mx.hosts",)),
 )

@@ -68,6 +68,7 @@ async def settings(
         http_host=BOT_ADDRESS,
         http_port=next(_ports),
         redis_url=lab_redis.url,
+        dnsbl_zones=("bl.test",),
         worker_concurrency=2,
         job_heartbeat=2,
         sweep_interval=1,
@@ -362,6 +363,7 @@ def worker_process(settings: Settings) -> subprocess.Popen[bytes]:
         "MAILCHECK_BANNER_TIMEOUT": "6",
         "MAILCHECK_CONNECT_TIMEOUT": "2",
         "MAILCHECK_JOB_HEARTBEAT": "5",
+        "MAILCHECK_DNSBL_ZONES": "bl.test",
         "MAILCHECK_SWEEP_INTERVAL": "1",
         "MAILCHECK_TIMEOUT": "60",
     }

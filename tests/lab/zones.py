@@ -545,6 +545,30 @@ POLICY_SCENARIOS: tuple[Scenario, ...] = (
         "a retired selector",
         'selector1._domainkey IN TXT "v=DKIM1; p="',
     ),
+    _scenario(
+        "dnsbl-listed.test",
+        {"dnsbl.listed"},
+        [
+            "@ IN MX 10 mx",
+            "mx IN A 127.1.6.1",
+            '@ IN TXT "v=spf1 mx -all"',
+            '_dmarc IN TXT "v=DMARC1; p=reject; rua=mailto:d@dnsbl-listed.test"',
+            f"s1._domainkey IN TXT {dkim_record()}",
+        ],
+        about="its MX address is on the lab blocklist (bl.test)",
+    ),
+    _scenario(
+        "dnsbl-refused.test",
+        {"dnsbl.inconclusive"},
+        [
+            "@ IN MX 10 mx",
+            "mx IN A 127.1.6.2",
+            '@ IN TXT "v=spf1 mx -all"',
+            '_dmarc IN TXT "v=DMARC1; p=reject; rua=mailto:d@dnsbl-refused.test"',
+            f"s1._domainkey IN TXT {dkim_record()}",
+        ],
+        about="the blocklist answers 127.255.255.254 (refused), which is no listing",
+    ),
     _policy_case(
         "tlsrpt-invalid.test",
         {"tlsrpt.invalid"},
@@ -553,7 +577,22 @@ POLICY_SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
-BY_DOMAIN = {s.domain: s for s in (*SCENARIOS, *MAIL_SCENARIOS, *POLICY_SCENARIOS)}
+# The lab's blocklist (checks run with dnsbl_zones=("bl.test",)): RFC 5782 test
+# entries plus the two policy scenarios above.
+BLOCKLIST = _scenario(
+    "bl.test",
+    set(),
+    [
+        "2.0.0.127 IN A 127.0.0.2",
+        "1.6.1.127 IN A 127.0.0.2",
+        '1.6.1.127 IN TXT "listed in the mailcheck lab"',
+        "2.6.1.127 IN A 127.255.255.254",
+    ],
+    about="a DNS blocklist zone",
+)
+BLOCKLIST_ZONE = BLOCKLIST.domain
+
+BY_DOMAIN = {s.domain: s for s in (*SCENARIOS, *MAIL_SCENARIOS, *POLICY_SCENARIOS, BLOCKLIST)}
 
 
 def all_zones() -> list[Zone]:
