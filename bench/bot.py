@@ -40,7 +40,7 @@ from tests.support.slackapi import SlackAPIStandIn
 
 REDIS_URL = "redis://127.1.0.79:6379/15"
 SLACK_ADDRESS, BOT_ADDRESS = "127.1.0.80", "127.1.0.81"
-TOKEN, SECRET = "xoxb-bench-token", "bench-signing-secret"
+TOKEN, SECRET = "xoxb-test-bench-token", "bench-signing-secret"
 LAB_DNS, ALLOW = "127.1.0.53", "127.1.0.0/16"
 DOMAIN = "healthy.test"
 
