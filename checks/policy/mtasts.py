@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from checks.errors import MailcheckError
-from checks.policy.records import select_versioned
+from checks.policy.records import select_versioned, version_problem
 from checks.text import untrusted
 
 MODES = ("enforce", "testing", "none")
@@ -72,11 +72,9 @@ def select(txts: list[str]) -> tuple[str | None, list[str]]:
 def parse_txt(text: str) -> STSRecord:
     """`v=STSv1; id=...;` as senders read it. Raises MTASTSError if they would ignore it."""
     parts = [p.strip() for p in text.split(";")]
-    if parts[0] != "v=STSv1":
-        start = untrusted(parts[0], 40)
-        if parts[0].startswith("v=STSv1"):
-            raise MTASTSError([f"v=STSv1 must be followed by ';' before the next field: '{start}'"])
-        raise MTASTSError([f"the record must start with v=STSv1; it starts with '{start}'"])
+    wrong = version_problem(parts[0], "v=STSv1", "the next field")
+    if wrong:
+        raise MTASTSError([wrong])
     problems: list[str] = []
     warnings: list[str] = []
     fields: dict[str, str] = {}

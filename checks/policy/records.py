@@ -39,3 +39,14 @@ def select_versioned(
         )
         return None, problems
     return (found[0] if found else None), problems
+
+
+def version_problem(first: str, tag: str, following: str) -> str | None:
+    """Why a record's first field is not exactly `tag`, or None if it is.
+    `following` names what should come after the semicolon."""
+    if first == tag:
+        return None
+    start = untrusted(first, 40)
+    if first.startswith(tag):
+        return f"{tag} must be followed by ';' before {following}: '{start}'"
+    return f"the record must start with {tag}; it starts with '{start}'"

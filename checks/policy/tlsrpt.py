@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from checks.errors import MailcheckError
-from checks.policy.records import select_versioned
+from checks.policy.records import select_versioned, version_problem
 from checks.text import untrusted
 
 SCHEMES = ("mailto", "https")
@@ -48,11 +48,9 @@ def select(txts: list[str]) -> tuple[str | None, list[str]]:
 def parse_record(text: str) -> TLSRPTRecord:
     """The record as senders read it. Raises TLSRPTError if they would send no reports."""
     parts = [p.strip() for p in text.split(";")]
-    if parts[0] != "v=TLSRPTv1":
-        start = untrusted(parts[0], 40)
-        if parts[0].startswith("v=TLSRPTv1"):
-            raise TLSRPTError([f"v=TLSRPTv1 must be followed by ';' before rua=: '{start}'"])
-        raise TLSRPTError([f"the record must start with v=TLSRPTv1; it starts with '{start}'"])
+    wrong = version_problem(parts[0], "v=TLSRPTv1", "rua=")
+    if wrong:
+        raise TLSRPTError([wrong])
     warnings: list[str] = []
     fields: dict[str, str] = {}
     for part in parts[1:]:
