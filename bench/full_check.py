@@ -6,7 +6,10 @@ The lab must be up (`python -m tests.lab up`, which scripts/demo also does).
 A second NSD on 127.1.0.154 serves a copy of healthy.test whose hosts resolve
 to delay proxies on 127.1.40.x (each forwarding to the real Postfix/Dovecot
 listener), plus halfdown.test: the same services, but its preferred MX is the
-lab's filtered address (packets dropped). DNS goes through a delay proxy too.
+lab's filtered address (packets dropped). DNS goes through a delay proxy too,
+and so does the MTA-STS policy host. The zones are signed like the lab's
+(with their own test. parent and trust anchor) and carry the lab's TLSA
+records, so DNSSEC validation and DANE matching are part of the check.
 
 It prints each check's duration against the critical path: the longest chain
 of round trips that must happen one after another (see CRITICAL_PATH), and,
@@ -25,8 +28,11 @@ from checks.config import EngineConfig, Nameserver, Timeouts
 from checks.model import CheckRequest, Report, Severity
 from checks.runner import run
 from checks.targets import TargetPolicy, parse_networks
+from tests.lab.control import tlsa_data
 from tests.lab.mail import running_lab
 from tests.lab.nsd import NSDLab, Zone
+from tests.lab.pki import LabPKI
+from tests.lab.signing import SignedLab, sign_lab
 from tests.lab.zones import BY_DOMAIN, REVERSE_ZONE
 
 BENCH_DNS = ("127.1.0.154", 53)
@@ -36,12 +42,14 @@ PROXIED = {
     "127.1.1.2": "127.1.40.2",
     "127.1.1.10": "127.1.40.10",
     "127.1.1.11": "127.1.40.11",
+    "127.1.7.1": "127.1.40.7",  # mta-sts.healthy.test
 }
 PORTS = {
     "127.1.1.1": (25,),
     "127.1.1.2": (25,),
     "127.1.1.10": (587, 465),
     "127.1.1.11": (143, 993, 110, 995),
+    "127.1.7.1": (443,),
 }
 FILTERED = "127.1.20.2"  # dropped by the lab's iptables chain
 CONNECT_TIMEOUT = 2.0
@@ -56,9 +64,10 @@ CONNECT_TIMEOUT = 2.0
 CRITICAL_PATH = 3 + 1.5 + 5 + 4.5
 
 
-def bench_zones() -> list[Zone]:
+def bench_zones(pki: LabPKI) -> SignedLab:
     healthy = BY_DOMAIN["healthy.test"]
     records = list(healthy.records or ())
+    records += [f"{owner} IN TLSA {tlsa_data(pki, cert)}" for owner, cert in healthy.tlsa]
     for real, proxy in PROXIED.items():
         records = [r.replace(f" {real}", f" {proxy}") if r.endswith(real) else r for r in records]
     halfdown = [
@@ -84,14 +93,19 @@ def bench_zones() -> list[Zone]:
         if r == real
     ]
     reverse.append("2.20 IN PTR dead.halfdown.test.")
-    return [
+    parent = ("ns IN A " + BENCH_DNS[0], "healthy IN NS ns.test.", "halfdown IN NS ns.test.")
+    zones = [
+        Zone("test", parent),
         Zone("healthy.test", tuple(records)),
         Zone("halfdown.test", tuple(halfdown)),
         Zone(REVERSE_ZONE, tuple(reverse)),
     ]
+    return sign_lab(zones, unsigned={REVERSE_ZONE})
 
 
-async def measure(domain: str, rtt: float, runs: int, ca_file: str) -> list[Report]:
+async def measure(
+    domain: str, rtt: float, runs: int, ca_file: str, anchors: tuple[str, ...]
+) -> list[Report]:
     proxies = [DelayProxy(DNS_PROXY, BENCH_DNS, rtt)]
     proxies += [
         DelayProxy((PROXIED[real], port), (real, port), rtt)
@@ -106,6 +120,7 @@ async def measure(domain: str, rtt: float, runs: int, ca_file: str) -> list[Repo
         ca_file=ca_file,
         timeouts=Timeouts(dns=5, connect=CONNECT_TIMEOUT, banner=10, reply=10, check=60),
         dnsbl_zones=(),  # no blocklist in the bench's DNS copy
+        trust_anchors=anchors,
     )
     reports = []
     try:
@@ -130,13 +145,14 @@ def main() -> None:
     if lab is None:
         raise SystemExit("start the lab first: .venv/bin/python -m tests.lab up")
     dns = NSDLab(Path(".lab/bench-dns"), address=BENCH_DNS[0])
-    dns.start(bench_zones())
+    signed = bench_zones(lab.pki)
+    dns.start(signed.zones)
     try:
-        ca = str(lab.ca_file)
+        ca, anchors = str(lab.ca_file), signed.anchors
         results = {}
         for domain in ("healthy.test", "halfdown.test"):
-            base = asyncio.run(measure(domain, 0.0, args.runs, ca))
-            slow = asyncio.run(measure(domain, args.rtt, args.runs, ca))
+            base = asyncio.run(measure(domain, 0.0, args.runs, ca, anchors))
+            slow = asyncio.run(measure(domain, args.rtt, args.runs, ca, anchors))
             results[domain] = (base, slow)
     finally:
         dns.stop()

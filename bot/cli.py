@@ -24,7 +24,7 @@ from bot.settings import Settings, parse_resolvers
 from checks import catalog, jsonreport
 from checks.errors import InputError
 from checks.model import CheckRequest, Report, Severity, Stage
-from checks.names import normalize_domain
+from checks.names import normalize_domain, normalize_selector, normalize_sender_ip
 from checks.runner import CheckDone, ProbeFinished, ProbeStarted, available_stages, stream
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -79,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         default=[],
         help="your DKIM selector (repeatable), tried before the common ones",
+    )
+    check.add_argument(
+        "--sender-ip",
+        action="append",
+        metavar="ADDRESS",
+        default=[],
+        help="an address your mail is sent from (repeatable): is it permitted by SPF?",
+    )
+    check.add_argument(
+        "--trust-anchor",
+        metavar="FILE",
+        help="DNSSEC trust anchors (DS or DNSKEY records) instead of the IANA root's",
     )
     check.add_argument(
         "--fail-on",
@@ -144,6 +156,7 @@ def _check(args: argparse.Namespace) -> int:
         allow_targets=tuple(args.allow_target) if args.allow_target else None,
         ca_file=args.ca_file,
         timeout=args.timeout,
+        trust_anchor_file=args.trust_anchor,
     )
     name = normalize_domain(args.domain)
     request = CheckRequest(
@@ -151,7 +164,8 @@ def _check(args: argparse.Namespace) -> int:
         display=name.unicode,
         original=args.domain,
         stages=frozenset(Stage(s) for s in args.stage) if args.stage else None,
-        dkim_selectors=tuple(_selector(s) for s in args.dkim_selector),
+        dkim_selectors=tuple(normalize_selector(s) for s in args.dkim_selector),
+        sender_ips=tuple(normalize_sender_ip(a) for a in args.sender_ip),
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     err = Console(stderr=True)
@@ -165,17 +179,6 @@ def _check(args: argparse.Namespace) -> int:
         terminal.print_report(Console(), report, resolver=resolver, verbose=args.verbose)
     fail_on = Severity(args.fail_on)
     return EXIT_PROBLEMS if report.at_least(fail_on) else EXIT_OK
-
-
-def _selector(text: str) -> str:
-    name = text.strip().lower()
-    labels = name.split(".")
-    if not all(
-        label and len(label) <= 63 and label.replace("-", "").replace("_", "").isalnum()
-        for label in labels
-    ):
-        raise InputError(f"--dkim-selector {text!r} is not a DNS label (like s1 or mail)")
-    return name
 
 
 async def _run(request: CheckRequest, settings: Settings, console: Console | None) -> Report:

@@ -3,6 +3,8 @@
     /mailcheck example.com                       CheckCommand, every stage
     /mailcheck example.com stage=tls,connect     only these stages (aliases: smtp, spf, cert...)
     /mailcheck example.com account=NAME          with a saved test account
+    /mailcheck example.com selector=s1,s2        DKIM selectors to try first
+    /mailcheck example.com sender-ip=192.0.2.1   does SPF let this address send?
     /mailcheck help                              HelpCommand (also "", -h, --help, ?)
 
 Anything else is a UsageError whose message names the problem and ends with
@@ -20,13 +22,14 @@ can never ping `<!channel>`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from checks.errors import InputError
 from checks.model import Stage
-from checks.names import DomainName, normalize_domain
+from checks.names import DomainName, normalize_domain, normalize_selector, normalize_sender_ip
 
 MAX_TEXT = 500  # characters; a domain and two options fit easily
 
@@ -55,7 +58,19 @@ _DASHES = ("-", "\u2014", "\u2013")
 _HELP_WORDS = frozenset({"", "help", "-h", "--help", "?", "\u2014help", "\u2013help"})
 _ACCOUNT = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-_OPTIONS = {"stage": "stage", "stages": "stage", "account": "account"}
+_OPTIONS = {
+    "stage": "stage",
+    "stages": "stage",
+    "account": "account",
+    "selector": "selector",
+    "selectors": "selector",
+    "dkim": "selector",
+    "sender-ip": "sender-ip",
+    "sender": "sender-ip",
+    "ip": "sender-ip",
+}
+_EXAMPLE_VALUE = {"stage": "tls", "account": "NAME", "selector": "s1", "sender-ip": "192.0.2.1"}
+MAX_LIST = 8  # selectors or sender addresses in one command
 _ANGLE = re.compile(r"<([^<>]*)>")
 
 
@@ -73,6 +88,8 @@ USAGE = (
     "(an email address or a URL works too: its domain is checked)\n"
     "• `/mailcheck example.com stage=tls,connect`: only these stages\n"
     "• `/mailcheck example.com account=NAME`: also use the test account saved as NAME\n"
+    "• `/mailcheck example.com selector=s1,s2`: try these DKIM selectors first\n"
+    "• `/mailcheck example.com sender-ip=192.0.2.1`: does SPF let this address send?\n"
     "• `/mailcheck help`: this text\n"
     f"Stages, with the other names they answer to: {_stage_list()}.\n"
     "Options go after the domain or before it, each at most once: "
@@ -85,6 +102,8 @@ class CheckCommand:
     domain: DomainName
     stages: frozenset[Stage] | None = None  # None: every stage
     account: str | None = None
+    dkim_selectors: tuple[str, ...] = ()
+    sender_ips: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,14 +162,15 @@ def _parse_tokens(tokens: list[str]) -> CheckCommand:
             canonical = _OPTIONS.get(name.lower())
             if canonical is None:
                 raise _Problem(
-                    f"Unknown option {_show(name + '=')}; the options are `stage=` and `account=`."
+                    f"Unknown option {_show(name + '=')}; the options are `stage=`, "
+                    "`account=`, `selector=` and `sender-ip=`."
                 )
             if canonical in options:
                 raise _Problem(f"{_show(canonical + '=')} is given twice; give it once.")
             if not value:
                 raise _Problem(
                     f"{_show(name + '=')} has no value: write it without spaces, "
-                    f"such as `{canonical}={'tls' if canonical == 'stage' else 'NAME'}`."
+                    f"such as `{canonical}={_EXAMPLE_VALUE[canonical]}`."
                 )
             options[canonical] = (name, value)
             continue
@@ -168,7 +188,23 @@ def _parse_tokens(tokens: list[str]) -> CheckCommand:
         raise _Problem(f"Not a domain I can check: {_escape(str(exc))}.") from exc
     stages = _parse_stages(options["stage"][1]) if "stage" in options else None
     account = _parse_account(options["account"][1]) if "account" in options else None
-    return CheckCommand(domain=domain, stages=stages, account=account)
+    selectors = _parse_list(options, "selector", normalize_selector)
+    senders = _parse_list(options, "sender-ip", normalize_sender_ip)
+    return CheckCommand(domain, stages, account, selectors, senders)
+
+
+def _parse_list(
+    options: dict[str, tuple[str, str]], name: str, normalize: Callable[[str], str]
+) -> tuple[str, ...]:
+    if name not in options:
+        return ()
+    items = [item for item in options[name][1].split(",") if item.strip()]
+    if not items or len(items) > MAX_LIST:
+        raise _Problem(f"`{name}=` takes 1 to {MAX_LIST} values, separated by commas.")
+    try:
+        return tuple(dict.fromkeys(normalize(item) for item in items))
+    except InputError as exc:
+        raise _Problem(f"{_escape(str(exc))}.") from exc
 
 
 def _parse_stages(value: str) -> frozenset[Stage]:

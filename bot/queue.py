@@ -35,6 +35,8 @@ class CheckJob:
     display: str  # U-labels
     stages: tuple[str, ...] | None = None  # Stage values; None: all
     account: str | None = None
+    dkim_selectors: tuple[str, ...] = ()
+    sender_ips: tuple[str, ...] = ()
     request_id: str = ""
 
     def with_id(self) -> CheckJob:
@@ -43,17 +45,27 @@ class CheckJob:
     @property
     def dedupe_key(self) -> str:
         stages = ",".join(sorted(self.stages)) if self.stages else "all"
-        return f"check:{self.channel}:{self.domain}:{stages}:{self.account or '-'}"
+        extra = ",".join(self.dkim_selectors) + "/" + ",".join(self.sender_ips)
+        return f"check:{self.channel}:{self.domain}:{stages}:{self.account or '-'}:{extra}"
 
     def kwargs(self) -> dict[str, Any]:
         data = asdict(self)
         data["stages"] = list(self.stages) if self.stages is not None else None
+        data["dkim_selectors"] = list(self.dkim_selectors)
+        data["sender_ips"] = list(self.sender_ips)
         return data
 
     @classmethod
     def from_kwargs(cls, data: dict[str, Any]) -> CheckJob:
         stages = data.get("stages")
-        return cls(**{**data, "stages": tuple(stages) if stages is not None else None})
+        return cls(
+            **{
+                **data,
+                "stages": tuple(stages) if stages is not None else None,
+                "dkim_selectors": tuple(data.get("dkim_selectors") or ()),
+                "sender_ips": tuple(data.get("sender_ips") or ()),
+            }
+        )
 
 
 def make_queue(settings: Settings) -> Queue:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from checks.config import EngineConfig, Nameserver, Timeouts
+from checks.dnssec import parse_anchors
 from checks.errors import InputError
 from checks.names import normalize_domain
 from checks.targets import TargetPolicy, parse_networks
@@ -31,6 +32,7 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_REPLY_TIMEOUT": "30",
     "MAILCHECK_HELO_NAME": "mailcheck.invalid",
     "MAILCHECK_DNSBL_ZONES": "",
+    "MAILCHECK_TRUST_ANCHORS": "",
     "SLACK_BOT_TOKEN": "",
     "SLACK_APP_TOKEN": "",
     "SLACK_SIGNING_SECRET": "",
@@ -66,6 +68,7 @@ class Settings:
     reply_timeout: float = 30.0
     helo_name: str = "mailcheck.invalid"
     dnsbl_zones: tuple[str, ...] | None = None  # None: the built-in list; (): none
+    trust_anchor_file: str | None = None  # None: the IANA root anchors
     # -- Slack -------------------------------------------------------------------
     slack_bot_token: str = field(default="", repr=False)
     slack_app_token: str = field(default="", repr=False)
@@ -104,6 +107,7 @@ class Settings:
             reply_timeout=_number("MAILCHECK_REPLY_TIMEOUT", get),
             helo_name=get("MAILCHECK_HELO_NAME"),
             dnsbl_zones=_zones(get("MAILCHECK_DNSBL_ZONES")),
+            trust_anchor_file=get("MAILCHECK_TRUST_ANCHORS") or None,
             slack_bot_token=get("SLACK_BOT_TOKEN"),
             slack_app_token=get("SLACK_APP_TOKEN"),
             slack_signing_secret=get("SLACK_SIGNING_SECRET"),
@@ -143,6 +147,8 @@ class Settings:
             raise InputError(f"MAILCHECK_HELO_NAME: {exc}") from None
         if self.ca_file and not os.path.isfile(self.ca_file):
             raise InputError(f"CA file {self.ca_file!r} does not exist")
+        if self.trust_anchor_file:
+            self.trust_anchors()  # raises InputError naming the file and the bad line
         if self.slack_mode not in ("socket", "http"):
             raise InputError(
                 f"MAILCHECK_SLACK_MODE must be socket or http, not {self.slack_mode!r}"
@@ -188,7 +194,25 @@ class Settings:
             ),
             helo_name=self.helo_name,
             dnsbl_zones=self.dnsbl_zones,
+            trust_anchors=self.trust_anchors(),
         )
+
+    def trust_anchors(self) -> tuple[str, ...] | None:
+        """The DNSSEC trust anchor records in trust_anchor_file (None: the root's)."""
+        if not self.trust_anchor_file:
+            return None
+        try:
+            with open(self.trust_anchor_file, encoding="utf-8") as f:
+                lines = tuple(
+                    line.strip() for line in f if line.strip() and not line.lstrip().startswith(";")
+                )
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"trust anchor file {self.trust_anchor_file!r}: {exc}") from None
+        try:
+            parse_anchors(lines)
+        except InputError as exc:
+            raise InputError(f"trust anchor file {self.trust_anchor_file!r}: {exc}") from None
+        return lines
 
     @property
     def job_timeout(self) -> int:

@@ -49,7 +49,12 @@ FINAL_ERRORS = {
 
 
 def rerun_value(job: CheckJob) -> str:
-    return json.dumps({"d": job.domain, "s": job.stages, "a": job.account}, separators=(",", ":"))
+    value = {"d": job.domain, "s": job.stages, "a": job.account}
+    if job.dkim_selectors:
+        value["k"] = job.dkim_selectors
+    if job.sender_ips:
+        value["i"] = job.sender_ips
+    return json.dumps(value, separators=(",", ":"))
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -117,7 +122,14 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
         await state.set("parent_ts", parent)
 
     stages = frozenset(Stage(s) for s in job.stages) if job.stages else None
-    request = CheckRequest(job.domain, job.display, job.domain, stages)
+    request = CheckRequest(
+        job.domain,
+        job.display,
+        job.domain,
+        stages,
+        dkim_selectors=job.dkim_selectors,
+        sender_ips=job.sender_ips,
+    )
     planned = plan(default_probes(), request)
     pending = {p.name for p in planned}
     found: dict[Stage, list[Finding]] = {}

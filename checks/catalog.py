@@ -646,6 +646,25 @@ _ENTRIES: tuple[Entry, ...] = (
         "(inbound-only or a filtering service); otherwise their mail fails SPF.",
         "Add `mx` (or the hosts' addresses) to the record if the MX hosts send mail.",
     ),
+    Entry(
+        "spf.sender.permitted",
+        _OK,
+        Stage.POLICY,
+        "The given sender is permitted",
+        "Mail from this address (given with --sender-ip) passes SPF for the domain.",
+        "",
+    ),
+    Entry(
+        "spf.sender.not_permitted",
+        _ERR,
+        Stage.POLICY,
+        "The given sender is not permitted",
+        "Mail from this address (given with --sender-ip) does not pass SPF for the domain: "
+        "receivers junk or reject it (fail, permerror), or treat it as unverified "
+        "(softfail, neutral, none), and DMARC fails unless DKIM aligns.",
+        "Add the address to the SPF record (`ip4:`/`ip6:`, or `include:` of the sending "
+        "service's record), keeping under 10 DNS lookups.",
+    ),
     # -- policy: DMARC -----------------------------------------------------------------
     Entry(
         "dmarc.ok",
@@ -764,6 +783,183 @@ _ENTRIES: tuple[Entry, ...] = (
         "Senders ignore an invalid _smtp._tls record, so you get no reports of TLS "
         "failures on your MX.",
         'Publish `_smtp._tls.example.com TXT "v=TLSRPTv1; rua=mailto:tlsrpt@example.com"`.',
+    ),
+    # -- policy: MTA-STS ---------------------------------------------------------------------
+    Entry(
+        "mtasts.ok",
+        _OK,
+        Stage.POLICY,
+        "MTA-STS policy",
+        "Senders that support MTA-STS (Gmail, Microsoft 365, Yahoo) deliver to your MX "
+        "only over TLS with a valid certificate, so nobody on the path can downgrade or "
+        "intercept the connection.",
+        "",
+    ),
+    Entry(
+        "mtasts.missing",
+        _INFO,
+        Stage.POLICY,
+        "No MTA-STS policy",
+        "Without MTA-STS (or DANE), sending servers fall back to plaintext or accept any "
+        "certificate, so an attacker on the path can strip STARTTLS and read the mail.",
+        "Serve a policy at `https://mta-sts.example.com/.well-known/mta-sts.txt` (start "
+        "with `mode: testing`) and publish `_mta-sts.example.com TXT "
+        '"v=STSv1; id=20260101"`; add a TLS-RPT record to see failures.',
+    ),
+    Entry(
+        "mtasts.record.invalid",
+        _ERR,
+        Stage.POLICY,
+        "MTA-STS record is invalid",
+        "Senders read `_mta-sts` first; when it is invalid (bad version tag, missing or "
+        "malformed id, two records) they act as if the domain had no policy and never "
+        "fetch it.",
+        'Publish exactly one `_mta-sts.example.com TXT "v=STSv1; id=YYYYMMDDN"` record; '
+        "the id is 1 to 32 letters and digits, changed whenever the policy changes.",
+    ),
+    Entry(
+        "mtasts.policy.unreachable",
+        _ERR,
+        Stage.POLICY,
+        "MTA-STS policy cannot be fetched",
+        "The `_mta-sts` record announces a policy, but the HTTPS fetch failed (no "
+        "address, refused, timeout, certificate not valid for mta-sts.<domain>, or not "
+        "HTTP 200). New senders treat the domain as having no policy; senders holding a "
+        "cached one keep enforcing it and cannot pick up changes.",
+        "Serve `/.well-known/mta-sts.txt` on `mta-sts.example.com` over HTTPS with a "
+        "publicly trusted certificate for that name, answering 200 without redirects.",
+    ),
+    Entry(
+        "mtasts.policy.invalid",
+        _ERR,
+        Stage.POLICY,
+        "MTA-STS policy is invalid",
+        "Senders discard a policy file they cannot parse (wrong version, unknown mode, "
+        "missing max_age or mx), so the domain has no MTA-STS protection.",
+        "Fix the file to the RFC 8461 format: `version: STSv1`, `mode: enforce|testing|"
+        "none`, one `mx:` line per MX pattern, `max_age:` in seconds (a week or more), "
+        "served as text/plain.",
+    ),
+    Entry(
+        "mtasts.mx.not_covered",
+        _ERR,
+        Stage.POLICY,
+        "MX host not in the MTA-STS policy",
+        "Under `mode: enforce`, senders refuse to deliver to an MX host that matches no "
+        "`mx:` pattern: mail routed to it is delayed and then bounces. Under testing "
+        "they only report it.",
+        "Add an `mx:` line for every MX host (wildcards like `*.example.com` cover one "
+        "label), then change the id in the `_mta-sts` record so senders refetch.",
+    ),
+    Entry(
+        "mtasts.mode.testing",
+        _INFO,
+        Stage.POLICY,
+        "MTA-STS in testing mode",
+        "Senders fetch the policy and report failures (with TLS-RPT) but still deliver "
+        "when TLS fails, so it protects nothing yet.",
+        "Once TLS-RPT reports are clean, switch the policy to `mode: enforce` and change "
+        "the id in the `_mta-sts` record.",
+    ),
+    Entry(
+        "mtasts.tls.unavailable",
+        _ERR,
+        Stage.TLS,
+        "MTA-STS enforced but the MX has no working TLS",
+        "The policy is in enforce mode, so senders that honour it deliver only over TLS "
+        "with a valid certificate; this MX offers no STARTTLS or fails the handshake, so "
+        "their mail to it is refused.",
+        "Fix STARTTLS on the MX (certificate, key, protocol settings), or set the policy "
+        "to `mode: testing` until it works.",
+    ),
+    # -- policy: DNSSEC and DANE -------------------------------------------------------------
+    Entry(
+        "dnssec.ok",
+        _OK,
+        Stage.POLICY,
+        "DNSSEC validates",
+        "The chain of trust from the root to this zone holds, so validating resolvers "
+        "can prove its records, and DANE can work.",
+        "",
+    ),
+    Entry(
+        "dnssec.unsigned",
+        _INFO,
+        Stage.POLICY,
+        "Zone not signed with DNSSEC",
+        "Resolvers cannot prove the zone's records are genuine, and DANE TLSA records "
+        "for its MX hosts are ignored by senders.",
+        "Sign the zone at your DNS host and publish its DS record at the registrar.",
+    ),
+    Entry(
+        "dnssec.bogus",
+        _ERR,
+        Stage.POLICY,
+        "DNSSEC validation fails",
+        "Validating resolvers (Google 8.8.8.8, Cloudflare 1.1.1.1, most ISPs) answer "
+        "SERVFAIL for this zone: to them the domain has no MX, no A, nothing, and mail "
+        "to it is delayed and bounces.",
+        "Re-sign the zone (expired signatures), or make the DS at the registrar match a "
+        "published DNSKEY (a botched key rollover), or remove the DS to go unsigned. "
+        "Check with `delv` or dnsviz.net.",
+    ),
+    Entry(
+        "dnssec.inconclusive",
+        _INC,
+        Stage.POLICY,
+        "DNSSEC could not be checked",
+        "A lookup on the chain of trust failed, or no trust anchor covers the name; this "
+        "says nothing about whether the zone validates.",
+        "Re-run, or check through another resolver (one that passes DNSSEC records); "
+        "give `--trust-anchor` for a private root.",
+    ),
+    Entry(
+        "dane.ok",
+        _OK,
+        Stage.TLS,
+        "DANE TLSA matches",
+        "Senders that use DANE (Postfix, Exim, Microsoft 365 outbound) authenticate "
+        "this MX by its TLSA record.",
+        "",
+    ),
+    Entry(
+        "dane.tlsa.mismatch",
+        _ERR,
+        Stage.TLS,
+        "DANE TLSA does not match the certificate",
+        "DANE senders deliver only when a TLSA record matches the certificate the MX "
+        "presents; none does, so they defer the mail and it bounces after days. Usually "
+        "a certificate or key was renewed without updating the TLSA record.",
+        "Publish a TLSA record for the current key (`3 1 1` plus the SHA-256 of its "
+        "public key) next to the old one, wait for the TTL, then remove the old one.",
+    ),
+    Entry(
+        "dane.tlsa.unsigned",
+        _WARN,
+        Stage.POLICY,
+        "TLSA record in an unsigned zone",
+        "DANE needs DNSSEC: senders ignore TLSA records they cannot validate, so these "
+        "protect nothing.",
+        "Sign the zone that holds the MX host (and publish its DS), or remove the TLSA records.",
+    ),
+    Entry(
+        "dane.tlsa.unusable",
+        _WARN,
+        Stage.POLICY,
+        "TLSA records unusable for SMTP",
+        "RFC 7672 has SMTP senders ignore PKIX-TA(0) and PKIX-EE(1) records and records "
+        "with unknown parameters, so the MX is not DANE-authenticated.",
+        "Publish DANE-EE `3 1 1` (SHA-256 of the server's public key) or DANE-TA `2 1 1` "
+        "records instead.",
+    ),
+    Entry(
+        "dane.tls.unavailable",
+        _ERR,
+        Stage.TLS,
+        "DANE published but the MX has no working TLS",
+        "With valid TLSA records, DANE senders insist on TLS; this MX offers no "
+        "STARTTLS or fails the handshake, so they defer and then bounce the mail.",
+        "Fix STARTTLS on the MX, or withdraw the TLSA records (wait for their TTL) until it works.",
     ),
     # -- policy: blocklists ----------------------------------------------------------------
     Entry(

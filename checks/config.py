@@ -82,3 +82,4 @@ class EngineConfig:
     helo_name: str = "mailcheck.invalid"  # what we call ourselves in EHLO
     dnsbl_zones: tuple[str, ...] | None = None  # None: checks.policy.dnsbl.DEFAULT_ZONES
     limits: Limits = field(default_factory=Limits)
+    trust_anchors: tuple[str, ...] | None = None  # DS/DNSKEY lines; None: dnssec.ROOT_ANCHORS

@@ -109,6 +109,7 @@ class CheckRequest:
     original: str = ""
     stages: frozenset[Stage] | None = None  # None: every stage
     dkim_selectors: tuple[str, ...] = ()  # tried before the common ones
+    sender_ips: tuple[str, ...] = ()  # addresses the domain's mail is sent from (SPF verdicts)
 
     def wants(self, stage: Stage) -> bool:
         return self.stages is None or stage in self.stages

@@ -50,6 +50,29 @@ def normalize_domain(text: str) -> DomainName:
     return _to_domain(host)
 
 
+def normalize_selector(text: str) -> str:
+    """A DKIM selector: one or more DNS labels (`s1`, `2024.mail`), lower case."""
+    name = text.strip().lower()
+    labels = name.split(".")
+    if len(name) > 200 or not all(
+        label
+        and len(label) <= 63
+        and label.replace("-", "").replace("_", "").isalnum()
+        and label.isascii()
+        for label in labels
+    ):
+        raise InputError(f"DKIM selector {_show(text)} is not a DNS label (like s1 or mail)")
+    return name
+
+
+def normalize_sender_ip(text: str) -> str:
+    """A sending address for the SPF verdict: IPv4 or IPv6, in canonical form."""
+    try:
+        return str(ipaddress.ip_address(text.strip().strip("[]")))
+    except ValueError:
+        raise InputError(f"sender IP {_show(text)} is not an IPv4 or IPv6 address") from None
+
+
 def _host_part(raw: str) -> str:
     if "://" in raw:
         parts = urlsplit(raw)

@@ -21,14 +21,18 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import dns.asyncquery
 import dns.asyncresolver
 import dns.exception
+import dns.flags
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
+import dns.rrset
 
 from checks.config import EngineConfig
 from checks.conn import Connection
@@ -110,6 +114,7 @@ class Network:
         self.policy = config.policy
         self._resolver = resolver or make_resolver(config)
         self._memo: dict[tuple[str, str], asyncio.Task[DNSAnswer]] = {}
+        self._dnssec_memo: dict[tuple[str, str], asyncio.Task[SignedAnswer]] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
 
     # -- connections ---------------------------------------------------------------
@@ -219,8 +224,147 @@ class Network:
         return "system resolver"
 
     def close(self) -> None:
-        for task in self._memo.values():
+        for task in (*self._memo.values(), *self._dnssec_memo.values()):
             task.cancel()
+
+    # -- DNSSEC ----------------------------------------------------------------
+
+    async def query_dnssec(self, name: str, rdtype: str) -> SignedAnswer:
+        """Look up `name`/`rdtype` with DO and CD set, keeping the whole answer.
+
+        DO asks for the RRSIG, NSEC and NSEC3 records; CD asks a validating
+        resolver to hand over data it judges bogus instead of a SERVFAIL, so
+        that checks.dnssec can say *why* it is bogus. NXDOMAIN is returned
+        (its authority section is evidence), not raised; SERVFAIL, REFUSED,
+        garbage and silence raise ResolverFailure / ResolverTimeout. Memoised
+        apart from `query`: the two ask different questions.
+        """
+        key = (name.rstrip(".").lower() or ".", rdtype.upper())
+        memo = self._dnssec_memo
+        task = memo.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._query_dnssec(*key))
+            memo[key] = task
+        started = time.monotonic()
+        try:
+            answer = await asyncio.shield(task)
+        except DNSError as exc:
+            note(f"{_ms(started)}  {key[1]} {key[0]} +dnssec -> {exc}")
+            raise
+        note(f"{_ms(started)}  {key[1]} {key[0]} +dnssec -> {answer.summary()}")
+        return answer
+
+    async def _query_dnssec(self, name: str, rdtype: str) -> SignedAnswer:
+        """Ask each nameserver in turn, as the resolver behind `query` does:
+        one that fails is dropped, silence is retried until the lifetime ends."""
+        lifetime = self.config.timeouts.dns
+        attempt = max(lifetime / 2, 0.5)
+        try:
+            request = dns.message.make_query(
+                name,
+                rdtype,
+                want_dnssec=True,
+                payload=1232,
+                flags=dns.flags.RD | dns.flags.CD,
+            )
+            if self.config.nameservers:
+                servers = [(ns.address, ns.port) for ns in self.config.nameservers]
+            else:
+                system = dns.resolver.Resolver()
+                servers = [
+                    (ns, system.port) if isinstance(ns, str) else (ns.address, ns.port)
+                    for ns in system.nameservers
+                    if isinstance(ns, str | dns.nameserver.Do53Nameserver)
+                ]
+        except dns.exception.DNSException as exc:
+            raise ResolverFailure(name, rdtype, f"{type(exc).__name__}: {exc}") from exc
+        errors: list[str] = []
+        deadline = time.monotonic() + lifetime
+        while servers and time.monotonic() < deadline:
+            for address, port in list(servers):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                host = f"[{address}]" if ":" in address else address
+                where = address if port == 53 else f"{host}:{port}"
+                try:
+                    response, tcp = await dns.asyncquery.udp_with_fallback(
+                        request, address, timeout=min(attempt, remaining), port=port
+                    )
+                except dns.exception.Timeout:
+                    continue
+                except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
+                    detail = str(exc).rstrip(".")
+                    errors.append(
+                        f"{type(exc).__name__} from {where}" + (f" ({detail})" if detail else "")
+                    )
+                    servers.remove((address, port))
+                    continue
+                rcode = response.rcode()
+                if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                    errors.append(f"{dns.rcode.to_text(rcode)} from {where}")
+                    servers.remove((address, port))
+                    continue
+                return SignedAnswer(
+                    qname=name,
+                    rdtype=rdtype,
+                    rcode=dns.rcode.Rcode.make(rcode),
+                    answer=tuple(response.answer),
+                    authority=tuple(response.authority),
+                    server=where,
+                    tcp=tcp,
+                )
+        if errors and not servers:
+            raise ResolverFailure(name, rdtype, "; ".join(errors))
+        if not errors and not servers:
+            raise ResolverFailure(name, rdtype, "no nameserver to ask")
+        raise ResolverTimeout(name, rdtype, f"no answer within {lifetime:g} s")
+
+
+@dataclass(frozen=True)
+class SignedAnswer:
+    """One DO+CD lookup, kept whole for a DNSSEC validator (checks.dnssec).
+
+    Nothing is digested: the answer section (CNAMEs, DNAMEs, the records,
+    every RRSIG) and the authority section (SOA, NSEC, NSEC3 and their RRSIGs)
+    are the rrsets as the server sent them. Hostile servers send anything, so
+    a reader must not assume an rrset is there, or is about the name asked.
+    """
+
+    qname: str  # as asked, without the final dot ("." for the root)
+    rdtype: str
+    rcode: dns.rcode.Rcode  # NOERROR or NXDOMAIN; any other rcode raised
+    answer: tuple[dns.rrset.RRset, ...]
+    authority: tuple[dns.rrset.RRset, ...]
+    server: str  # which nameserver answered: "ADDRESS", "ADDRESS:PORT" or "[V6]:PORT"
+    tcp: bool  # the UDP answer was truncated and TCP gave this one
+
+    def find(
+        self,
+        name: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        covers: dns.rdatatype.RdataType = dns.rdatatype.NONE,
+        *,
+        authority: bool = False,
+    ) -> dns.rrset.RRset | None:
+        """The rrset of `name`/`rdtype` (RRSIG: those covering `covers`), if sent."""
+        for rrset in self.authority if authority else self.answer:
+            if rrset.name == name and rrset.rdtype == rdtype and rrset.covers == covers:
+                return rrset
+        return None
+
+    def summary(self) -> str:
+        """A transcript line's tail: 'NXDOMAIN [2 RRSIG]', '10 mx.example. [1 RRSIG]'."""
+        wanted = dns.rdatatype.from_text(self.rdtype)
+        shown = [r.to_text() for rs in self.answer if rs.rdtype == wanted for r in rs]
+        sigs = sum(
+            len(rs) for rs in (*self.answer, *self.authority) if rs.rdtype == dns.rdatatype.RRSIG
+        )
+        head = ", ".join(shown) or "(no records)"
+        if self.rcode != dns.rcode.NOERROR:
+            head = dns.rcode.to_text(self.rcode)
+        via = " over TCP" if self.tcp else ""
+        return f"{head} [{sigs} RRSIG{via}]"
 
 
 def _no_nameservers_text(exc: dns.resolver.NoNameservers) -> str:

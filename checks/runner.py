@@ -99,8 +99,16 @@ def default_probes() -> tuple[Probe, ...]:
     # The stage modules import this one, so they are imported here, late.
     from checks import dns, mailbox, smtp, tlsprobe
     from checks.policy import probes as policy
+    from checks.policy import transport
 
-    return dns.PROBES + smtp.PROBES + mailbox.PROBES + tlsprobe.PROBES + policy.PROBES
+    return (
+        dns.PROBES
+        + smtp.PROBES
+        + mailbox.PROBES
+        + tlsprobe.PROBES
+        + policy.PROBES
+        + transport.PROBES
+    )
 
 
 def available_stages(probes: Iterable[Probe] | None = None) -> list[Stage]:

@@ -114,11 +114,15 @@ MX_LENIENT = frozenset(
 )
 
 
-def severity_for(endpoint: Endpoint, code: str, severe: bool = False) -> Severity | None:
-    """Warning on an MX for what senders tolerate; else the catalog's default
-    (`severe` forces error, e.g. a certificate expiring within days)."""
+def severity_for(
+    endpoint: Endpoint, code: str, severe: bool = False, enforced: bool = False
+) -> Severity | None:
+    """Warning on an MX for what senders tolerate, unless `enforced` (an
+    MTA-STS policy in enforce mode covers the host: senders then refuse);
+    else the catalog's default (`severe` forces error, e.g. a certificate
+    expiring within days)."""
     if endpoint.role == "mx" and code in MX_LENIENT:
-        return Severity.WARNING
+        return Severity.ERROR if enforced else Severity.WARNING
     return Severity.ERROR if severe else None
 
 

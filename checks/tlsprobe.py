@@ -12,6 +12,7 @@ from checks.endpoints import Endpoint
 from checks.errors import NetError, TargetRefused
 from checks.mailbox import IMAPDialect, POP3Dialect
 from checks.model import Stage
+from checks.policy.transport import STSState
 from checks.runner import Probe, ProbeContext
 from checks.sessions import DialectFactory, Session, reproduce, severity_for
 from checks.smtp import SMTP
@@ -75,6 +76,7 @@ def chain_evidence(s: Session, chain: list[tls.CertInfo]) -> tuple[str, ...]:
 
 async def probe_certificates(ctx: ProbeContext) -> None:
     ca_file = ctx.net.config.ca_file
+    sts: STSState = ctx.result("policy.mtasts")
     now = tls.now_utc()
     groups: dict[tuple[str, str, str, str], _Group] = {}
     facts = {}
@@ -111,12 +113,18 @@ async def probe_certificates(ctx: ProbeContext) -> None:
         first = group.endpoints[0]
         # Users' clients are the ones who fail: their endpoint decides the severity.
         decisive = next((ep for ep in group.endpoints if ep.role != "mx"), first)
-        severity = severity_for(decisive, group.problem.code, group.problem.severe)
+        enforced = decisive.role == "mx" and sts.enforces(decisive.host)
+        severity = severity_for(decisive, group.problem.code, group.problem.severe, enforced)
         ports = ", ".join(f"{ep.port}/{ep.protocol}" for ep in group.endpoints)
+        why = (
+            "; the MTA-STS policy is in enforce mode, so senders that honour it will not deliver"
+            if enforced
+            else ""
+        )
         ctx.add(
             group.problem.code,
             target=first.target(),
-            summary=f"{first.host} [{first.address}] ({ports}): {group.problem.summary}",
+            summary=f"{first.host} [{first.address}] ({ports}): {group.problem.summary}{why}",
             evidence=group.evidence,
             reproduce=reproduce(first),
             severity=severity,
@@ -170,6 +178,12 @@ def _legacy_probe(source: str) -> Probe:
 
 
 PROBES: tuple[Probe, ...] = (
-    Probe("tls.certificates", Stage.TLS, probe_certificates, needs=SESSION_PROBES),
+    # MTA-STS decides how bad a port-25 certificate problem is.
+    Probe(
+        "tls.certificates",
+        Stage.TLS,
+        probe_certificates,
+        needs=(*SESSION_PROBES, "policy.mtasts"),
+    ),
     *(_legacy_probe(source) for source in SESSION_PROBES),
 )

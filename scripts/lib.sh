@@ -6,11 +6,12 @@
 # postfix/dovecot serve the mail lab from configs under .lab/, never /etc;
 # iptables makes the "filtered" scenarios drop packets; redis-server backs
 # the bot's queue in tests (run from a config under .lab/redis, never the
-# system service, which policy-rc.d below keeps from starting).
+# system service, which policy-rc.d below keeps from starting); nginx-light
+# serves the lab's MTA-STS policies from .lab/web.
 APT_PACKAGES=(
     nsd dnsutils python3 python3-venv
     postfix dovecot-core dovecot-imapd dovecot-pop3d iptables
-    redis-server
+    redis-server nginx-light
 )
 
 # Answers for packages that would otherwise ask (postfix asks for a mail

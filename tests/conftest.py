@@ -1,5 +1,5 @@
-"""Shared fixtures. The lab (a real NSD on 127.1.0.53) is started by
-scripts/test; when pytest runs on its own, `lab_dns` starts it here."""
+"""Shared fixtures. The lab (NSD on 127.1.0.53, Postfix, Dovecot, nginx) is
+started by scripts/test; when pytest runs on its own, `lab` starts it here."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 
 from checks.config import EngineConfig, Nameserver, Timeouts
 from checks.targets import TargetPolicy, parse_networks
-from tests.lab.nsd import NSDLab
-from tests.lab.zones import NS_ADDRESS, all_zones
+from tests.lab.control import ROOT_MARKER, Lab, running_root
+from tests.lab.zones import NS_ADDRESS
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_NETWORK = "127.1.0.0/16"
@@ -30,40 +30,53 @@ def _answers(address: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def lab_dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The address of the lab's authoritative DNS server, started if needed."""
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The running lab (DNS, mail, web), or one started here for this session."""
     if _answers(NS_ADDRESS):
-        yield NS_ADDRESS
+        root = running_root()
+        if root is None:
+            pytest.fail(
+                f"something answers DNS on {NS_ADDRESS} but no lab is noted in {ROOT_MARKER}: "
+                "stop it (python -m tests.lab down) and try again"
+            )
+        yield Lab(root)
         return
-    lab = NSDLab(tmp_path_factory.mktemp("nsd"), address=NS_ADDRESS)
-    lab.start(all_zones())
+    started = Lab(tmp_path_factory.mktemp("lab"))
+    started.up(redis=False)
     try:
-        yield NS_ADDRESS
+        yield started
     finally:
-        lab.stop()
+        started.down()
 
 
-def lab_engine_config(address: str, **timeouts: float) -> EngineConfig:
+@pytest.fixture(scope="session")
+def lab_dns(lab: Lab) -> str:
+    """The address of the lab's authoritative DNS server."""
+    return NS_ADDRESS
+
+
+def lab_engine_config(address: str, lab: Lab | None = None, **timeouts: float) -> EngineConfig:
+    """The engine pointed at the lab: its resolver, its network allowed, and
+    (given the lab) its CA and DNSSEC trust anchor."""
     return EngineConfig(
         nameservers=(Nameserver(address),),
         policy=TargetPolicy(parse_networks([LAB_NETWORK])),
         timeouts=Timeouts(**{"dns": 2.0, "check": 30.0, **timeouts}),
         dnsbl_zones=("bl.test",),  # the lab's blocklist; public lists are not reachable
+        ca_file=str(lab.ca_file) if lab else None,
+        trust_anchors=tuple(lab.trust_anchors.read_text().split("\n")[:-1]) if lab else None,
     )
 
 
 @pytest.fixture
-def lab_config(lab_dns: str) -> EngineConfig:
-    return lab_engine_config(lab_dns)
+def lab_config(lab: Lab) -> EngineConfig:
+    return lab_engine_config(NS_ADDRESS, lab)
 
 
 @pytest.fixture(scope="session")
-def mail_lab(lab_dns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The CA file of the running Postfix/Dovecot lab (started here if needed)."""
-    from tests.lab.mail import running_mail_lab
-
-    with running_mail_lab(tmp_path_factory.mktemp("mail")) as lab:
-        yield str(lab.ca_file)
+def mail_lab(lab: Lab) -> str:
+    """The CA file of the running lab (Postfix/Dovecot and nginx certificates)."""
+    return str(lab.ca_file)
 
 
 @pytest.fixture(scope="session")

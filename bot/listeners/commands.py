@@ -16,7 +16,7 @@ from bot.commands import USAGE, CheckCommand, HelpCommand, UsageError, parse
 from bot.listeners.deps import Deps
 from bot.queue import CheckJob, QueueUnavailable, enqueue_check
 from checks.errors import InputError
-from checks.names import normalize_domain
+from checks.names import normalize_domain, normalize_selector, normalize_sender_ip
 
 log = logging.getLogger(__name__)
 RATE_WINDOW = 3600
@@ -40,6 +40,8 @@ def register(app: AsyncApp, deps: Deps) -> None:
             display=parsed.domain.unicode,
             stages=tuple(sorted(s.value for s in parsed.stages)) if parsed.stages else None,
             account=parsed.account,
+            dkim_selectors=parsed.dkim_selectors,
+            sender_ips=parsed.sender_ips,
         )
         _queued, text = await submit(deps, job)
         await ack(text=text)
@@ -56,6 +58,8 @@ def register(app: AsyncApp, deps: Deps) -> None:
                 display=name.unicode,
                 stages=tuple(value["s"]) if value.get("s") else None,
                 account=value.get("a"),
+                dkim_selectors=tuple(normalize_selector(k) for k in value.get("k") or ()),
+                sender_ips=tuple(normalize_sender_ip(i) for i in value.get("i") or ()),
             )
         except (KeyError, IndexError, TypeError, ValueError, InputError):
             await ack()

@@ -18,9 +18,10 @@ from checks.policy.spfdiagnose import diagnose
 from checks.policy.spfmacro import SPFSyntaxError
 from checks.policy.spfparse import select_record
 from checks.runner import Probe, ProbeContext
+from checks.text import untrusted
 
 
-async def _txts(ctx: ProbeContext, name: str) -> list[str] | None:
+async def lookup_txts(ctx: ProbeContext, name: str) -> list[str] | None:
     """TXT strings of `name`; [] when it has none or does not exist; None when DNS failed."""
     try:
         return txt_strings(await ctx.net.query(name, "TXT"))
@@ -43,7 +44,7 @@ async def probe_spf(ctx: ProbeContext) -> None:
     domain = ctx.domain
     target = Target(host=domain)
     dig = ctx.net.dig(domain, "TXT")
-    txts = await _txts(ctx, domain)
+    txts = await lookup_txts(ctx, domain)
     if txts is None:
         return
     try:
@@ -118,6 +119,24 @@ async def probe_spf(ctx: ProbeContext) -> None:
                 summary=f"mail from the domain's own MX {address} gets SPF {result.result.value}",
                 reproduce=dig,
             )
+    senders = ctx.request.sender_ips
+    verdicts = await asyncio.gather(
+        *(check_host(a, domain, f"postmaster@{domain}", lookup) for a in senders)
+    )
+    for address, result in zip(senders, verdicts, strict=True):
+        what = f"mail from {address} as {domain} gets SPF {result.result.value}"
+        if result.explanation:
+            what += f" ({untrusted(result.explanation, 200)})"
+        passed = result.result is Verdict.PASS
+        hard = result.result in (Verdict.FAIL, Verdict.PERMERROR)
+        ctx.add(
+            "spf.sender.permitted" if passed else "spf.sender.not_permitted",
+            target=Target(host=domain, address=address),
+            summary=what,
+            evidence=tree,
+            reproduce=dig,
+            severity=None if passed or hard else Severity.WARNING,
+        )
     if not (
         report.syntax_errors
         or report.missing_includes
@@ -139,7 +158,7 @@ async def probe_dmarc(ctx: ProbeContext) -> None:
         return
     domain = ctx.domain
     name = f"_dmarc.{domain}"
-    txts = await _txts(ctx, name)
+    txts = await lookup_txts(ctx, name)
     if txts is None:
         return
     text, problems = dmarc.select(txts)
@@ -147,7 +166,7 @@ async def probe_dmarc(ctx: ProbeContext) -> None:
     if text is None and not problems:
         org = dmarc.organizational_domain(domain)
         if org != domain:  # receivers fall back to the organisational domain's policy
-            org_txts = await _txts(ctx, f"_dmarc.{org}")
+            org_txts = await lookup_txts(ctx, f"_dmarc.{org}")
             text, problems = dmarc.select(org_txts or [])
             where, name = org, f"_dmarc.{org}"
     target = Target(host=where)
@@ -182,7 +201,7 @@ async def probe_dmarc(ctx: ProbeContext) -> None:
             reproduce=dig,
         )
     for uri, auth_name in dmarc.external_destinations(where, record):
-        auth = await _txts(ctx, auth_name)
+        auth = await lookup_txts(ctx, auth_name)
         if auth is not None and not dmarc.authorizes(auth):
             ctx.add(
                 "dmarc.rua.unauthorized",
@@ -203,7 +222,7 @@ async def probe_dkim(ctx: ProbeContext) -> None:
     domain = ctx.domain
     selectors = list(dict.fromkeys((*ctx.request.dkim_selectors, *dkim.COMMON_SELECTORS)))
     names = [dkim.selector_name(sel, domain) for sel in selectors]
-    answers = await asyncio.gather(*(_txts(ctx, name) for name in names))
+    answers = await asyncio.gather(*(lookup_txts(ctx, name) for name in names))
     found = 0
     for selector, name, txts in zip(selectors, names, answers, strict=True):
         records = [t for t in txts or [] if "p=" in t]
@@ -266,7 +285,7 @@ async def probe_tlsrpt(ctx: ProbeContext) -> None:
     if ctx.result("dns.mx") is None:
         return
     name = f"_smtp._tls.{ctx.domain}"
-    txts = await _txts(ctx, name)
+    txts = await lookup_txts(ctx, name)
     if not txts:
         return  # TLS-RPT is optional
     text, problems = tlsrpt.select(txts)

@@ -47,7 +47,7 @@ async def slack() -> AsyncIterator[SlackAPIStandIn]:
 
 @pytest.fixture
 async def settings(
-    slack: SlackAPIStandIn, lab_redis: Any, mail_lab: str, lab_dns: str
+    slack: SlackAPIStandIn, lab_redis: Any, mail_lab: str, lab_dns: str, lab: Any
 ) -> AsyncIterator[Settings]:
     redis = Redis.from_url(lab_redis.url)
     await redis.flushdb()
@@ -56,6 +56,7 @@ async def settings(
         resolvers=(Nameserver(lab_dns),),
         allow_targets=("127.1.0.0/16",),
         ca_file=mail_lab,
+        trust_anchor_file=str(lab.trust_anchors),
         timeout=30,
         dns_timeout=2,
         connect_timeout=2,
@@ -229,6 +230,26 @@ async def test_identical_requests_join_the_queued_one(
     await slack.wait_for("chat.update", 2, timeout=60)
     await asyncio.sleep(0.5)
     assert len(top_level(slack)) == 2
+
+
+async def test_selectors_and_sender_addresses_reach_the_check(
+    bot: Settings, slack: SlackAPIStandIn, worker: Worker
+) -> None:
+    status, ack = await command(
+        bot, slack, "healthy.test stage=policy selector=mail sender-ip=192.0.2.7"
+    )
+    assert (status, ack) == (200, "Queued a check of healthy.test.")
+    worker.start()
+    (update,) = await slack.wait_for("chat.update", 1, timeout=60)
+    redis = Redis.from_url(bot.redis_url)
+    keys = [k async for k in redis.scan_iter("mailcheck:report:*")]
+    report = json.loads(await redis.get(keys[0]))
+    await redis.aclose()
+    codes = {f["code"]: f for f in report["findings"]}
+    assert codes["spf.sender.not_permitted"]["target"]["address"] == "192.0.2.7"
+    assert codes["dkim.ok"]["target"]["host"] == "mail._domainkey.healthy.test"
+    rerun = json.dumps(update.params["blocks"])  # Re-run asks the same again
+    assert '\\"k\\":[\\"mail\\"]' in rerun and "192.0.2.7" in rerun
 
 
 async def test_help_and_usage_errors_answer_at_once_and_queue_nothing(

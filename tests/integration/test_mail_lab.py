@@ -149,3 +149,26 @@ def test_scenarios_cover_every_connect_and_tls_code() -> None:
     }
     assert wanted - covered - by_fakes == set()
     assert BY_DOMAIN["healthy.test"].expect == frozenset()
+
+
+async def test_mta_sts_enforce_makes_a_port_25_certificate_problem_an_error(
+    config: EngineConfig,
+) -> None:
+    enforced = await check("mtasts-enforce.test", config)
+    (expired,) = [f for f in enforced.findings if f.code == "tls.cert.expired"]
+    assert expired.severity is Severity.ERROR
+    assert "MTA-STS policy is in enforce mode" in expired.summary
+    plain = await check("tls-expired.test", config)  # the same MX, no MTA-STS
+    (lenient,) = [f for f in plain.findings if f.code == "tls.cert.expired"]
+    assert lenient.severity is Severity.WARNING
+
+
+async def test_dane_matches_the_certificate_port_25_presents(config: EngineConfig) -> None:
+    healthy = await check("healthy.test", config)
+    matched = {f.target.address for f in healthy.findings if f.code == "dane.ok"}
+    assert matched == {"127.1.1.1", "127.1.1.2"}
+    wrong = await check("dane-mismatch.test", config)
+    (mismatch,) = [f for f in wrong.findings if f.code == "dane.tlsa.mismatch"]
+    assert mismatch.severity is Severity.ERROR
+    assert mismatch.target.address == "127.1.1.1"
+    assert "-dane_tlsa_rrdata" in mismatch.reproduce

@@ -30,7 +30,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -371,7 +370,7 @@ def find_tool(name: str) -> str:
 
 def endpoints_in_use() -> list[tuple[str, int]]:
     """The LISTENERS endpoints something accepts connections on right now."""
-    return [endpoint for endpoint in _unique_endpoints() if _accepts(*endpoint)]
+    return [endpoint for endpoint in _unique_endpoints() if proc.accepts(*endpoint)]
 
 
 class MailLab:
@@ -406,7 +405,9 @@ class MailLab:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, build_pki: bool = True) -> None:
+        """Start Postfix and Dovecot; build_pki=False when the caller built
+        self.pki already (with CERTS among its certificates)."""
         if re.search(r"\s", str(self.state_dir)):
             raise MailLabError(f"state dir {self.state_dir} contains white space")
         postfix, dovecot = find_tool("postfix"), find_tool("dovecot")
@@ -430,7 +431,8 @@ class MailLab:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for log in (self.postfix_log, self.dovecot_log):
             log.write_text("")
-        self.pki.build(CERTS)
+        if build_pki:
+            self.pki.build(CERTS)
         self._write_shared()
         self._write_dovecot_config()
         self._write_postfix_config()
@@ -732,7 +734,7 @@ class MailLab:
         pending = set(_unique_endpoints())
         deadline = time.monotonic() + START_TIMEOUT
         while pending and time.monotonic() < deadline:
-            pending = {endpoint for endpoint in pending if not _accepts(*endpoint)}
+            pending = {endpoint for endpoint in pending if not proc.accepts(*endpoint)}
             if pending:
                 time.sleep(0.05)
         if pending:
@@ -795,14 +797,6 @@ def _ssha512(password: str) -> str:
     salt = os.urandom(8)
     digest = hashlib.sha512(password.encode() + salt).digest()
     return "{SSHA512}" + base64.b64encode(digest + salt).decode()
-
-
-def _accepts(address: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _size(path: Path) -> int:

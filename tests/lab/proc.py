@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -99,6 +100,15 @@ def stop(pid: int | None, what: str, timeout: float, error: type[Exception] = Ru
             os.kill(pid, signal.SIGKILL)
     if not wait_for_exit(pid, timeout):
         raise error(f"{what} (pid {pid}) did not exit")
+
+
+def accepts(address: str, port: int, timeout: float = 0.2) -> bool:
+    """Whether something accepts TCP connections at address:port."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def log_tail(path: Path, lines: int = 20) -> str:

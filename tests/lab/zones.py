@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import base64
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .nsd import Zone
+from .pki import CertSpec
+from .web import Site
 
 NS_ADDRESS = "127.1.0.53"
 REVERSE_ZONE = "1.127.in-addr.arpa"
@@ -32,6 +37,13 @@ class Scenario:
     records: tuple[str, ...] | None = None  # None: no zone at all
     ptr: dict[str, str] = field(default_factory=dict)  # address -> PTR name
     about: str = ""
+    # TLSA records (owner relative to the zone, lab certificate name): "3 1 1"
+    # for that certificate's key, computed when the lab starts.
+    tlsa: tuple[tuple[str, str], ...] = ()
+    # What the lab's nginx serves for this scenario: (host, path, body).
+    web: tuple[tuple[str, str, str], ...] = ()
+    # DNSSEC: "signed", "unsigned", or a breakage tests/lab/signing.py makes.
+    dnssec: str = "signed"
 
 
 @functools.cache
@@ -52,8 +64,31 @@ def _scenario(
     records: list[str],
     ptr: dict[str, str] | None = None,
     about: str = "",
+    **more: Any,
 ) -> Scenario:
-    return Scenario(domain, frozenset(expect), tuple(records), dict(ptr or {}), about)
+    return Scenario(domain, frozenset(expect), tuple(records), dict(ptr or {}), about, **more)
+
+
+# -- MTA-STS: policies served by the lab's nginx (tests/lab/web.py) ----------------------
+WEB_ADDRESS = "127.1.7.1"  # HTTPS and HTTP with a certificate for every lab web host
+WEB_EXPIRED_ADDRESS = "127.1.7.3"  # HTTPS with an expired certificate
+WEB_NOTHING_ADDRESS = "127.1.7.2"  # nothing listens
+STS_PATH = "/.well-known/mta-sts.txt"
+STS_ID = "2026112501"
+
+
+def sts_policy(*mx: str, mode: str = "enforce", max_age: int = 604800) -> str:
+    lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {m}" for m in mx), f"max_age: {max_age}"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _mtasts(domain: str, policy: str | None, address: str = WEB_ADDRESS) -> dict[str, Any]:
+    """Records and web file of an MTA-STS setup (policy None: announced, not served)."""
+    web = ((f"mta-sts.{domain}", STS_PATH, policy),) if policy is not None else ()
+    return {
+        "records": [f'_mta-sts IN TXT "v=STSv1; id={STS_ID}"', f"mta-sts IN A {address}"],
+        "web": web,
+    }
 
 
 _HEALTHY = _scenario(
@@ -78,9 +113,19 @@ _HEALTHY = _scenario(
         '_dmarc IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@healthy.test"',
         f"mail._domainkey IN TXT {dkim_record()}",
         '_smtp._tls IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@healthy.test"',
+        *_mtasts("healthy.test", "")["records"],
     ],
     {"127.1.1.1": "mx1.healthy.test", "127.1.1.2": "mx2.healthy.test"},
-    "two MX hosts with confirmed reverse DNS, SRV records, a valid mailconf",
+    "two MX hosts with confirmed reverse DNS, SRV records, a valid mailconf, MTA-STS "
+    "enforced, a signed zone and DANE TLSA for both MX hosts",
+    tlsa=(("_25._tcp.mx1", "mx1.healthy.test"), ("_25._tcp.mx2", "mx2.healthy.test")),
+    web=(
+        (
+            "mta-sts.healthy.test",
+            STS_PATH,
+            sts_policy("mx1.healthy.test", "*.healthy.test"),
+        ),
+    ),
 )
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -434,8 +479,52 @@ MAIL_SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
+# Port 25 held against what the domain publishes: DANE TLSA and MTA-STS enforce.
+# Each borrows an MX listener of another scenario (no PTR of its own).
+MAIL_SCENARIOS += (
+    _scenario(
+        "dane-mismatch.test",
+        {"dane.tlsa.mismatch", "tls.cert.hostname_mismatch"},
+        ["@ IN MX 10 mx", "mx IN A 127.1.1.1", *NO_CLIENT_SERVICES],
+        about="the TLSA record is for another key than the one mx1.healthy.test serves",
+        tlsa=(("_25._tcp.mx", "mx2.healthy.test"),),
+    ),
+    _scenario(
+        "dane-notls.test",
+        {"smtp.starttls.missing", "dane.tls.unavailable"},
+        ["@ IN MX 10 mx", "mx IN A 127.1.20.6", *NO_CLIENT_SERVICES],
+        about="TLSA records for an MX without STARTTLS",
+        tlsa=(("_25._tcp.mx", "mx1.healthy.test"),),
+    ),
+    _scenario(
+        "mtasts-enforce.test",
+        {"tls.cert.expired"},
+        [
+            "@ IN MX 10 mx.tls-expired.test.",
+            *NO_CLIENT_SERVICES,
+            *_mtasts("mtasts-enforce.test", "")["records"],
+        ],
+        about="MTA-STS enforce over an MX whose certificate expired: an error, not a warning",
+        web=(("mta-sts.mtasts-enforce.test", STS_PATH, sts_policy("mx.tls-expired.test")),),
+    ),
+    _scenario(
+        "mtasts-notls.test",
+        {"smtp.starttls.missing", "mtasts.tls.unavailable"},
+        [
+            "@ IN MX 10 mx.smtp-notls.test.",
+            *NO_CLIENT_SERVICES,
+            *_mtasts("mtasts-notls.test", "")["records"],
+        ],
+        about="MTA-STS enforce over an MX without STARTTLS",
+        web=(("mta-sts.mtasts-notls.test", STS_PATH, sts_policy("mx.smtp-notls.test")),),
+    ),
+)
+
 # -- mail policy: SPF, DMARC, DKIM, TLS-RPT in DNS (checked with the policy stage only) ------------
 # Each borrows healthy.test's MX (127.1.1.1), so "is the MX permitted" has an answer.
+
+
+_DEFAULT_STS = sts_policy("mx1.healthy.test")
 
 
 def _policy_case(
@@ -443,18 +532,29 @@ def _policy_case(
     expect: set[str],
     about: str,
     *records: str,
+    mx: str = "mx1.healthy.test.",
     spf: str | None = "v=spf1 mx -all",
     dmarc: str | None = "v=DMARC1; p=reject; rua=mailto:dmarc@{d}",
     dkim: bool = True,
+    mtasts: str | None = _DEFAULT_STS,  # the policy served; None: no MTA-STS at all
+    mtasts_address: str = WEB_ADDRESS,
+    **more: Any,
 ) -> Scenario:
-    lines = ["@ IN MX 10 mx1.healthy.test.", *records]
+    """A domain whose policies are all in order (SPF, DMARC, DKIM, MTA-STS,
+    DNSSEC) but for what the arguments change."""
+    lines = [f"@ IN MX 10 {mx}", *records]
     if dkim:
         lines.append(f"s1._domainkey IN TXT {dkim_record()}")
     if spf:
         lines.append(f'@ IN TXT "{spf}"')
     if dmarc:
         lines.append(f'_dmarc IN TXT "{dmarc.format(d=domain)}"')
-    return _scenario(domain, expect, lines, about=about)
+    web: tuple[tuple[str, str, str], ...] = ()
+    if mtasts is not None:
+        sts = _mtasts(domain, mtasts or None, mtasts_address)
+        lines += sts["records"]
+        web = sts["web"]
+    return _scenario(domain, expect, lines, about=about, web=web, **more)
 
 
 POLICY_SCENARIOS: tuple[Scenario, ...] = (
@@ -545,35 +645,108 @@ POLICY_SCENARIOS: tuple[Scenario, ...] = (
         "a retired selector",
         'selector1._domainkey IN TXT "v=DKIM1; p="',
     ),
-    _scenario(
+    _policy_case(
         "dnsbl-listed.test",
         {"dnsbl.listed"},
-        [
-            "@ IN MX 10 mx",
-            "mx IN A 127.1.6.1",
-            '@ IN TXT "v=spf1 mx -all"',
-            '_dmarc IN TXT "v=DMARC1; p=reject; rua=mailto:d@dnsbl-listed.test"',
-            f"s1._domainkey IN TXT {dkim_record()}",
-        ],
-        about="its MX address is on the lab blocklist (bl.test)",
+        "its MX address is on the lab blocklist (bl.test)",
+        "mx IN A 127.1.6.1",
+        mx="mx",
+        mtasts=sts_policy("mx.dnsbl-listed.test"),
     ),
-    _scenario(
+    _policy_case(
         "dnsbl-refused.test",
         {"dnsbl.inconclusive"},
-        [
-            "@ IN MX 10 mx",
-            "mx IN A 127.1.6.2",
-            '@ IN TXT "v=spf1 mx -all"',
-            '_dmarc IN TXT "v=DMARC1; p=reject; rua=mailto:d@dnsbl-refused.test"',
-            f"s1._domainkey IN TXT {dkim_record()}",
-        ],
-        about="the blocklist answers 127.255.255.254 (refused), which is no listing",
+        "the blocklist answers 127.255.255.254 (refused), which is no listing",
+        "mx IN A 127.1.6.2",
+        mx="mx",
+        mtasts=sts_policy("mx.dnsbl-refused.test"),
     ),
     _policy_case(
         "tlsrpt-invalid.test",
         {"tlsrpt.invalid"},
         "reports to an ftp: URI",
         '_smtp._tls IN TXT "v=TLSRPTv1; rua=ftp://reports.tlsrpt-invalid.test"',
+    ),
+    # MTA-STS
+    _policy_case("mtasts-missing.test", {"mtasts.missing"}, "no MTA-STS at all", mtasts=None),
+    _policy_case(
+        "mtasts-record.test",
+        {"mtasts.record.invalid"},
+        "an id with punctuation in the _mta-sts record",
+        '_mta-sts IN TXT "v=STSv1; id=2026-11-25!"',
+        mtasts=None,
+    ),
+    _policy_case(
+        "mtasts-unreachable.test",
+        {"mtasts.policy.unreachable"},
+        "nothing listens on mta-sts.<domain>:443",
+        mtasts_address=WEB_NOTHING_ADDRESS,
+    ),
+    _policy_case(
+        "mtasts-badcert.test",
+        {"mtasts.policy.unreachable"},
+        "the policy host's certificate expired",
+        mtasts_address=WEB_EXPIRED_ADDRESS,
+    ),
+    _policy_case(
+        "mtasts-404.test",
+        {"mtasts.policy.unreachable"},
+        "the web server has no policy file (HTTP 404)",
+        mtasts="",
+    ),
+    _policy_case(
+        "mtasts-invalid.test",
+        {"mtasts.policy.invalid"},
+        "mode: block is no mode",
+        mtasts=sts_policy("mx1.healthy.test", mode="block"),
+    ),
+    _policy_case(
+        "mtasts-mx.test",
+        {"mtasts.mx.not_covered"},
+        "the policy names another MX",
+        mtasts=sts_policy("mail.elsewhere.test"),
+    ),
+    _policy_case(
+        "mtasts-testing.test",
+        {"mtasts.mode.testing"},
+        "a policy in testing mode",
+        mtasts=sts_policy("mx1.healthy.test", mode="testing"),
+    ),
+    # DNSSEC
+    _policy_case(
+        "dnssec-unsigned.test", {"dnssec.unsigned"}, "a zone without DNSSEC", dnssec="unsigned"
+    ),
+    _policy_case(
+        "dnssec-expired.test", {"dnssec.bogus"}, "every signature expired", dnssec="expired"
+    ),
+    _policy_case(
+        "dnssec-badsig.test", {"dnssec.bogus"}, "the MX signature was altered", dnssec="badsig"
+    ),
+    _policy_case(
+        "dnssec-dsmismatch.test",
+        {"dnssec.bogus"},
+        "the parent's DS names a key the zone does not publish",
+        dnssec="ds-mismatch",
+    ),
+    # DANE records in DNS (matching them against the server is a TLS-stage scenario)
+    _policy_case(
+        "dane-unsigned.test",
+        {"dane.tlsa.unsigned", "dnssec.unsigned"},
+        "TLSA records in a zone without DNSSEC",
+        "mx IN A 127.1.1.1",
+        mx="mx",
+        mtasts=sts_policy("mx.dane-unsigned.test"),
+        dnssec="unsigned",
+        tlsa=(("_25._tcp.mx", "mx1.healthy.test"),),
+    ),
+    _policy_case(
+        "dane-unusable.test",
+        {"dane.tlsa.unusable"},
+        "only a PKIX-EE(1) record, which SMTP senders ignore",
+        "mx IN A 127.1.1.1",
+        "_25._tcp.mx IN TLSA 1 1 1 " + "ab" * 32,
+        mx="mx",
+        mtasts=sts_policy("mx.dane-unusable.test"),
     ),
 )
 
@@ -595,13 +768,19 @@ BLOCKLIST_ZONE = BLOCKLIST.domain
 BY_DOMAIN = {s.domain: s for s in (*SCENARIOS, *MAIL_SCENARIOS, *POLICY_SCENARIOS, BLOCKLIST)}
 
 
-def all_zones() -> list[Zone]:
-    """The test. parent zone with its delegations, each scenario zone, and the reverse zone."""
+def all_zones(tlsa: Callable[[str], str] | None = None) -> list[Zone]:
+    """The test. parent zone with its delegations, each scenario zone, and the
+    reverse zone, unsigned. `tlsa(cert_name)` gives the "3 1 1 ..." data of a
+    lab certificate; without it, scenarios' TLSA records are left out."""
     served = [s for s in BY_DOMAIN.values() if s.records is not None and s.domain.endswith(".test")]
     parent = ["ns IN A " + NS_ADDRESS]
     parent += [f"{s.domain.removesuffix('.test')} IN NS ns.test." for s in served]
     zones = [Zone("test", tuple(parent))]
-    zones += [Zone(s.domain, s.records or ()) for s in served]
+    for s in served:
+        records = list(s.records or ())
+        if tlsa is not None:
+            records += [f"{owner} IN TLSA {tlsa(cert)}" for owner, cert in s.tlsa]
+        zones.append(Zone(s.domain, tuple(records)))
     reverse = []
     for s in served:
         for address, name in s.ptr.items():
@@ -610,3 +789,41 @@ def all_zones() -> list[Zone]:
             reverse.append(f"{d}.{c} IN PTR {name}.")
     zones.append(Zone(REVERSE_ZONE, tuple(reverse)))
     return zones
+
+
+def dnssec_plan() -> tuple[set[str], dict[str, str]]:
+    """(zones left unsigned, zones broken on purpose -> how) for signing.sign_lab."""
+    unsigned = {s.domain for s in BY_DOMAIN.values() if s.dnssec == "unsigned"}
+    broken = {
+        s.domain: s.dnssec
+        for s in BY_DOMAIN.values()
+        if s.dnssec not in ("signed", "unsigned") and s.records is not None
+    }
+    return unsigned | {REVERSE_ZONE}, broken
+
+
+def web_sites() -> list[Site]:
+    """What the lab's nginx serves: every scenario's files on WEB_ADDRESS, with a
+    certificate for every mta-sts.<domain> that has an _mta-sts record (so a
+    missing file is a 404, not a certificate error), and the same files behind
+    an expired certificate on WEB_EXPIRED_ADDRESS."""
+    files: dict[str, dict[str, str]] = {}
+    for scenario in BY_DOMAIN.values():
+        for host, path, body in scenario.web:
+            files.setdefault(host, {})[path] = body
+    announced = {
+        f"mta-sts.{s.domain}"
+        for s in BY_DOMAIN.values()
+        if any(r.startswith("_mta-sts ") for r in s.records or ())
+    }
+    hosts = sorted(announced | set(files))
+    expired = CertSpec(
+        "web-expired.lab",
+        ("mta-sts.mtasts-badcert.test",),
+        not_before=timedelta(days=-400),
+        not_after=timedelta(days=-2),
+    )
+    return [
+        Site(WEB_ADDRESS, CertSpec("web.lab", tuple(hosts)), files),
+        Site(WEB_EXPIRED_ADDRESS, expired, files, http=False),
+    ]

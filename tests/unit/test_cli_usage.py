@@ -35,6 +35,8 @@ def mailcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         (("check", "example.test", "--fail-on", "ok"), "invalid choice"),
         (("frob",), "invalid choice"),
         (("check", "example.test", "--dkim-selector", "bad sel!"), "is not a DNS label"),
+        (("check", "example.test", "--sender-ip", "mx.example"), "'mx.example' is not an IPv4"),
+        (("check", "example.test", "--trust-anchor", "/nonexistent/anchors"), "No such file"),
     ],
 )
 def test_usage_errors(args: tuple[str, ...], complaint: str) -> None:

@@ -161,6 +161,14 @@ def test_account(text: str, account: str) -> None:
     assert check(text).account == account
 
 
+def test_selectors_and_sender_addresses() -> None:
+    command = check("example.com selector=S1,mail.2024,s1 sender-ip=192.0.2.1,[2001:DB8::1]")
+    assert command.dkim_selectors == ("s1", "mail.2024")
+    assert command.sender_ips == ("192.0.2.1", "2001:db8::1")
+    assert check("ip=198.51.100.7 example.com").sender_ips == ("198.51.100.7",)
+    assert check("example.com").dkim_selectors == () == check("example.com").sender_ips
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -228,6 +236,11 @@ def test_usage_lists_the_forms_with_examples() -> None:
         ("example.com account=" + "a" * 33, ["Bad account name"]),
         ("example.com account=bé", ["Bad account name `bé`"]),
         ("example.com account=a@b", ["Bad account name `a@b`"]),
+        ("example.com selector=bad!", ["DKIM selector 'bad!' is not a DNS label"]),
+        ("example.com sender-ip=mail.example.com", ["sender IP 'mail.example.com' is not an IPv4"]),
+        ("example.com sender-ip=,", ["`sender-ip=` takes 1 to 8 values"]),
+        ("example.com selector=" + ",".join("s" * i for i in range(1, 10)), ["1 to 8 values"]),
+        ("example.com selector=s1 dkim=s2", ["`selector=` is given twice"]),
         ("stage=tls", ["No domain given"]),
         ("account=ops", ["No domain given"]),
         ("localhost", ["'localhost' is a single label"]),

@@ -81,3 +81,17 @@ def test_connection_settings_reach_the_engine() -> None:
 def test_a_bad_helo_name_is_named(name: str) -> None:
     with pytest.raises(InputError, match="MAILCHECK_HELO_NAME"):
         Settings.from_env({"MAILCHECK_HELO_NAME": name})
+
+
+def test_trust_anchors_come_from_a_file_and_bad_lines_are_named(tmp_path) -> None:
+    from checks.dnssec import ROOT_ANCHORS
+
+    good = tmp_path / "anchors"
+    good.write_text("; the root\n" + "\n".join(ROOT_ANCHORS) + "\n\n")
+    config = Settings.from_env({"MAILCHECK_TRUST_ANCHORS": str(good)}).engine_config()
+    assert config.trust_anchors == ROOT_ANCHORS
+    assert Settings.from_env({}).engine_config().trust_anchors is None  # the root's, built in
+    bad = tmp_path / "bad"
+    bad.write_text(". IN DS 20326 8 2 not-hex\n")
+    with pytest.raises(InputError, match=r"trust anchor file .*bad"):
+        Settings.from_env({"MAILCHECK_TRUST_ANCHORS": str(bad)})

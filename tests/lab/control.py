@@ -1,0 +1,131 @@
+"""Start and stop the whole lab: PKI, signed DNS, mail, web, Redis.
+
+The order matters: the PKI comes first, because the DNS zones carry TLSA
+records of the lab's certificates; the zones are signed (tests/lab/signing.py)
+with keys made at every start, and the trust anchor of the signed test. zone
+is written to <root>/dns/trust-anchors for clients (`--trust-anchor`).
+
+ROOT_MARKER names the root of the lab that runs, so tests and benchmarks
+find its CA file and trust anchors wherever it was started from.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .mail import CERTS, LISTENERS, MailLab, MailLabError
+from .nsd import NSDLab, NSDLabError
+from .pki import LabPKI
+from .redis import RedisLab, RedisLabError
+from .web import NginxLab, WebLabError
+from .zones import all_zones, dnssec_plan, web_sites
+
+ROOT_MARKER = Path(tempfile.gettempdir()) / "mailcheck-lab.root"
+LabErrors = (NSDLabError, MailLabError, RedisLabError, WebLabError)
+
+
+@dataclass(frozen=True)
+class Lab:
+    root: Path
+
+    @property
+    def dns(self) -> NSDLab:
+        return NSDLab(self.root / "dns")
+
+    @property
+    def mail(self) -> MailLab:
+        return MailLab(self.root / "mail")
+
+    @property
+    def web(self) -> NginxLab:
+        return NginxLab(self.root / "web")
+
+    @property
+    def redis(self) -> RedisLab:
+        return RedisLab(self.root / "redis")
+
+    @property
+    def ca_file(self) -> Path:
+        return self.mail.ca_file
+
+    @property
+    def trust_anchors(self) -> Path:
+        return self.root / "dns" / "trust-anchors"
+
+    def up(self, *, redis: bool = True) -> list[str]:
+        """Start everything (stopping leftovers first); lines saying what runs where."""
+        from .signing import sign_lab  # late: only starting needs the signer
+
+        said = []
+        pki = self.mail.pki
+        pki.build([*CERTS, *(site.cert for site in web_sites())])
+        zones = all_zones(lambda name: tlsa_data(pki, name))
+        unsigned, broken = dnssec_plan()
+        signed = sign_lab(zones, unsigned=unsigned, broken=broken)
+        self.dns.start(signed.zones)
+        self.trust_anchors.write_text("\n".join(signed.anchors) + "\n")
+        said.append(
+            f"lab dns: nsd on {self.dns.address}:{self.dns.port}, {len(zones)} zones "
+            f"({len(zones) - len(unsigned)} signed; trust anchor in {self.trust_anchors})"
+        )
+        self.mail.start(build_pki=False)
+        said.append(f"lab mail: postfix+dovecot, {len(LISTENERS)} listeners, CA {self.ca_file}")
+        sites = web_sites()
+        self.web.start(sites, pki)
+        said.append(f"lab web: nginx on {', '.join(s.address for s in sites)}")
+        if redis:
+            self.redis.start()
+            said.append(f"lab redis: redis-server on {self.redis.url}")
+        ROOT_MARKER.write_text(f"{self.root}\n")
+        return said
+
+    def down(self) -> list[str]:
+        """Stop each part, even if an earlier one fails; the first error is raised."""
+        errors: list[Exception] = []
+        said = []
+        for name, server in (
+            ("redis", self.redis),
+            ("web", self.web),
+            ("mail", self.mail),
+            ("dns", self.dns),
+        ):
+            was_running = server.is_running()
+            try:
+                server.stop()
+            except LabErrors as exc:
+                errors.append(exc)
+                continue
+            said.append(f"lab {name}: {'stopped' if was_running else 'was not running'}")
+        if running_root() == self.root:
+            ROOT_MARKER.unlink(missing_ok=True)
+        if errors:
+            raise errors[0]
+        return said
+
+    def status(self) -> dict[str, bool]:
+        return {
+            "dns": self.dns.is_running(),
+            "mail": self.mail.is_running(),
+            "web": self.web.is_running(),
+            "redis": self.redis.is_running(),
+        }
+
+
+def tlsa_data(pki: LabPKI, name: str) -> str:
+    """`3 1 1 <sha256 of the key>` for a lab certificate (its first PEM block)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from checks.policy.dane import record_for
+
+    cert = x509.load_pem_x509_certificate(pki.cert_path(name).read_bytes())
+    return record_for(cert.public_bytes(Encoding.DER))
+
+
+def running_root() -> Path | None:
+    try:
+        return Path(ROOT_MARKER.read_text().strip())
+    except OSError:
+        return None
