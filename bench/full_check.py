@@ -67,7 +67,7 @@ CRITICAL_PATH = 3 + 1.5 + 5 + 4.5
 def bench_zones(pki: LabPKI) -> SignedLab:
     healthy = BY_DOMAIN["healthy.test"]
     records = list(healthy.records or ())
-    records += [f"{owner} IN TLSA {tlsa_data(pki, cert)}" for owner, cert in healthy.tlsa]
+    records += [f"{o} IN TLSA {tlsa_data(pki, cert, p)}" for o, cert, p in healthy.tlsa]
     for real, proxy in PROXIED.items():
         records = [r.replace(f" {real}", f" {proxy}") if r.endswith(real) else r for r in records]
     halfdown = [

@@ -297,14 +297,17 @@ async def probe_tls_policy(ctx: ProbeContext) -> None:
             else:
                 assert s.tls is not None
                 verdict = dane.judge(records, s.tls.chain_der, host, now)
-                if verdict.ok:
+                if verdict.ok and verdict.matched is not None:
+                    which = (
+                        "the server's certificate"
+                        if verdict.depth == 0
+                        else f"certificate {verdict.depth} of the chain it sends"
+                    )
                     ctx.add(
                         "dane.ok",
                         target=ep.target(),
-                        summary=f"{ep.label()}: TLSA {verdict.matched.text()[:24]}… matches "
-                        f"certificate {verdict.depth} of the chain"
-                        if verdict.matched is not None
-                        else f"{ep.label()}: TLSA matches",
+                        summary=f"{ep.label()}: TLSA {verdict.matched.text()[:24]}… "
+                        f"({verdict.matched.kind}) matches {which}",
                         reproduce=dane.reproduce(host, ep.port, records),
                     )
                 else:

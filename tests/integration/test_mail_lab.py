@@ -165,8 +165,10 @@ async def test_mta_sts_enforce_makes_a_port_25_certificate_problem_an_error(
 
 async def test_dane_matches_the_certificate_port_25_presents(config: EngineConfig) -> None:
     healthy = await check("healthy.test", config)
-    matched = {f.target.address for f in healthy.findings if f.code == "dane.ok"}
-    assert matched == {"127.1.1.1", "127.1.1.2"}
+    matched = {f.target.address: f.summary for f in healthy.findings if f.code == "dane.ok"}
+    assert set(matched) == {"127.1.1.1", "127.1.1.2"}
+    assert "(DANE-EE(3)) matches the server's certificate" in matched["127.1.1.1"]
+    assert "(DANE-TA(2)) matches certificate 1 of the chain it sends" in matched["127.1.1.2"]
     wrong = await check("dane-mismatch.test", config)
     (mismatch,) = [f for f in wrong.findings if f.code == "dane.tlsa.mismatch"]
     assert mismatch.severity is Severity.ERROR

@@ -61,7 +61,7 @@ class Lab:
         said = []
         pki = self.mail.pki
         pki.build([*CERTS, *(site.cert for site in web_sites())])
-        zones = all_zones(lambda name: tlsa_data(pki, name))
+        zones = all_zones(lambda name, params: tlsa_data(pki, name, params))
         unsigned, broken = dnssec_plan()
         signed = sign_lab(zones, unsigned=unsigned, broken=broken)
         self.dns.start(signed.zones)
@@ -113,15 +113,18 @@ class Lab:
         }
 
 
-def tlsa_data(pki: LabPKI, name: str) -> str:
-    """`3 1 1 <sha256 of the key>` for a lab certificate (its first PEM block)."""
+def tlsa_data(pki: LabPKI, name: str, params: str = "3 1 1") -> str:
+    """TLSA data pinning a lab certificate: "3 1 1" (DANE-EE) pins the leaf's
+    key; "2 x y" (DANE-TA) pins the CA certificate served after it."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from checks.policy.dane import record_for
 
-    cert = x509.load_pem_x509_certificate(pki.cert_path(name).read_bytes())
-    return record_for(cert.public_bytes(Encoding.DER))
+    usage, selector, mtype = (int(p) for p in params.split())
+    chain = x509.load_pem_x509_certificates(pki.cert_path(name).read_bytes())
+    cert = chain[-1] if usage == 2 else chain[0]
+    return record_for(cert.public_bytes(Encoding.DER), usage, selector, mtype)
 
 
 def running_root() -> Path | None:

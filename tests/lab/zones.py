@@ -37,9 +37,10 @@ class Scenario:
     records: tuple[str, ...] | None = None  # None: no zone at all
     ptr: dict[str, str] = field(default_factory=dict)  # address -> PTR name
     about: str = ""
-    # TLSA records (owner relative to the zone, lab certificate name): "3 1 1"
-    # for that certificate's key, computed when the lab starts.
-    tlsa: tuple[tuple[str, str], ...] = ()
+    # TLSA records (owner relative to the zone, lab certificate name, usage
+    # selector type), computed from that certificate when the lab starts: see
+    # control.tlsa_data.
+    tlsa: tuple[tuple[str, str, str], ...] = ()
     # What the lab's nginx serves for this scenario: (host, path, body).
     web: tuple[tuple[str, str, str], ...] = ()
     # DNSSEC: "signed", "unsigned", or a breakage tests/lab/signing.py makes.
@@ -118,7 +119,10 @@ _HEALTHY = _scenario(
     {"127.1.1.1": "mx1.healthy.test", "127.1.1.2": "mx2.healthy.test"},
     "two MX hosts with confirmed reverse DNS, SRV records, a valid mailconf, MTA-STS "
     "enforced, a signed zone and DANE TLSA for both MX hosts",
-    tlsa=(("_25._tcp.mx1", "mx1.healthy.test"), ("_25._tcp.mx2", "mx2.healthy.test")),
+    tlsa=(
+        ("_25._tcp.mx1", "mx1.healthy.test", "3 1 1"),  # DANE-EE: the server's key
+        ("_25._tcp.mx2", "mx2.healthy.test", "2 0 1"),  # DANE-TA: the lab intermediate
+    ),
     web=(
         (
             "mta-sts.healthy.test",
@@ -487,14 +491,14 @@ MAIL_SCENARIOS += (
         {"dane.tlsa.mismatch", "tls.cert.hostname_mismatch"},
         ["@ IN MX 10 mx", "mx IN A 127.1.1.1", *NO_CLIENT_SERVICES],
         about="the TLSA record is for another key than the one mx1.healthy.test serves",
-        tlsa=(("_25._tcp.mx", "mx2.healthy.test"),),
+        tlsa=(("_25._tcp.mx", "mx2.healthy.test", "3 1 1"),),
     ),
     _scenario(
         "dane-notls.test",
         {"smtp.starttls.missing", "dane.tls.unavailable"},
         ["@ IN MX 10 mx", "mx IN A 127.1.20.6", *NO_CLIENT_SERVICES],
         about="TLSA records for an MX without STARTTLS",
-        tlsa=(("_25._tcp.mx", "mx1.healthy.test"),),
+        tlsa=(("_25._tcp.mx", "mx1.healthy.test", "3 1 1"),),
     ),
     _scenario(
         "mtasts-enforce.test",
@@ -737,7 +741,7 @@ POLICY_SCENARIOS: tuple[Scenario, ...] = (
         mx="mx",
         mtasts=sts_policy("mx.dane-unsigned.test"),
         dnssec="unsigned",
-        tlsa=(("_25._tcp.mx", "mx1.healthy.test"),),
+        tlsa=(("_25._tcp.mx", "mx1.healthy.test", "3 1 1"),),
     ),
     _policy_case(
         "dane-unusable.test",
@@ -768,10 +772,10 @@ BLOCKLIST_ZONE = BLOCKLIST.domain
 BY_DOMAIN = {s.domain: s for s in (*SCENARIOS, *MAIL_SCENARIOS, *POLICY_SCENARIOS, BLOCKLIST)}
 
 
-def all_zones(tlsa: Callable[[str], str] | None = None) -> list[Zone]:
+def all_zones(tlsa: Callable[[str, str], str] | None = None) -> list[Zone]:
     """The test. parent zone with its delegations, each scenario zone, and the
-    reverse zone, unsigned. `tlsa(cert_name)` gives the "3 1 1 ..." data of a
-    lab certificate; without it, scenarios' TLSA records are left out."""
+    reverse zone, unsigned. `tlsa(cert_name, "3 1 1")` gives the TLSA data for
+    a lab certificate; without it, scenarios' TLSA records are left out."""
     served = [s for s in BY_DOMAIN.values() if s.records is not None and s.domain.endswith(".test")]
     parent = ["ns IN A " + NS_ADDRESS]
     parent += [f"{s.domain.removesuffix('.test')} IN NS ns.test." for s in served]
@@ -779,7 +783,7 @@ def all_zones(tlsa: Callable[[str], str] | None = None) -> list[Zone]:
     for s in served:
         records = list(s.records or ())
         if tlsa is not None:
-            records += [f"{owner} IN TLSA {tlsa(cert)}" for owner, cert in s.tlsa]
+            records += [f"{owner} IN TLSA {tlsa(cert, params)}" for owner, cert, params in s.tlsa]
         zones.append(Zone(s.domain, tuple(records)))
     reverse = []
     for s in served:
