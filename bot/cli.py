@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from rich.console import Console
 
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         default=[],
         help="an address your mail is sent from (repeatable): is it permitted by SPF?",
+    )
+    check.add_argument(
+        "--mobileconfig",
+        metavar="URL",
+        help="an Apple configuration profile to validate and test (https URL)",
     )
     check.add_argument(
         "--trust-anchor",
@@ -166,6 +172,7 @@ def _check(args: argparse.Namespace) -> int:
         stages=frozenset(Stage(s) for s in args.stage) if args.stage else None,
         dkim_selectors=tuple(normalize_selector(s) for s in args.dkim_selector),
         sender_ips=tuple(normalize_sender_ip(a) for a in args.sender_ip),
+        mobileconfig_url=_url(args.mobileconfig) if args.mobileconfig else None,
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     err = Console(stderr=True)
@@ -179,6 +186,13 @@ def _check(args: argparse.Namespace) -> int:
         terminal.print_report(Console(), report, resolver=resolver, verbose=args.verbose)
     fail_on = Severity(args.fail_on)
     return EXIT_PROBLEMS if report.at_least(fail_on) else EXIT_OK
+
+
+def _url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InputError(f"--mobileconfig {text!r} is not an http(s) URL")
+    return text.strip()
 
 
 async def _run(request: CheckRequest, settings: Settings, console: Console | None) -> Report:

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_HELO_NAME": "mailcheck.invalid",
     "MAILCHECK_DNSBL_ZONES": "",
     "MAILCHECK_TRUST_ANCHORS": "",
+    "MAILCHECK_ISPDB_URL": "https://autoconfig.thunderbird.net/v1.1/",
     "SLACK_BOT_TOKEN": "",
     "SLACK_APP_TOKEN": "",
     "SLACK_SIGNING_SECRET": "",
@@ -69,6 +70,7 @@ class Settings:
     helo_name: str = "mailcheck.invalid"
     dnsbl_zones: tuple[str, ...] | None = None  # None: the built-in list; (): none
     trust_anchor_file: str | None = None  # None: the IANA root anchors
+    ispdb_url: str = "https://autoconfig.thunderbird.net/v1.1/"  # "": skip the ISPDB
     # -- Slack -------------------------------------------------------------------
     slack_bot_token: str = field(default="", repr=False)
     slack_app_token: str = field(default="", repr=False)
@@ -108,6 +110,7 @@ class Settings:
             helo_name=get("MAILCHECK_HELO_NAME"),
             dnsbl_zones=_zones(get("MAILCHECK_DNSBL_ZONES")),
             trust_anchor_file=get("MAILCHECK_TRUST_ANCHORS") or None,
+            ispdb_url=get("MAILCHECK_ISPDB_URL"),
             slack_bot_token=get("SLACK_BOT_TOKEN"),
             slack_app_token=get("SLACK_APP_TOKEN"),
             slack_signing_secret=get("SLACK_SIGNING_SECRET"),
@@ -147,6 +150,13 @@ class Settings:
             raise InputError(f"MAILCHECK_HELO_NAME: {exc}") from None
         if self.ca_file and not os.path.isfile(self.ca_file):
             raise InputError(f"CA file {self.ca_file!r} does not exist")
+        if self.ispdb_url and not (
+            self.ispdb_url.startswith(("https://", "http://")) and self.ispdb_url.endswith("/")
+        ):
+            raise InputError(
+                "MAILCHECK_ISPDB_URL must be an http(s) URL ending with '/' "
+                "(the domain is appended), or empty to skip the ISPDB"
+            )
         if self.trust_anchor_file:
             self.trust_anchors()  # raises InputError naming the file and the bad line
         if self.slack_mode not in ("socket", "http"):
@@ -195,6 +205,7 @@ class Settings:
             helo_name=self.helo_name,
             dnsbl_zones=self.dnsbl_zones,
             trust_anchors=self.trust_anchors(),
+            ispdb_url=self.ispdb_url,
         )
 
     def trust_anchors(self) -> tuple[str, ...] | None:

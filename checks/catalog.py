@@ -990,6 +990,173 @@ _ENTRIES: tuple[Entry, ...] = (
         "Query through your own resolver (not 8.8.8.8 or 1.1.1.1), or with a list "
         "subscription key; set MAILCHECK_DNSBL_ZONES to the lists you can use.",
     ),
+    # -- autoconfig: what mail clients would configure, and whether it works -----------------
+    Entry(
+        "autoconfig.found",
+        _OK,
+        Stage.AUTOCONFIG,
+        "Thunderbird finds a configuration",
+        "Thunderbird (and clients that share its format: K-9/Thunderbird for Android, "
+        "Evolution, KMail) sets the account up from this file without asking.",
+        "",
+    ),
+    Entry(
+        "autoconfig.missing",
+        _INFO,
+        Stage.AUTOCONFIG,
+        "No autoconfig file",
+        "Thunderbird finds no config-v1.1.xml (at autoconfig.<domain>, the domain's "
+        ".well-known path, the ISPDB, or the MX's domain), so it guesses host names and "
+        "ports, and users type settings by hand when the guess fails.",
+        "Serve `https://autoconfig.example.com/mail/config-v1.1.xml` with your IMAP/POP3 "
+        "and SMTP servers (see the Mozilla autoconfig documentation).",
+    ),
+    Entry(
+        "autoconfig.invalid",
+        _ERR,
+        Stage.AUTOCONFIG,
+        "Autoconfig file is invalid",
+        "The server answers with a file Thunderbird cannot use (not XML, missing "
+        "servers, bad ports or socket types): it skips it and falls back to guessing.",
+        "Fix the file to the config-v1.1.xml format: one emailProvider with "
+        "incomingServer (imap or pop3) and outgoingServer (smtp) entries, each with "
+        "hostname, port, socketType and authentication.",
+    ),
+    Entry(
+        "autoconfig.insecure",
+        _WARN,
+        Stage.AUTOCONFIG,
+        "Clients would be configured insecurely",
+        "The configuration has users send their password or read their mail without "
+        "TLS (socketType plain, cleartext password on a plain socket), or it is only "
+        "served over http, where anyone on the path can rewrite it.",
+        "Publish SSL (993/995/465) or STARTTLS (143/110/587) servers only, and serve the "
+        "file over https.",
+    ),
+    Entry(
+        "autoconfig.server.ok",
+        _OK,
+        Stage.AUTOCONFIG,
+        "Configured server works",
+        "mailcheck connected exactly as a client would (host, port, TLS mode) and the "
+        "server answered as advertised.",
+        "",
+    ),
+    Entry(
+        "autoconfig.server.unreachable",
+        _ERR,
+        Stage.AUTOCONFIG,
+        "Configured server does not answer",
+        "Clients set up from this configuration cannot connect: the host does not "
+        "resolve, or nothing answers on the advertised port. Users see a connection "
+        "error right after setup.",
+        "Point the configuration at the host and port that work (the summary says which "
+        "does, when one does), or open the advertised port.",
+    ),
+    Entry(
+        "autoconfig.server.mismatch",
+        _ERR,
+        Stage.AUTOCONFIG,
+        "Configured server answers, but not as advertised",
+        "The port answers, but not in the way the configuration says: SSL on a port "
+        "that expects STARTTLS (or the reverse), STARTTLS that is not offered, another "
+        "protocol. Clients fail with a TLS or protocol error.",
+        "Correct the socket type or port in the configuration (SSL goes with 993/995/"
+        "465, STARTTLS with 143/110/587).",
+    ),
+    Entry(
+        "autodiscover.found",
+        _OK,
+        Stage.AUTOCONFIG,
+        "Outlook autodiscover answers",
+        "Outlook sets IMAP/POP3/SMTP accounts up from this autodiscover response.",
+        "",
+    ),
+    Entry(
+        "autodiscover.missing",
+        _INFO,
+        Stage.AUTOCONFIG,
+        "No autodiscover",
+        "Outlook finds no POX autodiscover response (on the domain, on autodiscover.<domain>,"
+        " by http redirect or by SRV), so users enter IMAP/SMTP settings by hand.",
+        "Serve `https://autodiscover.example.com/autodiscover/autodiscover.xml` answering "
+        "POSTs with your IMAP and SMTP settings, or skip it if nobody uses Outlook.",
+    ),
+    Entry(
+        "autodiscover.invalid",
+        _ERR,
+        Stage.AUTOCONFIG,
+        "Autodiscover response is invalid",
+        "Outlook cannot use the response (not XML, an error response, no IMAP/POP3/SMTP "
+        "protocol, bad ports) and falls back to asking the user.",
+        "Return a POX response (responseschema/2006a) with Account/Action settings and "
+        "Protocol entries of Type IMAP and SMTP.",
+    ),
+    Entry(
+        "autodiscover.redirect.refused",
+        _WARN,
+        Stage.AUTOCONFIG,
+        "Autodiscover redirect not followed",
+        "The response redirects to a place a client will not or should not go: a "
+        "non-public address, plain http, a loop, or more than two hops. Outlook stops "
+        "(or warns the user) there.",
+        "Redirect (if at all) once, over https, to the public autodiscover host.",
+    ),
+    Entry(
+        "autodiscover.server.unreachable",
+        _ERR,
+        Stage.AUTOCONFIG,
+        "Autodiscover server does not answer",
+        "Outlook configured from this response cannot connect: the host does not "
+        "resolve, or nothing answers on the advertised port.",
+        "Point the Protocol entries at the host and port that work.",
+    ),
+    Entry(
+        "autodiscover.server.mismatch",
+        _ERR,
+        Stage.AUTOCONFIG,
+        "Autodiscover server answers, but not as advertised",
+        "The port answers, but not with the encryption or protocol the response names, "
+        "so Outlook fails with a TLS or protocol error.",
+        "Correct the Port, SSL or Encryption element of the Protocol entry.",
+    ),
+    Entry(
+        "srv.server.unreachable",
+        _ERR,
+        Stage.AUTOCONFIG,
+        "SRV target does not answer",
+        "Clients that read RFC 6186 SRV records (Apple Mail, Evolution, KMail, "
+        "Thunderbird add-ons) connect where the record points, and nothing answers there.",
+        "Fix the SRV record's target or port (the summary says what works), or open the port.",
+    ),
+    Entry(
+        "srv.server.mismatch",
+        _ERR,
+        Stage.AUTOCONFIG,
+        "SRV target answers, but not as its service name says",
+        "`_imaps`, `_pop3s` and `_submissions` mean implicit TLS; `_imap`, `_pop3` and "
+        "`_submission` mean STARTTLS. The server at the target answers differently.",
+        "Publish the record under the service name that matches the port's TLS mode.",
+    ),
+    Entry(
+        "mobileconfig.ok",
+        _OK,
+        Stage.AUTOCONFIG,
+        "Apple configuration profile",
+        "iPhones, iPads and Macs install this profile and get a working mail account.",
+        "",
+    ),
+    Entry(
+        "mobileconfig.invalid",
+        _ERR,
+        Stage.AUTOCONFIG,
+        "Apple configuration profile is invalid",
+        "The profile cannot be fetched, is not a plist, or has no usable "
+        "com.apple.mail.managed payload: iOS refuses to install it or creates a broken "
+        "account.",
+        "Regenerate the profile with Apple Configurator (or fix the keys named in the "
+        "summary) and serve it as application/x-apple-aspen-config over https.",
+    ),
     # -- TLS ---------------------------------------------------------------------------------
     Entry(
         "tls.ok",

@@ -81,5 +81,7 @@ class EngineConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     helo_name: str = "mailcheck.invalid"  # what we call ourselves in EHLO
     dnsbl_zones: tuple[str, ...] | None = None  # None: checks.policy.dnsbl.DEFAULT_ZONES
+    # Thunderbird's ISPDB: the domain is appended; "" skips it.
+    ispdb_url: str = "https://autoconfig.thunderbird.net/v1.1/"
     limits: Limits = field(default_factory=Limits)
     trust_anchors: tuple[str, ...] | None = None  # DS/DNSKEY lines; None: dnssec.ROOT_ANCHORS

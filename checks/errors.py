@@ -2,6 +2,7 @@
 
     MailcheckError
      ├── InputError                  the user's input is not something we can check
+ ├── DocumentError               a published record or document readers would reject
      ├── TargetRefused               the target policy forbids an address
      ├── NetError                    a conversation with a server went wrong
      │    ├── ConnectRefused         nothing listens (RST)
@@ -26,6 +27,8 @@ probe is a bug, which the runner reports as `engine.probe.failed`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class MailcheckError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -33,6 +36,15 @@ class MailcheckError(Exception):
 
 class InputError(MailcheckError, ValueError):
     """The input cannot be checked; the message says why, for a human."""
+
+
+class DocumentError(MailcheckError, ValueError):
+    """A published record or document (a policy, a client configuration) that
+    its readers would reject: every problem found, so all can be fixed at once."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = tuple(problems)
 
 
 class TargetRefused(MailcheckError):

@@ -148,26 +148,38 @@ async def fetch(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     redirects: int = 0,
+    data: bytes | None = None,
+    content_type: str = "text/xml; charset=utf-8",
 ) -> Fetched:
-    """GET `url` through the door. A response of any status is returned (the
-    caller judges it); failures to get one raise `checks.errors`: NXDomain /
-    ResolverFailure, TargetRefused, ConnectRefused / ConnectTimeout /
-    ConnectFailed, TLSFailed (certificate or handshake), ReadTimeout, and
-    ProtocolViolation (not HTTP, or a body over `max_bytes`)."""
+    """GET `url` through the door (POST `data` when given). A response of any
+    status is returned (the caller judges it); failures to get one raise
+    `checks.errors`: NXDomain / ResolverFailure, TargetRefused, ConnectRefused
+    / ConnectTimeout / ConnectFailed, TLSFailed (certificate or handshake),
+    ReadTimeout, and ProtocolViolation (not HTTP, or a body over `max_bytes`).
+    A followed 301/302/303 turns a POST into a GET, as browsers do."""
     followed: list[str] = []
     context = ssl_context(net.config.ca_file)
     while True:
-        response = await _fetch_one(net, url, context, max_bytes)
+        response = await _fetch_one(net, url, context, max_bytes, data, content_type)
         if response.status in _REDIRECTS and response.location is not None:
             if len(followed) >= redirects:
                 return replace(response, redirects=tuple(followed))
             followed.append(url)
             url = urljoin(url, response.location)
+            if response.status in (301, 302, 303):
+                data = None
             continue
         return replace(response, redirects=tuple(followed))
 
 
-async def _fetch_one(net: Network, url: str, context: ssl.SSLContext, max_bytes: int) -> Fetched:
+async def _fetch_one(
+    net: Network,
+    url: str,
+    context: ssl.SSLContext,
+    max_bytes: int,
+    data: bytes | None,
+    content_type: str,
+) -> Fetched:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ProtocolViolation(f"not an http(s) URL: {url[:200]}")
@@ -187,7 +199,8 @@ async def _fetch_one(net: Network, url: str, context: ssl.SSLContext, max_bytes:
         sock_read=timeouts.reply,
     )
     started = time.monotonic()
-    note(f"== GET {url}")
+    method = "GET" if data is None else "POST"
+    note(f"== {method} {url}")
     try:
         async with (
             aiohttp.ClientSession(
@@ -196,7 +209,13 @@ async def _fetch_one(net: Network, url: str, context: ssl.SSLContext, max_bytes:
                 trust_env=False,  # no proxies from the environment: the door decides
                 headers={"User-Agent": USER_AGENT},
             ) as session,
-            session.get(url, allow_redirects=False) as resp,
+            session.request(
+                method,
+                url,
+                data=data,
+                headers={"Content-Type": content_type} if data is not None else None,
+                allow_redirects=False,
+            ) as resp,
         ):
             body = await _read_bounded(resp, max_bytes)
             content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()

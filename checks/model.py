@@ -110,6 +110,7 @@ class CheckRequest:
     stages: frozenset[Stage] | None = None  # None: every stage
     dkim_selectors: tuple[str, ...] = ()  # tried before the common ones
     sender_ips: tuple[str, ...] = ()  # addresses the domain's mail is sent from (SPF verdicts)
+    mobileconfig_url: str | None = None  # an Apple configuration profile to validate
 
     def wants(self, stage: Stage) -> bool:
         return self.stages is None or stage in self.stages

@@ -115,6 +115,8 @@ class Network:
         self._resolver = resolver or make_resolver(config)
         self._memo: dict[tuple[str, str], asyncio.Task[DNSAnswer]] = {}
         self._dnssec_memo: dict[tuple[str, str], asyncio.Task[SignedAnswer]] = {}
+        # Per-check caches of the stages (e.g. which server settings work).
+        self.memo: dict[str, Any] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
 
     # -- connections ---------------------------------------------------------------

@@ -97,7 +97,7 @@ Event = ProbeStarted | ProbeFinished | CheckDone
 
 def default_probes() -> tuple[Probe, ...]:
     # The stage modules import this one, so they are imported here, late.
-    from checks import dns, mailbox, smtp, tlsprobe
+    from checks import autoconfig, dns, mailbox, smtp, tlsprobe
     from checks.policy import probes as policy
     from checks.policy import transport
 
@@ -108,6 +108,7 @@ def default_probes() -> tuple[Probe, ...]:
         + tlsprobe.PROBES
         + policy.PROBES
         + transport.PROBES
+        + autoconfig.PROBES
     )
 
 

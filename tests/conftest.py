@@ -15,7 +15,7 @@ import pytest
 from checks.config import EngineConfig, Nameserver, Timeouts
 from checks.targets import TargetPolicy, parse_networks
 from tests.lab.control import ROOT_MARKER, Lab, running_root
-from tests.lab.zones import NS_ADDRESS
+from tests.lab.zones import ISPDB_URL, NS_ADDRESS
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_NETWORK = "127.1.0.0/16"
@@ -63,6 +63,7 @@ def lab_engine_config(address: str, lab: Lab | None = None, **timeouts: float) -
         policy=TargetPolicy(parse_networks([LAB_NETWORK])),
         timeouts=Timeouts(**{"dns": 2.0, "check": 30.0, **timeouts}),
         dnsbl_zones=("bl.test",),  # the lab's blocklist; public lists are not reachable
+        ispdb_url=ISPDB_URL,  # the lab's stand-in for Thunderbird's ISPDB
         ca_file=str(lab.ca_file) if lab else None,
         trust_anchors=tuple(lab.trust_anchors.read_text().split("\n")[:-1]) if lab else None,
     )

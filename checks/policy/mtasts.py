@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from checks.errors import MailcheckError
+from checks.errors import DocumentError
 from checks.policy.records import select_versioned, version_problem
 from checks.text import untrusted
 
@@ -33,12 +33,8 @@ _PATTERN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})+")
 _FIELDS = ("version", "mode", "max_age", "mx")
 
 
-class MTASTSError(MailcheckError, ValueError):
+class MTASTSError(DocumentError):
     """Senders would act as if the domain had no MTA-STS policy; the message says why."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = tuple(problems)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from checks.errors import MailcheckError
+from checks.errors import DocumentError
 from checks.policy.records import select_versioned, version_problem
 from checks.text import untrusted
 
@@ -22,12 +22,8 @@ _LOOKALIKE = re.compile(r"\s*v\s*=\s*tlsrpt", re.IGNORECASE)
 _FIELD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 
 
-class TLSRPTError(MailcheckError, ValueError):
+class TLSRPTError(DocumentError):
     """Senders would send no TLS reports with this record; the message says why."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = tuple(problems)
 
 
 @dataclass(frozen=True)

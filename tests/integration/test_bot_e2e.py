@@ -57,6 +57,7 @@ async def settings(
         allow_targets=("127.1.0.0/16",),
         ca_file=mail_lab,
         trust_anchor_file=str(lab.trust_anchors),
+        ispdb_url="https://ispdb.test/v1.1/",
         timeout=30,
         dns_timeout=2,
         connect_timeout=2,

@@ -60,7 +60,8 @@ class Lab:
 
         said = []
         pki = self.mail.pki
-        pki.build([*CERTS, *(site.cert for site in web_sites())])
+        web_certs = {site.cert.name: site.cert for site in web_sites()}  # sites may share one
+        pki.build([*CERTS, *web_certs.values()])
         zones = all_zones(lambda name, params: tlsa_data(pki, name, params))
         unsigned, broken = dnssec_plan()
         signed = sign_lab(zones, unsigned=unsigned, broken=broken)

@@ -1,9 +1,11 @@
-"""A real nginx for the lab: MTA-STS policies (and, later, autoconfig files).
+"""A real nginx for the lab: MTA-STS policies, autoconfig and autodiscover files.
 
 NginxLab(state_dir).start(sites, pki) writes an nginx.conf serving each Site on
 its own 127.1.x.y address, HTTPS on 443 with a certificate from the lab PKI
 and plain HTTP on 80, from state_dir/www/<host>/<path>: one directory per
-Host header, so a single address serves many scenario hosts. nginx runs as
+Host header, so a single address serves many scenario hosts. A POST gets the
+file too (autodiscover is POSTed), and a Site may redirect chosen host+path
+pairs (302, Location as given). nginx runs as
 root (user root): the lab's files may sit below directories other users
 cannot search, and nothing here faces a real network.
 """
@@ -21,6 +23,7 @@ from . import proc
 from .pki import CertSpec, LabPKI
 
 START_TIMEOUT = 10.0
+_TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 STOP_TIMEOUT = 5.0
 
 
@@ -35,6 +38,7 @@ class Site:
     address: str
     cert: CertSpec  # served on 443; must be in the PKI build
     files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    redirects: Mapping[str, str] = field(default_factory=dict)  # "host/path" -> Location
     https: bool = True
     http: bool = True
 
@@ -100,41 +104,43 @@ class NginxLab:
 
     def _config(self, sites: list[Site], pki: LabPKI) -> str:
         tmp = self.state_dir / "tmp"
-        servers = []
+        lines = [
+            "user root;",
+            "worker_processes 1;",
+            f"pid {self.pid_path};",
+            f"error_log {self.log_path} info;",
+            "events { worker_connections 128; }",
+            "http {",
+            f"    access_log {self.state_dir / 'access.log'};",
+            *(f"    {kind}_temp_path {tmp}/{kind};" for kind in _TEMP_PATHS),
+            "    types { text/plain txt; application/xml xml; application/json json;",
+            "            application/x-apple-aspen-config mobileconfig; }",
+            "    default_type application/octet-stream;",
+            "    server_tokens off;",
+            "    map_hash_bucket_size 256;",  # keys are whole host+path strings
+            '    map "$host$uri" $lab_redirect {',
+            '        default "";',
+        ]
+        redirects = {k: v for site in sites for k, v in site.redirects.items()}
+        lines += [f'        "{k}" "{v}";' for k, v in sorted(redirects.items())]
+        lines.append("    }")
         for site in sites:
-            listen = []
+            lines.append("    server {")
             if site.https:
-                cert = pki.cert_path(site.cert.name)
-                key = pki.key_path(site.cert.name)
-                listen += [
-                    f"listen {site.address}:443 ssl;",
-                    f"ssl_certificate {cert};",
-                    f"ssl_certificate_key {key};",
+                lines += [
+                    f"        listen {site.address}:443 ssl;",
+                    f"        ssl_certificate {pki.cert_path(site.cert.name)};",
+                    f"        ssl_certificate_key {pki.key_path(site.cert.name)};",
                 ]
             if site.http:
-                listen.append(f"listen {site.address}:80;")
-            servers.append(
-                "server {\n" + "".join(f"    {line}\n" for line in listen) + "    server_name _;\n"
-                f"    root {self.www}/$host;\n"
-                "    location / { try_files $uri =404; }\n"
-                "}\n"
-            )
-        return (
-            "user root;\n"
-            "worker_processes 1;\n"
-            f"pid {self.pid_path};\n"
-            f"error_log {self.log_path} info;\n"
-            "events { worker_connections 128; }\n"
-            "http {\n"
-            f"    access_log {self.state_dir / 'access.log'};\n"
-            f"    client_body_temp_path {tmp}/body;\n"
-            f"    proxy_temp_path {tmp}/proxy;\n"
-            f"    fastcgi_temp_path {tmp}/fastcgi;\n"
-            f"    uwsgi_temp_path {tmp}/uwsgi;\n"
-            f"    scgi_temp_path {tmp}/scgi;\n"
-            "    types { text/plain txt; application/xml xml; application/json json; }\n"
-            "    default_type application/octet-stream;\n"
-            "    server_tokens off;\n"
-            + "".join("    " + line + "\n" for s in servers for line in s.splitlines())
-            + "}\n"
-        )
+                lines.append(f"        listen {site.address}:80;")
+            lines += [
+                "        server_name _;",
+                f"        root {self.www}/$host;",
+                "        error_page 405 =200 $uri;",  # a POST to a static file gets the file
+                "        if ($lab_redirect) { return 302 $lab_redirect; }",
+                "        location / { try_files $uri =404; }",
+                "    }",
+            ]
+        lines.append("}")
+        return "\n".join(lines) + "\n"

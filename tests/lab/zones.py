@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from . import clients
 from .nsd import Zone
 from .pki import CertSpec
 from .web import Site
@@ -41,8 +42,10 @@ class Scenario:
     # selector type), computed from that certificate when the lab starts: see
     # control.tlsa_data.
     tlsa: tuple[tuple[str, str, str], ...] = ()
-    # What the lab's nginx serves for this scenario: (host, path, body).
+    # What the lab's nginx serves for this scenario: (host, path, body), and
+    # where it redirects (302): ("host/path", Location).
     web: tuple[tuple[str, str, str], ...] = ()
+    redirects: tuple[tuple[str, str], ...] = ()
     # DNSSEC: "signed", "unsigned", or a breakage tests/lab/signing.py makes.
     dnssec: str = "signed"
 
@@ -102,7 +105,8 @@ _HEALTHY = _scenario(
         "mx2 IN A 127.1.1.2",
         "smtp IN A 127.1.1.10",
         "imap IN A 127.1.1.11",
-        "autoconfig IN A 127.1.1.12",
+        f"autoconfig IN A {WEB_ADDRESS}",
+        f"autodiscover IN A {WEB_ADDRESS}",
         "_submission._tcp IN SRV 0 1 587 smtp",
         "_submissions._tcp IN SRV 0 1 465 smtp",
         "_imap._tcp IN SRV 10 1 143 imap",
@@ -128,6 +132,18 @@ _HEALTHY = _scenario(
             "mta-sts.healthy.test",
             STS_PATH,
             sts_policy("mx1.healthy.test", "*.healthy.test"),
+        ),
+        (
+            "autoconfig.healthy.test",
+            clients.AUTOCONFIG_PATH,
+            clients.autoconfig_xml("healthy.test"),
+        ),
+        ("autodiscover.healthy.test", clients.AUTODISCOVER_PATH, clients.autodiscover_xml()),
+        ("autoconfig.healthy.test", "/healthy.mobileconfig", clients.mobileconfig("healthy.test")),
+        (
+            "autoconfig.healthy.test",
+            "/broken.mobileconfig",
+            clients.mobileconfig("healthy.test").replace("com.apple.mail.managed", "x.y"),
         ),
     ),
 )
@@ -754,6 +770,170 @@ POLICY_SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
+# -- client autoconfiguration (checked with the autoconfig stage only) --------------------
+# Each has its own MX name (so Thunderbird's MX-based lookup stays in the
+# domain), a good autoconfig and autodiscover on the lab's nginx unless the
+# scenario replaces one, and the healthy.test mail servers behind them.
+WEB_HTTP_ONLY_ADDRESS = "127.1.7.4"  # nginx on port 80 only
+ISPDB_URL = "https://ispdb.test/v1.1/"  # the lab's stand-in for Thunderbird's ISPDB
+
+
+def _client_case(
+    domain: str,
+    expect: set[str],
+    about: str,
+    *records: str,
+    autoconfig: str | None = "",  # "": the good document; None: none served
+    autodiscover: str | None = "",
+    autoconfig_address: str = WEB_ADDRESS,
+    web: tuple[tuple[str, str, str], ...] = (),
+    redirects: tuple[tuple[str, str], ...] = (),
+) -> Scenario:
+    lines = ["@ IN MX 10 mx", "mx IN A 127.1.1.1", *records]
+    files = list(web)
+    if autoconfig is not None:
+        lines.append(f"autoconfig IN A {autoconfig_address}")
+        body = autoconfig or clients.autoconfig_xml(domain)
+        files.append((f"autoconfig.{domain}", clients.AUTOCONFIG_PATH, body))
+    if autodiscover is not None:
+        lines.append(f"autodiscover IN A {WEB_ADDRESS}")
+        body = autodiscover or clients.autodiscover_xml()
+        files.append((f"autodiscover.{domain}", clients.AUTODISCOVER_PATH, body))
+    return _scenario(domain, expect, lines, about=about, web=tuple(files), redirects=redirects)
+
+
+_DEAD_IMAP = ("imap", "imap.healthy.test", 9993, "SSL")
+_SSL_ON_143 = ("imap", "imap.healthy.test", 143, "SSL")
+
+CLIENT_SCENARIOS: tuple[Scenario, ...] = (
+    _HEALTHY,
+    _client_case(
+        "ac-missing.test",
+        {"autoconfig.missing", "autodiscover.missing"},
+        "nothing to discover, and nothing to guess",
+        autoconfig=None,
+        autodiscover=None,
+    ),
+    _client_case(
+        "ac-invalid.test",
+        {"autoconfig.invalid", "autoconfig.missing"},
+        "a config-v1.1.xml that is not XML: Thunderbird skips it and guesses",
+        autoconfig="<clientConfig><emailProvider id='x'>",
+    ),
+    _client_case(
+        "ac-deadport.test",
+        {"autoconfig.server.unreachable"},
+        "autoconfig names IMAP port 9993, where nothing listens",
+        autoconfig=clients.autoconfig_xml("ac-deadport.test", (_DEAD_IMAP,)),
+    ),
+    _client_case(
+        "ac-socket.test",
+        {"autoconfig.server.mismatch"},
+        "autoconfig says SSL on port 143, which speaks STARTTLS",
+        autoconfig=clients.autoconfig_xml("ac-socket.test", (_SSL_ON_143,)),
+    ),
+    _client_case(
+        "ac-plain.test",
+        {"autoconfig.insecure"},
+        "autoconfig sets IMAP up without TLS, password in the clear",
+        autoconfig=clients.autoconfig_xml(
+            "ac-plain.test", (("imap", "imap.healthy.test", 143, "plain"),)
+        ),
+    ),
+    _client_case(
+        "ac-httponly.test",
+        {"autoconfig.insecure"},
+        "autoconfig served over http only",
+        autoconfig_address=WEB_HTTP_ONLY_ADDRESS,
+    ),
+    _client_case(
+        "ac-ispdb.test",
+        set(),
+        "no autoconfig of its own; the ISPDB knows it",
+        autoconfig=None,
+    ),
+    _client_case(
+        "ad-invalid.test",
+        {"autodiscover.invalid", "autodiscover.missing"},
+        "an autodiscover response that is not XML",
+        autodiscover="<Autodiscover><Response>",
+    ),
+    _client_case(
+        "ad-redirect.test",
+        {"autodiscover.redirect.refused"},
+        "autodiscover redirects to a host on a private address",
+        "private IN A 10.0.0.1",
+        autodiscover=clients.autodiscover_redirect_url(
+            "https://private.ad-redirect.test/autodiscover/autodiscover.xml"
+        ),
+    ),
+    _client_case(
+        "ad-loop.test",
+        {"autodiscover.redirect.refused"},
+        "autodiscover redirects to itself",
+        autodiscover=clients.autodiscover_redirect_url(
+            "https://autodiscover.ad-loop.test/autodiscover/autodiscover.xml"
+        ),
+    ),
+    _client_case(
+        "ad-deadport.test",
+        {"autodiscover.server.unreachable"},
+        "autodiscover names IMAP port 9993, where nothing listens",
+        autodiscover=clients.autodiscover_xml((_DEAD_IMAP,)),
+    ),
+    _client_case(
+        "ad-socket.test",
+        {"autodiscover.server.mismatch"},
+        "autodiscover says SSL on port 143",
+        autodiscover=clients.autodiscover_xml((_SSL_ON_143,)),
+    ),
+    _client_case(
+        "ad-httpredirect.test",
+        set(),
+        "autodiscover.<domain> only redirects (Outlook's http GET) to the real host",
+        f"mail IN A {WEB_ADDRESS}",
+        f"autodiscover IN A {WEB_ADDRESS}",
+        autodiscover=None,
+        web=(("mail.ad-httpredirect.test", clients.AUTODISCOVER_PATH, clients.autodiscover_xml()),),
+        redirects=(
+            (
+                "autodiscover.ad-httpredirect.test" + clients.AUTODISCOVER_PATH,
+                "https://mail.ad-httpredirect.test" + clients.AUTODISCOVER_PATH,
+            ),
+        ),
+    ),
+    _client_case(
+        "ad-srv.test",
+        set(),
+        "autodiscover found only through the _autodiscover._tcp SRV record",
+        f"mail IN A {WEB_ADDRESS}",
+        "_autodiscover._tcp IN SRV 0 0 443 mail.ad-srv.test.",
+        autodiscover=None,
+        web=(("mail.ad-srv.test", clients.AUTODISCOVER_PATH, clients.autodiscover_xml()),),
+    ),
+    _client_case(
+        "srv-deadport.test",
+        {"srv.server.unreachable"},
+        "an _imaps SRV record pointing at a port where nothing listens",
+        "_imaps._tcp IN SRV 0 1 9994 imap.healthy.test.",
+    ),
+    _client_case(
+        "srv-socket.test",
+        {"srv.server.mismatch"},
+        "an _imaps SRV record (implicit TLS) pointing at port 143 (STARTTLS)",
+        "_imaps._tcp IN SRV 0 1 143 imap.healthy.test.",
+    ),
+)
+
+# Thunderbird's ISPDB, as the lab serves it (engine setting ispdb_url = ISPDB_URL).
+ISPDB = _scenario(
+    "ispdb.test",
+    set(),
+    [f"@ IN A {WEB_ADDRESS}"],
+    about="the lab's ISPDB",
+    web=(("ispdb.test", "/v1.1/ac-ispdb.test", clients.autoconfig_xml("ac-ispdb.test")),),
+)
+
 # The lab's blocklist (checks run with dnsbl_zones=("bl.test",)): RFC 5782 test
 # entries plus the two policy scenarios above.
 BLOCKLIST = _scenario(
@@ -769,7 +949,10 @@ BLOCKLIST = _scenario(
 )
 BLOCKLIST_ZONE = BLOCKLIST.domain
 
-BY_DOMAIN = {s.domain: s for s in (*SCENARIOS, *MAIL_SCENARIOS, *POLICY_SCENARIOS, BLOCKLIST)}
+BY_DOMAIN = {
+    s.domain: s
+    for s in (*SCENARIOS, *MAIL_SCENARIOS, *POLICY_SCENARIOS, *CLIENT_SCENARIOS, ISPDB, BLOCKLIST)
+}
 
 
 def all_zones(tlsa: Callable[[str, str], str] | None = None) -> list[Zone]:
@@ -827,7 +1010,9 @@ def web_sites() -> list[Site]:
         not_before=timedelta(days=-400),
         not_after=timedelta(days=-2),
     )
+    redirects = dict(r for scenario in BY_DOMAIN.values() for r in scenario.redirects)
     return [
-        Site(WEB_ADDRESS, CertSpec("web.lab", tuple(hosts)), files),
+        Site(WEB_ADDRESS, CertSpec("web.lab", tuple(hosts)), files, redirects),
         Site(WEB_EXPIRED_ADDRESS, expired, files, http=False),
+        Site(WEB_HTTP_ONLY_ADDRESS, expired, files, https=False),
     ]

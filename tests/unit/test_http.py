@@ -125,3 +125,34 @@ async def test_an_address_literal_outside_the_policy_is_never_contacted() -> Non
 async def test_only_http_urls_are_fetched() -> None:
     with pytest.raises(ProtocolViolation, match="not an http"):
         await http.fetch(door(), "ftp://127.1.30.40/policy")
+
+
+async def test_a_post_sends_its_body_and_a_303_turns_it_into_a_get() -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            ),
+            0,
+        )
+        body = await reader.readexactly(length)
+        seen.append(head.split(b"\r\n")[0] + b" " + body)
+        if head.startswith(b"POST"):
+            writer.write(response("303 See Other", b"", "Location: /answer"))
+        else:
+            writer.write(response("200 OK", b"<ok/>", "Content-Type: text/xml"))
+        await writer.drain()
+
+    async with FakeServer(handle, ADDRESS) as server:
+        url = f"http://{ADDRESS}:{server.port}/autodiscover/autodiscover.xml"
+        got = await http.fetch(door(), url, data=b"<Autodiscover/>", redirects=1)
+    assert seen == [
+        b"POST /autodiscover/autodiscover.xml HTTP/1.1 <Autodiscover/>",
+        b"GET /answer HTTP/1.1 ",
+    ]
+    assert got.body == b"<ok/>" and got.redirects == (url,)
