@@ -27,7 +27,7 @@ from checks.mailbox import IMAPDialect, POP3Dialect
 from checks.model import Stage, Target
 from checks.policy.dmarc import organizational_domain
 from checks.runner import Probe, ProbeContext
-from checks.sessions import DialectFactory, converse, reproduce
+from checks.sessions import DialectFactory, Session, converse, reproduce, same_conversation
 from checks.smtp import SMTP
 from checks.tlsprobe import problems_of
 
@@ -529,7 +529,7 @@ class Verified:
 async def verify(ctx: ProbeContext, setting: ServerSetting) -> Verified:
     """Connect exactly as `setting` says (memoised per check: many sources name
     the same server)."""
-    memo: dict[tuple[str, str, int, str], asyncio.Task[Verified]]
+    memo: dict[tuple[str, str, int, str], asyncio.Future[Verified]]
     memo = ctx.net.memo.setdefault("autoconfig.verify", {})
     key = (setting.protocol, setting.hostname, setting.port, setting.socket)
     task = memo.get(key)
@@ -560,6 +560,11 @@ async def _verify(ctx: ProbeContext, setting: ServerSetting) -> Verified:
     if not addresses:
         return Verified(setting, "unreachable", f"{setting.hostname} has no usable address")
     ep = endpoint_for(setting, addresses[0])
+    # The connect stage may be talking to this very endpoint: its conversation
+    # answers the question, and a second one would queue behind it anyway.
+    earlier = await same_conversation(ctx.net, ep)
+    if earlier is not None and earlier.complete:
+        return judge_session(ctx, setting, earlier)
     scratch = ProbeContext(ctx.request, ctx.net, {})  # converse's findings are ours to judge
     session = await converse(scratch, ep, DIALECTS[setting.protocol](ctx.net.config))
     failure = next(iter(scratch.findings), None)
@@ -569,25 +574,26 @@ async def _verify(ctx: ProbeContext, setting: ServerSetting) -> Verified:
             (".connect.refused", ".connect.timeout")
         )
         return Verified(setting, "unreachable" if dead else "mismatch", reason)
+    return judge_session(ctx, setting, session)
+
+
+def judge_session(ctx: ProbeContext, setting: ServerSetting, session: Session) -> Verified:
+    """A complete conversation, held against what the setting promised."""
+    ep = session.endpoint
     if setting.socket == "STARTTLS" and session.tls is None:
         return Verified(setting, "mismatch", f"{ep.label()} does not offer STARTTLS")
-    if session.tls is not None:
-        chain = [tls.parse_cert(d) for d in session.tls.chain_der]
-        bad = [
-            p
-            for p in problems_of(session, chain, ctx.net.config.ca_file, tls.now_utc())
-            if p.code.startswith("tls.cert.") and p.code not in ("tls.cert.expiring",)
-        ]
-        if bad:
-            return Verified(
-                setting,
-                "mismatch",
-                f"{ep.label()}: clients refuse the certificate: {bad[0].summary}",
-            )
-        detail = f"{session.tls.version}"
-    else:
-        detail = "no TLS"
-    return Verified(setting, "works", detail=detail)
+    if session.tls is None:
+        return Verified(setting, "works", detail="no TLS")
+    chain = [tls.parse_cert(d) for d in session.tls.chain_der]
+    bad = [
+        p
+        for p in problems_of(session, chain, ctx.net.config.ca_file, tls.now_utc())
+        if p.code.startswith("tls.cert.") and p.code != "tls.cert.expiring"
+    ]
+    if bad:
+        why = f"{ep.label()}: clients refuse the certificate: {bad[0].summary}"
+        return Verified(setting, "mismatch", why)
+    return Verified(setting, "works", detail=session.tls.version)
 
 
 async def alternative(ctx: ProbeContext, setting: ServerSetting) -> Verified | None:

@@ -38,6 +38,7 @@ from checks.errors import (
     TLSFailed,
 )
 from checks.model import Severity, Target
+from checks.net import Network
 from checks.runner import ProbeContext
 
 EVIDENCE_LINES = 40
@@ -134,9 +135,38 @@ def reproduce(endpoint: Endpoint, tls: bool = True) -> str:
     return f"openssl s_client -connect {addr}:{endpoint.port}{starttls} -servername {endpoint.host}"
 
 
+def _conversations(net: Network) -> dict[tuple[str, str, int, str], asyncio.Future[Session | None]]:
+    conversations: dict[tuple[str, str, int, str], asyncio.Future[Session | None]]
+    conversations = net.memo.setdefault("conversations", {})
+    return conversations
+
+
+async def same_conversation(net: Network, endpoint: Endpoint) -> Session | None:
+    """The outcome of a conversation with `endpoint` (same name, address, port
+    and TLS mode) that this check had or is having; None if there was none."""
+    key = (endpoint.host, endpoint.address, endpoint.port, endpoint.tls)
+    pending = _conversations(net).get(key)
+    return await asyncio.shield(pending) if pending is not None else None
+
+
 async def converse(ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect) -> Session | None:
     """Run the conversation; emit findings for what broke. None if it never
-    got as far as a greeting."""
+    got as far as a greeting. Other stages can read its outcome with
+    `same_conversation`."""
+    key = (endpoint.host, endpoint.address, endpoint.port, endpoint.tls)
+    conversations = _conversations(ctx.net)
+    outcome: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
+    conversations.setdefault(key, outcome)
+    session = None
+    try:
+        session = await _converse(ctx, endpoint, dialect)
+        return session
+    finally:
+        if not outcome.done():
+            outcome.set_result(session)
+
+
+async def _converse(ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect) -> Session | None:
     session = Session(endpoint)
     step = "connect"
     conn: Connection | None = None
