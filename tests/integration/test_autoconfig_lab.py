@@ -105,6 +105,16 @@ async def test_a_missing_configuration_says_nothing_could_be_guessed(
     assert "find no working server" in missing
 
 
+async def test_thunderbird_guesses_like_thunderbird(config: EngineConfig) -> None:
+    report = await check("ac-guess.test", config)
+    (missing,) = by_code(report, "autoconfig.missing")
+    assert missing == (
+        "Thunderbird finds no configuration and guesses IMAP imap.ac-guess.test:993 SSL, "
+        "SMTP smtp.ac-guess.test:465 SSL (username user@ac-guess.test)"
+    )
+    assert report.facts["autoconfig"]["thunderbird"]["source"] == "guess"
+
+
 async def test_an_apple_profile_is_validated_and_its_servers_tried(config: EngineConfig) -> None:
     url = "https://autoconfig.healthy.test/healthy.mobileconfig"
     report = await check("healthy.test", config, mobileconfig_url=url)

@@ -69,7 +69,7 @@ async def test_every_certificate_seen_is_recorded(config: EngineConfig) -> None:
     entry = tls["imap.healthy.test [127.1.1.11]:993/imaps"]
     assert entry["version"] in ("TLSv1.2", "TLSv1.3")
     leaf, intermediate = entry["certificates"][:2]
-    assert leaf["sans"] == ["imap.healthy.test"]
+    assert leaf["sans"] == ["imap.healthy.test", "imap.ac-guess.test"]
     assert "mailcheck lab intermediate CA" in leaf["issuer"]
     assert "mailcheck lab intermediate CA" in intermediate["subject"]
     for cert in (leaf, intermediate):

@@ -815,6 +815,15 @@ CLIENT_SCENARIOS: tuple[Scenario, ...] = (
         autodiscover=None,
     ),
     _client_case(
+        "ac-guess.test",
+        {"autoconfig.missing", "autodiscover.missing"},
+        "nothing to discover, but Thunderbird's guesses find imap. and smtp.",
+        "imap IN A 127.1.1.11",
+        "smtp IN A 127.1.1.10",
+        autoconfig=None,
+        autodiscover=None,
+    ),
+    _client_case(
         "ac-invalid.test",
         {"autoconfig.invalid", "autoconfig.missing"},
         "a config-v1.1.xml that is not XML: Thunderbird skips it and guesses",
