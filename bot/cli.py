@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an address your mail is sent from (repeatable): is it permitted by SPF?",
     )
     check.add_argument(
+        "--account",
+        metavar="NAME",
+        help="log in and send a round-trip message with this test account "
+        "(defined server-side: MAILCHECK_ACCOUNTS_FILE)",
+    )
+    check.add_argument(
         "--mobileconfig",
         metavar="URL",
         help="an Apple configuration profile to validate and test (https URL)",
@@ -151,6 +157,7 @@ def _serve(what: str) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = Settings.from_env()
+    redact_logs(settings)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_bot(settings) if what == "bot" else run_worker(settings))
     return EXIT_OK
@@ -173,8 +180,10 @@ def _check(args: argparse.Namespace) -> int:
         dkim_selectors=tuple(normalize_selector(s) for s in args.dkim_selector),
         sender_ips=tuple(normalize_sender_ip(a) for a in args.sender_ip),
         mobileconfig_url=_url(args.mobileconfig) if args.mobileconfig else None,
+        account=settings.accounts.get(args.account).name if args.account else None,
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    redact_logs(settings)
     err = Console(stderr=True)
     live = err.is_terminal and not args.json
     report = asyncio.run(_run(request, settings, err if live else None))
@@ -186,6 +195,13 @@ def _check(args: argparse.Namespace) -> int:
         terminal.print_report(Console(), report, resolver=resolver, verbose=args.verbose)
     fail_on = Severity(args.fail_on)
     return EXIT_PROBLEMS if report.at_least(fail_on) else EXIT_OK
+
+
+def redact_logs(settings: Settings) -> None:
+    """Every log handler drops the test accounts' secrets (and their base64 forms)."""
+    log_filter = settings.accounts.secrets().log_filter()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(log_filter)
 
 
 def _url(text: str) -> str:

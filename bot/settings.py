@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from checks.accounts import Accounts
 from checks.config import EngineConfig, Nameserver, Timeouts
 from checks.dnssec import parse_anchors
 from checks.errors import InputError
@@ -34,6 +35,9 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_DNSBL_ZONES": "",
     "MAILCHECK_TRUST_ANCHORS": "",
     "MAILCHECK_ISPDB_URL": "https://autoconfig.thunderbird.net/v1.1/",
+    "MAILCHECK_ACCOUNTS_FILE": "",
+    "MAILCHECK_DELIVERY_TIMEOUT": "120",
+    "MAILCHECK_DELIVERY_SLOW": "30",
     "SLACK_BOT_TOKEN": "",
     "SLACK_APP_TOKEN": "",
     "SLACK_SIGNING_SECRET": "",
@@ -71,6 +75,9 @@ class Settings:
     dnsbl_zones: tuple[str, ...] | None = None  # None: the built-in list; (): none
     trust_anchor_file: str | None = None  # None: the IANA root anchors
     ispdb_url: str = "https://autoconfig.thunderbird.net/v1.1/"  # "": skip the ISPDB
+    accounts: Accounts = field(default_factory=Accounts, repr=False)  # test accounts (secrets)
+    delivery_timeout: float = 120.0
+    delivery_slow: float = 30.0
     # -- Slack -------------------------------------------------------------------
     slack_bot_token: str = field(default="", repr=False)
     slack_app_token: str = field(default="", repr=False)
@@ -111,6 +118,9 @@ class Settings:
             dnsbl_zones=_zones(get("MAILCHECK_DNSBL_ZONES")),
             trust_anchor_file=get("MAILCHECK_TRUST_ANCHORS") or None,
             ispdb_url=get("MAILCHECK_ISPDB_URL"),
+            accounts=_accounts(get("MAILCHECK_ACCOUNTS_FILE"), env),
+            delivery_timeout=_number("MAILCHECK_DELIVERY_TIMEOUT", get),
+            delivery_slow=_number("MAILCHECK_DELIVERY_SLOW", get),
             slack_bot_token=get("SLACK_BOT_TOKEN"),
             slack_app_token=get("SLACK_APP_TOKEN"),
             slack_signing_secret=get("SLACK_SIGNING_SECRET"),
@@ -141,6 +151,8 @@ class Settings:
             ("connect timeout", self.connect_timeout),
             ("banner timeout", self.banner_timeout),
             ("reply timeout", self.reply_timeout),
+            ("delivery timeout", self.delivery_timeout),
+            ("slow-delivery threshold", self.delivery_slow),
         ):
             if not 0 < value <= 3600:
                 raise InputError(f"the {what} must be between 0 and 3600 seconds, not {value:g}")
@@ -206,6 +218,9 @@ class Settings:
             dnsbl_zones=self.dnsbl_zones,
             trust_anchors=self.trust_anchors(),
             ispdb_url=self.ispdb_url,
+            accounts=self.accounts if len(self.accounts) else None,
+            delivery_timeout=self.delivery_timeout,
+            delivery_slow=self.delivery_slow,
         )
 
     def trust_anchors(self) -> tuple[str, ...] | None:
@@ -229,6 +244,12 @@ class Settings:
     def job_timeout(self) -> int:
         """A job may run for the check's deadline plus posting to Slack."""
         return int(self.timeout) + 120
+
+
+def _accounts(path: str, env: Mapping[str, str]) -> Accounts:
+    """Test accounts from MAILCHECK_ACCOUNTS_FILE, then MAILCHECK_ACCOUNT_<NAME>_* (which win)."""
+    from_file = Accounts.from_file(path) if path else Accounts()
+    return from_file.merged(Accounts.from_env(env))
 
 
 def parse_resolvers(values: list[str]) -> tuple[Nameserver, ...]:

@@ -129,6 +129,7 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
         stages,
         dkim_selectors=job.dkim_selectors,
         sender_ips=job.sender_ips,
+        account=job.account,
     )
     planned = plan(default_probes(), request)
     pending = {p.name for p in planned}

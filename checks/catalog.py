@@ -990,6 +990,105 @@ _ENTRIES: tuple[Entry, ...] = (
         "Query through your own resolver (not 8.8.8.8 or 1.1.1.1), or with a list "
         "subscription key; set MAILCHECK_DNSBL_ZONES to the lists you can use.",
     ),
+    # -- auth: logging in with a test account -----------------------------------------------
+    Entry(
+        "auth.mechanisms",
+        _OK,
+        Stage.AUTH,
+        "Login methods offered",
+        "The server offers these login methods once TLS is on.",
+        "",
+    ),
+    Entry(
+        "auth.ok",
+        _OK,
+        Stage.AUTH,
+        "The test account logs in",
+        "The account's login works by the methods listed, with the time each took.",
+        "",
+    ),
+    Entry(
+        "auth.failed",
+        _ERR,
+        Stage.AUTH,
+        "The test account cannot log in",
+        "Every login method the server offers refused the account: users with the same "
+        "setup get 'authentication failed' (wrong password, locked account, a broken "
+        "SASL backend, or a username format the server does not expect).",
+        "Check the password and the username form (full address or local part), then the "
+        "server's auth log (Dovecot: auth_verbose = yes) for the reason.",
+    ),
+    Entry(
+        "auth.mechanisms.none",
+        _ERR,
+        Stage.AUTH,
+        "No login method after TLS",
+        "After TLS the server advertises no login method a client can use, so nobody can "
+        "log in there (SMTP without AUTH, IMAP with LOGINDISABLED and no AUTH=, POP3 "
+        "without USER).",
+        "Enable SASL for this listener (Postfix: smtpd_sasl_auth_enable = yes on the "
+        "submission service) and advertise it once TLS is on.",
+    ),
+    Entry(
+        "auth.cleartext.refused",
+        _ERR,
+        Stage.AUTH,
+        "Logins offered only without TLS",
+        "The server takes passwords only on an unencrypted connection. mailcheck refused "
+        "to send the test account's password; users' clients send theirs in the clear.",
+        "Offer STARTTLS (or implicit TLS) and allow AUTH only after it (Postfix: "
+        "smtpd_tls_auth_only = yes; Dovecot: disable_plaintext_auth = yes).",
+    ),
+    # -- delivery: a message sent now, and when it arrives -----------------------------------
+    Entry(
+        "delivery.ok",
+        _OK,
+        Stage.DELIVERY,
+        "Round trip delivered",
+        "The tagged test message arrived; the finding carries the latency and the hops.",
+        "",
+    ),
+    Entry(
+        "delivery.slow",
+        _WARN,
+        Stage.DELIVERY,
+        "Delivery is slow",
+        "The test message arrived, but later than the slow threshold: users notice, and "
+        "time-limited codes sent by mail expire. Usually greylisting, a content filter "
+        "backlog, or a queue waiting on a slow next hop.",
+        "Read the Received hops in the evidence: the long gap between two of them is "
+        "where the time goes (then that host's queue and logs).",
+    ),
+    Entry(
+        "delivery.timeout",
+        _ERR,
+        Stage.DELIVERY,
+        "The test message did not arrive",
+        "The server accepted the message but it did not reach the mailbox in time: it sits "
+        "in a queue (deferred), was filtered to elsewhere, or was dropped.",
+        "Look for the message's tag (in the finding's data) in the mail log; `postqueue -p` "
+        "shows deferred mail with the reason.",
+    ),
+    Entry(
+        "delivery.skipped",
+        _INC,
+        Stage.DELIVERY,
+        "No round trip was possible",
+        "The test account logged in nowhere it could submit, or has no IMAP server with "
+        "implicit TLS (993) to watch: the round trip could not run.",
+        "Fix the logins first (see the auth stage), or give the account's servers in its "
+        "profile (smtp = host:port, imap = host:port).",
+    ),
+    Entry(
+        "delivery.submit.rejected",
+        _ERR,
+        Stage.DELIVERY,
+        "The test message was refused",
+        "The server refused the test message (at MAIL FROM, RCPT TO or after DATA): mail "
+        "sent the same way bounces at once.",
+        "The refusal text in the summary names the rule; fix the sender, recipient or "
+        "restriction it quotes.",
+    ),
     # -- autoconfig: what mail clients would configure, and whether it works -----------------
     Entry(
         "autoconfig.found",

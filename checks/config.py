@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from checks.accounts import Accounts
 from checks.errors import InputError
 from checks.targets import TargetPolicy, parse_address
 
@@ -84,4 +85,7 @@ class EngineConfig:
     # Thunderbird's ISPDB: the domain is appended; "" skips it.
     ispdb_url: str = "https://autoconfig.thunderbird.net/v1.1/"
     limits: Limits = field(default_factory=Limits)
+    accounts: Accounts | None = None  # test accounts (server-side secrets), by name
+    delivery_timeout: float = 120.0  # seconds a round-trip message may take to arrive
+    delivery_slow: float = 30.0  # seconds after which an arrival is reported as slow
     trust_anchors: tuple[str, ...] | None = None  # DS/DNSKEY lines; None: dnssec.ROOT_ANCHORS

@@ -111,6 +111,7 @@ class CheckRequest:
     dkim_selectors: tuple[str, ...] = ()  # tried before the common ones
     sender_ips: tuple[str, ...] = ()  # addresses the domain's mail is sent from (SPF verdicts)
     mobileconfig_url: str | None = None  # an Apple configuration profile to validate
+    account: str | None = None  # a test account's name (the secrets stay server-side)
 
     def wants(self, stage: Stage) -> bool:
         return self.stages is None or stage in self.stages

@@ -14,6 +14,7 @@ share one query (and see the same answer).
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -41,6 +42,7 @@ from checks.errors import (
     ConnectRefused,
     ConnectTimeout,
     DNSError,
+    NetError,
     NXDomain,
     ResolverFailure,
     ResolverTimeout,
@@ -143,15 +145,8 @@ class Network:
             try:
                 async with asyncio.timeout(timeout):
                     reader, writer = await asyncio.open_connection(address, port)
-            except TimeoutError:
-                note(f"{header}: no answer to connect within {timeout:g} s")
-                raise ConnectTimeout(f"no answer within {timeout:g} s (filtered?)") from None
-            except ConnectionRefusedError as exc:
-                note(f"{header}: connection refused")
-                raise ConnectRefused("connection refused") from exc
-            except OSError as exc:
-                note(f"{header}: {exc.strerror or exc}")
-                raise ConnectFailed(str(exc.strerror or exc)) from exc
+            except OSError as exc:  # TimeoutError and ConnectionRefusedError among them
+                raise _connect_failure(header, exc, timeout) from exc
             conn = Connection(
                 reader, writer, target, self.config.limits, self.config.timeouts.reply
             )
@@ -163,6 +158,41 @@ class Network:
                 note(header)
                 for line in conn.transcript:
                     note(f"  {line}")
+
+    @asynccontextmanager
+    async def open_socket(self, target: Target) -> AsyncIterator[socket.socket]:
+        """A connected socket to `target`, for libraries that speak the protocol
+        themselves (aiosmtplib, aioimaplib): the same policy check, lock and
+        connect timeout as `connect`, and the connect in the transcript."""
+        address, port = target.address, target.port
+        if address is None or port is None:
+            raise ValueError("socket needs an address and a port")
+        self.policy.check(address)
+        lock = self._locks.setdefault((address, port), asyncio.Lock())
+        async with lock:
+            header = f"== {target.protocol or 'tcp'} {target.label()}"
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            timeout = self.config.timeouts.connect
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.get_running_loop().sock_connect(sock, (address, port))
+            except OSError as exc:
+                sock.close()
+                raise _connect_failure(header, exc, timeout) from exc
+            note(f"{header}: connected")
+            try:
+                yield sock
+            finally:
+                # A TLS transport closes the socket itself, a moment after it is
+                # told to: closing it under a live transport would free its
+                # descriptor for the next socket while the loop still watches it.
+                for _ in range(100):
+                    if sock.fileno() == -1:
+                        break
+                    await asyncio.sleep(0.01)
+                sock.close()
 
     # -- DNS -------------------------------------------------------------------
 
@@ -367,6 +397,18 @@ class SignedAnswer:
             head = dns.rcode.to_text(self.rcode)
         via = " over TCP" if self.tcp else ""
         return f"{head} [{sigs} RRSIG{via}]"
+
+
+def _connect_failure(header: str, exc: OSError, timeout: float) -> NetError:
+    """The engine's error for a failed connect, noted in the transcript."""
+    if isinstance(exc, TimeoutError):
+        note(f"{header}: no answer to connect within {timeout:g} s")
+        return ConnectTimeout(f"no answer within {timeout:g} s (filtered?)")
+    if isinstance(exc, ConnectionRefusedError):
+        note(f"{header}: connection refused")
+        return ConnectRefused("connection refused")
+    note(f"{header}: {exc.strerror or exc}")
+    return ConnectFailed(str(exc.strerror or exc))
 
 
 def _no_nameservers_text(exc: dns.resolver.NoNameservers) -> str:

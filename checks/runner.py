@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,7 +97,7 @@ Event = ProbeStarted | ProbeFinished | CheckDone
 
 def default_probes() -> tuple[Probe, ...]:
     # The stage modules import this one, so they are imported here, late.
-    from checks import autoconfig, dns, mailbox, smtp, tlsprobe
+    from checks import auth, autoconfig, delivery, dns, mailbox, smtp, tlsprobe
     from checks.policy import probes as policy
     from checks.policy import transport
 
@@ -109,6 +109,8 @@ def default_probes() -> tuple[Probe, ...]:
         + policy.PROBES
         + transport.PROBES
         + autoconfig.PROBES
+        + auth.PROBES
+        + delivery.PROBES
     )
 
 
@@ -169,7 +171,25 @@ async def stream(
     facts: dict[str, Any] = {}
     findings: list[Finding] = []
 
+    # Secrets of the test accounts never leave the engine: every finding,
+    # transcript and fact is passed through the redactor (the probes already
+    # write placeholders; this is the net under them).
+    redact = config.accounts.secrets() if config.accounts is not None else None
+
+    def scrub(finding: Finding) -> Finding:
+        if redact is None:
+            return finding
+        return replace(
+            finding,
+            summary=redact(finding.summary),
+            detail=redact(finding.detail),
+            evidence=tuple(redact(e) for e in finding.evidence),
+            reproduce=redact(finding.reproduce) if finding.reproduce else finding.reproduce,
+            data=redact.deep(dict(finding.data)),
+        )
+
     def finish(probe: Probe, outcome: str, found: list[Finding]) -> None:
+        found = [scrub(f) for f in found]
         begun = starts.get(probe.name, time.monotonic() - t0)
         timing = ProbeTiming(probe.name, probe.stage, begun, time.monotonic() - t0 - begun, outcome)
         timings[probe.name] = timing
@@ -204,8 +224,9 @@ async def stream(
             status, value = "failed", None
         else:
             status = "done"
-        transcripts[probe.name] = tuple(ctx.transcript)
-        facts.update(ctx.facts)
+        lines = ctx.transcript if redact is None else [redact(line) for line in ctx.transcript]
+        transcripts[probe.name] = tuple(lines)
+        facts.update(ctx.facts if redact is None else redact.deep(ctx.facts))
         finish(probe, status, ctx.findings)
         return _Outcome(status, value)
 

@@ -10,7 +10,7 @@
 # serves the lab's MTA-STS policies from .lab/web.
 APT_PACKAGES=(
     nsd dnsutils python3 python3-venv
-    postfix dovecot-core dovecot-imapd dovecot-pop3d iptables
+    postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd iptables
     redis-server nginx-light
 )
 

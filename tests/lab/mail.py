@@ -2,7 +2,7 @@
 
 MailLab(state_dir).start() makes a fresh PKI (tests/lab/pki.py), writes a
 Postfix config directory and a Dovecot config into state_dir, validates them,
-starts Dovecot (it serves SASL to Postfix), then Postfix, and adds the
+starts Dovecot (it serves SASL and LMTP to Postfix), then Postfix, and adds the
 MAILCHECK-LAB iptables chain that drops packets to the "timeout" addresses.
 Nothing reads or writes /etc/postfix or /etc/dovecot, and every listener binds
 one explicit 127.1.x.y address, so the system's own mail servers, if any, are
@@ -12,13 +12,23 @@ LISTENERS is the table of what answers where; SILENT_ADDRESSES lists the
 scenario addresses where no lab server answers. The DNS side of each scenario
 (MX, A, PTR, SRV) is in tests/lab/zones.py.
 
+Mail really flows: Postfix accepts mail for LAB_ACCOUNTS (alice@healthy.test,
+carol@defer.test, dave@slow.test) and hands it to Dovecot over LMTP, into
+Maildirs that IMAP and POP3 serve (MailLab.mailbox(), MailLab.messages()).
+Two domains differ: mail to DEFERRED_DOMAIN goes to Postfix's retry transport
+and stays queued (MailLab.queued()) for days, so it never bounces in a test
+session; mail to SLOW_DOMAIN goes to a pipe transport that sleeps
+SLOW_DELIVERY_SECONDS and then runs dovecot-lda. Every account logs in with
+its full address at healthy.test's Dovecot and submission servers.
+
 Layout of state_dir: pki/ (certificates; pki/ca.pem is the trusted root),
 postfix/ (main.cf, master.cf: `postfix -c state_dir/postfix ...`),
-postfix-queue/, dovecot/ (dovecot.conf, run/ = base_dir), postfix.log,
-dovecot.log. What daemons reach after dropping root (Postfix's data
-directory, the mailboxes, Dovecot's user file) is in state_dir/shared, or in
-/tmp/mailcheck-lab-<hash> when an ancestor of state_dir is not searchable by
-other users (pytest's tmp dirs are 0700).
+postfix-queue/ (emptied at every start), dovecot/ (dovecot.conf, run/ =
+base_dir), postfix.log, dovecot.log. What daemons reach after dropping root
+(Postfix's data directory, the mailboxes, Dovecot's user file, Postfix's
+transport and recipient tables, dovecot-lda's config, log and userdb socket)
+is in state_dir/shared, or in /tmp/mailcheck-lab-<hash> when an ancestor of
+state_dir is not searchable by other users (pytest's tmp dirs are 0700).
 """
 
 from __future__ import annotations
@@ -26,10 +36,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -53,7 +65,22 @@ IPTABLES_CHAIN = "MAILCHECK-LAB"
 
 LAB_USER = "alice@healthy.test"
 LAB_PASSWORD = "lab-password-1"
-MAIL_DOMAINS = ("healthy.test",)  # Postfix delivers mail for these to LAB_USER's mailbox
+# The lab's mail users: name -> (address, password). Each logs in with the full
+# address at healthy.test's IMAP/POP3 (127.1.1.11) and submission (127.1.1.10).
+# Throwaway lab values, not secrets.
+LAB_ACCOUNTS: dict[str, tuple[str, str]] = {
+    "alice": (LAB_USER, LAB_PASSWORD),  # delivered at once, by Dovecot LMTP
+    "carol": ("carol@defer.test", "lab-password-2"),  # accepted, then deferred forever
+    "dave": ("dave@slow.test", "lab-password-3"),  # delivered SLOW_DELIVERY_SECONDS late
+}
+DEFERRED_DOMAIN = "defer.test"  # Postfix's retry transport: mail stays queued, never bounces
+SLOW_DOMAIN = "slow.test"  # a pipe transport that sleeps, then runs dovecot-lda
+SLOW_DELIVERY_SECONDS = 5
+# Postfix accepts mail for LAB_ACCOUNTS' addresses in these domains (anything
+# else is refused at RCPT) and hands it to Dovecot LMTP, or as above.
+MAIL_DOMAINS = ("healthy.test", DEFERRED_DOMAIN, SLOW_DOMAIN)
+# sub-cleartext.test's submission server: AUTH PLAIN LOGIN on 587, no TLS at all.
+SUB_CLEARTEXT_ADDRESS = "127.1.22.1"
 
 # The one weak cipher of tls-weakcipher.test. Debian 12's OpenSSL 3.0 has no
 # 3DES, RC4, DES or export suites at all (not even at @SECLEVEL=0), so this is
@@ -261,6 +288,17 @@ LISTENERS: tuple[Listener, ...] = (
         smtpd_tls_auth_only="no",
     ),
     _smtp("127.1.20.9", "sub-missing.test", "good MX; nothing on 587/465"),
+    # submission problems
+    _smtp(
+        SUB_CLEARTEXT_ADDRESS,
+        "sub-cleartext.test",
+        "submission without TLS: AUTH PLAIN LOGIN offered (and accepted) in cleartext",
+        host="smtp.sub-cleartext.test",
+        port=587,
+        protocol="submission",
+        tls=False,
+        options={**_SUBMISSION, "smtpd_tls_security_level": "none", "smtpd_tls_auth_only": "no"},
+    ),
     # TLS problems on port 25
     _smtp("127.1.21.1", "tls-expired.test", "certificate expired 2 days ago"),
     _smtp("127.1.21.2", "tls-future.test", "certificate valid only from 5 days on"),
@@ -333,9 +371,31 @@ DOVECOT_LOCAL: dict[str, dict[str, str]] = {
     "127.1.23.9": {},
 }
 
-# Dovecot's SASL socket for Postfix, relative to the Postfix queue directory
-# (smtpd runs there, so it needs no path above it).
+# Dovecot's SASL and LMTP sockets for Postfix, relative to the Postfix queue
+# directory (smtpd and lmtp run there, so they need no path above it).
 _POSTFIX_AUTH_SOCKET = "private/auth"
+_POSTFIX_LMTP_SOCKET = "private/dovecot-lmtp"
+# Postfix's transport for SLOW_DOMAIN (master.cf): pipe, as nobody, to dovecot-lda.
+_SLOW_TRANSPORT = "slowlda"
+# What Dovecot calls itself in LMTP and in the Received: header it adds
+# ("by mail.lab.test with LMTP"), as Postfix's own myhostname does.
+_DOVECOT_HOSTNAME = "mail.lab.test"
+# Where Debian, Fedora and a source build put Dovecot's lmtp and dovecot-lda.
+_DOVECOT_LIBEXEC = ("/usr/lib/dovecot", "/usr/libexec/dovecot", "/usr/local/libexec/dovecot")
+# Postfix's message queues (subdirectories of queue_directory), emptied at every start.
+_POSTFIX_QUEUES = (
+    "maildrop",
+    "incoming",
+    "active",
+    "deferred",
+    "hold",
+    "corrupt",
+    "defer",
+    "bounce",
+    "trace",
+    "flush",
+    "saved",
+)
 
 
 def listeners_for(domain: str) -> tuple[Listener, ...]:
@@ -365,9 +425,26 @@ def find_tool(name: str) -> str:
     if found is None:
         raise MailLabError(
             f"{name} not found on PATH or in /usr/sbin; run scripts/test, which installs "
-            "postfix, dovecot-core, dovecot-imapd, dovecot-pop3d and iptables"
+            "postfix, dovecot-core, dovecot-imapd, dovecot-pop3d, dovecot-lmtpd and iptables"
         )
     return found
+
+
+def find_dovecot_program(name: str) -> str:
+    """A Dovecot helper outside PATH: lmtp, dovecot-lda."""
+    for directory in _DOVECOT_LIBEXEC:
+        path = Path(directory) / name
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    raise MailLabError(
+        f"Dovecot's {name} not found in {', '.join(_DOVECOT_LIBEXEC)}; run scripts/test, "
+        "which installs dovecot-core and dovecot-lmtpd (lmtp)"
+    )
+
+
+def account_address(user: str) -> str:
+    """A LAB_ACCOUNTS name ("carol") as its address; an address as itself."""
+    return LAB_ACCOUNTS[user][0] if user in LAB_ACCOUNTS else user
 
 
 def endpoints_in_use() -> list[tuple[str, int]]:
@@ -393,6 +470,11 @@ class MailLab:
         self.postfix_data = self.shared_dir / "postfix-data"
         self.mail_dir = self.shared_dir / "mail"
         self.users_file = self.shared_dir / "dovecot-users"
+        # dovecot-lda, run by Postfix as nobody for SLOW_DOMAIN: its own config
+        # and log, and a userdb socket of the lab's Dovecot it may use.
+        self.lda_conf = self.shared_dir / "dovecot-lda.conf"
+        self.lda_log = self.shared_dir / "dovecot-lda.log"
+        self.lda_userdb_socket = self.shared_dir / "dovecot-lda-userdb"
         self._postfix_pid = self.queue_dir / "pid" / "master.pid"
         self._dovecot_pid = self.dovecot_run / "master.pid"
 
@@ -402,8 +484,46 @@ class MailLab:
         return self.state_dir / LAB_CA_FILE
 
     def mailbox(self, user: str = LAB_USER) -> Path:
-        """The user's Maildir (Postfix delivers MAIL_DOMAINS mail here, Dovecot serves it)."""
-        return self.mail_dir / user / "Maildir"
+        """The Maildir of a LAB_ACCOUNTS user, by name ("dave") or address
+        (Dovecot delivers MAIL_DOMAINS mail here and serves it over IMAP/POP3)."""
+        return self.mail_dir / account_address(user) / "Maildir"
+
+    def messages(self, user: str = LAB_USER) -> list[bytes]:
+        """Every message in the user's Maildir (new/ and cur/), oldest first."""
+        found = []
+        for sub in ("new", "cur"):
+            with contextlib.suppress(FileNotFoundError):
+                found += [path for path in (self.mailbox(user) / sub).iterdir() if path.is_file()]
+        contents = []
+        for path in sorted(found, key=lambda path: path.name):
+            with contextlib.suppress(FileNotFoundError):  # moved from new/ to cur/ meanwhile
+                contents.append(path.read_bytes())
+        return contents
+
+    def queue(self) -> list[dict[str, object]]:
+        """Postfix's queue as `postqueue -j` lists it: one dict per message
+        (queue_name, queue_id, sender, recipients: [{address, delay_reason}], ...)."""
+        result = subprocess.run(
+            [find_tool("postqueue"), "-c", str(self.postfix_dir), "-j"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise MailLabError(
+                f"postqueue -j exited with {result.returncode}: {result.stderr.strip()}"
+            )
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+    def queued(self, recipient: str | None = None) -> int:
+        """How many messages sit in Postfix's queue (for recipient only, if given:
+        a LAB_ACCOUNTS name or an address). Mail to carol stays there."""
+        entries = self.queue()
+        if recipient is None:
+            return len(entries)
+        wanted = account_address(recipient).lower()
+        return sum(wanted in _queue_recipients(entry) for entry in entries)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -415,6 +535,9 @@ class MailLab:
         postfix, dovecot = find_tool("postfix"), find_tool("dovecot")
         iptables = find_tool("iptables")
         find_tool("doveconf")
+        find_tool("postqueue")
+        find_dovecot_program("lmtp")
+        find_dovecot_program("dovecot-lda")
         # Leftovers: ours, and a lab noted as running from another state dir
         # (a test session that died before stopping it).
         self.stop()
@@ -433,6 +556,9 @@ class MailLab:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for log in (self.postfix_log, self.dovecot_log):
             log.write_text("")
+        # Every start begins with no mail: not even carol's, queued forever before.
+        for queue in _POSTFIX_QUEUES:
+            shutil.rmtree(self.queue_dir / queue, ignore_errors=True)  # `postfix check` remakes
         if build_pki:
             self.pki.build(CERTS)
         self._write_shared()
@@ -451,7 +577,8 @@ class MailLab:
         RUNNING_MARKER.write_text(f"{self.state_dir}\n")
 
     def stop(self) -> None:
-        """Stop Postfix, then Dovecot, and remove the iptables chain; safe to repeat.
+        """Stop Postfix (and any slow delivery it left running), then Dovecot,
+        and remove the iptables chain; safe to repeat.
 
         The chain is removed whoever made it: the lab addresses are fixed, so
         there is only ever one lab's worth of rules.
@@ -467,6 +594,8 @@ class MailLab:
                 errors.append(str(exc))
             else:
                 pid_path.unlink(missing_ok=True)
+                if what == "postfix":
+                    self._stop_slow_deliveries()
         iptables = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
         if iptables:
             try:
@@ -480,6 +609,17 @@ class MailLab:
                 RUNNING_MARKER.unlink()
         if not self.shared_dir.is_relative_to(self.state_dir):
             shutil.rmtree(self.shared_dir, ignore_errors=True)
+
+    def _stop_slow_deliveries(self) -> None:
+        """Kill what pipe(8) started for SLOW_DOMAIN and left behind: the command
+        runs in a session of its own, so stopping Postfix does not end it, and
+        it would deliver into the next lab's Maildir. Once Postfix is down, those
+        are the processes running as nobody in this lab's queue directory."""
+        nobody = pwd.getpwnam("nobody").pw_uid
+        for pid in proc.pids_with_cwd(self.queue_dir):
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{pid}").st_uid == nobody:
+                    os.kill(pid, signal.SIGKILL)
 
     def is_running(self) -> bool:
         return (
@@ -498,13 +638,72 @@ class MailLab:
             os.chmod(path, 0o755)
         os.chown(self.mail_dir, nobody.pw_uid, nobody.pw_gid)
         os.chown(self.postfix_data, postfix_user.pw_uid, postfix_user.pw_gid)
+        # Empty Maildirs from the start, so a test can watch them before mail comes.
+        for address, _ in LAB_ACCOUNTS.values():
+            for path in (
+                self.mail_dir / address,
+                *(self.mailbox(address) / sub for sub in ("", "new", "cur", "tmp")),
+            ):
+                path.mkdir(exist_ok=True)
+                os.chmod(path, 0o700)
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
         # passwd-file: user:password:uid:gid:gecos:home:shell
         self.users_file.write_text(
-            f"{LAB_USER}:{_ssha512(LAB_PASSWORD)}:{nobody.pw_uid}:{nobody.pw_gid}::"
-            f"{self.mail_dir / LAB_USER}::\n"
+            "".join(
+                f"{address}:{_ssha512(password)}:{nobody.pw_uid}:{nobody.pw_gid}::"
+                f"{self.mail_dir / address}::\n"
+                for address, password in LAB_ACCOUNTS.values()
+            )
         )
         os.chmod(self.users_file, 0o644)
-        (self.shared_dir / "virtual-mailboxes").write_text(f"{LAB_USER} {LAB_USER}/Maildir/\n")
+        # Which recipients exist (Postfix refuses the rest at RCPT); the value is
+        # only informative: Dovecot, not virtual(8), delivers.
+        (self.shared_dir / "virtual-mailboxes").write_text(
+            "".join(f"{address} {address}/Maildir/\n" for address, _ in LAB_ACCOUNTS.values())
+        )
+        # smtpd refuses at RCPT (450/550 and the text) any address that resolves
+        # to the retry or error transport, unless the address "is known" through
+        # a virtual alias (smtpd_reject_unlisted_recipient in postconf(5)): so
+        # DEFERRED_DOMAIN's accounts alias themselves, and get past RCPT into the
+        # queue, where retry(8) defers them at every queue run. (Other addresses
+        # at DEFERRED_DOMAIN are refused at RCPT with that 450 4.4.1, not 550.)
+        (self.shared_dir / "virtual-aliases").write_text(
+            "".join(
+                f"{address} {address}\n"
+                for address, _ in LAB_ACCOUNTS.values()
+                if address.endswith(f"@{DEFERRED_DOMAIN}")
+            )
+        )
+        (self.shared_dir / "transport").write_text(
+            f"{DEFERRED_DOMAIN} retry:4.4.1 {DEFERRED_DOMAIN} never takes mail in this lab\n"
+            f"{SLOW_DOMAIN} {_SLOW_TRANSPORT}:\n"
+        )
+        # dovecot-lda runs as nobody: its config, log and (see dovecot.conf) userdb
+        # socket are where nobody reaches. No passdb, no TLS: it only delivers.
+        self.lda_conf.write_text(
+            "\n".join(
+                [
+                    "# Written by tests/lab/mail.py at every lab start; edits are lost.",
+                    f"# dovecot-lda for {SLOW_DOMAIN}, run by Postfix's {_SLOW_TRANSPORT}.",
+                    f"base_dir = {self.shared_dir / 'dovecot-lda'}",
+                    f"auth_socket_path = {self.lda_userdb_socket}",
+                    "stats_writer_socket_path =",
+                    f"log_path = {self.lda_log}",
+                    "protocols = none",
+                    "ssl = no",
+                    f"mail_location = maildir:{self.mail_dir}/%u/Maildir",
+                    "first_valid_uid = 1",
+                    f"postmaster_address = postmaster@{MAIL_DOMAINS[0]}",
+                    f"hostname = {_DOVECOT_HOSTNAME}",
+                ]
+            )
+            + "\n"
+        )
+        os.chmod(self.lda_conf, 0o644)
+        (self.shared_dir / "dovecot-lda").mkdir(exist_ok=True)
+        self.lda_log.write_text("")
+        for path in (self.shared_dir / "dovecot-lda", self.lda_log):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
 
     def _write_dovecot_config(self) -> None:
         for path in (self.dovecot_dir, self.dovecot_run, self.dovecot_dir / "state"):
@@ -518,7 +717,7 @@ class MailLab:
             f"state_dir = {self.dovecot_dir / 'state'}",
             f"log_path = {self.dovecot_log}",
             f"info_log_path = {self.dovecot_log}",
-            "protocols = imap pop3",
+            "protocols = imap pop3 lmtp",
             # Every inet_listener below names its address, and the built-in
             # ones (imap, imaps, pop3, pop3s) get port 0, so nothing binds to
             # `listen` itself (which may not be empty).
@@ -534,6 +733,8 @@ class MailLab:
             "disable_plaintext_auth = yes",
             "auth_mechanisms = plain login",
             "auth_verbose = yes",
+            f"postmaster_address = postmaster@{MAIL_DOMAINS[0]}",
+            f"hostname = {_DOVECOT_HOSTNAME}",  # LMTP's greeting and Received: header
             f"mail_location = maildir:{self.mail_dir}/%u/Maildir",
             "first_valid_uid = 1",
             "passdb {",
@@ -547,6 +748,31 @@ class MailLab:
             "service auth {",
             f"  unix_listener {self.queue_dir / _POSTFIX_AUTH_SOCKET} {{",
             "    mode = 0660",
+            "    user = postfix",
+            "    group = postfix",
+            "  }",
+            # userdb lookups for dovecot-lda as nobody (a name ending -userdb is
+            # a userdb socket to Dovecot's auth).
+            f"  unix_listener {self.lda_userdb_socket} {{",
+            "    mode = 0600",
+            "    user = nobody",
+            "  }",
+            "}",
+            # No authentication penalty (doc.dovecot.org, "Authentication penalty
+            # support"): every lab client comes from 127.0.0.1, so one test's failed
+            # logins would otherwise slow every later login by up to 15 s. A failed
+            # login still takes auth_failure_delay (2 s) to be refused. Dovecot's auth
+            # logs "Error: net_connect_unix(anvil-auth-penalty) failed" once as it
+            # starts: that is this, and harmless.
+            "service anvil {",
+            "  unix_listener anvil-auth-penalty {",
+            "    mode = 0",
+            "  }",
+            "}",
+            # Postfix's virtual_transport: lmtp(8), as user postfix, unchrooted.
+            "service lmtp {",
+            f"  unix_listener {self.queue_dir / _POSTFIX_LMTP_SOCKET} {{",
+            "    mode = 0600",
             "    user = postfix",
             "    group = postfix",
             "  }",
@@ -609,12 +835,23 @@ class MailLab:
             "alias_maps": "",
             "alias_database": "",
             "smtpd_relay_restrictions": "permit_sasl_authenticated, reject_unauth_destination",
-            # Mail for the lab's own user is kept; anything else is refused at RCPT.
+            # Mail for LAB_ACCOUNTS is kept; anything else is refused at RCPT.
             "virtual_mailbox_domains": " ".join(MAIL_DOMAINS),
-            "virtual_mailbox_base": str(self.mail_dir),
             "virtual_mailbox_maps": f"texthash:{self.shared_dir / 'virtual-mailboxes'}",
-            "virtual_uid_maps": f"static:{nobody.pw_uid}",
-            "virtual_gid_maps": f"static:{nobody.pw_gid}",
+            "virtual_transport": f"lmtp:unix:{_POSTFIX_LMTP_SOCKET}",
+            "virtual_alias_maps": f"texthash:{self.shared_dir / 'virtual-aliases'}",
+            # DEFERRED_DOMAIN to retry:, SLOW_DOMAIN to the pipe below.
+            "transport_maps": f"texthash:{self.shared_dir / 'transport'}",
+            f"{_SLOW_TRANSPORT}_destination_recipient_limit": "1",  # one ${recipient}
+            # Deferred mail stays (and is retried) for days: never a bounce in a
+            # test session. No delay warnings either (delay_warning_time = 0).
+            "maximal_queue_lifetime": "10d",
+            "bounce_queue_lifetime": "10d",
+            "delay_warning_time": "0h",
+            # A delivery that failed once is retried soon, not in 5 minutes.
+            "queue_run_delay": "10s",
+            "minimal_backoff_time": "10s",
+            "maximal_backoff_time": "60s",
             "default_transport": "error:the lab delivers nothing",
             "relay_transport": "error:the lab delivers nothing",
             "smtpd_banner": "$myhostname ESMTP",
@@ -640,6 +877,15 @@ class MailLab:
             "# Written by tests/lab/mail.py at every lab start; edits are lost.",
             "# service type private unpriv chroot wakeup maxproc command",
             *_POSTFIX_INTERNAL_SERVICES,
+        ]
+        # SLOW_DOMAIN: wait, then let dovecot-lda put the message in the Maildir.
+        # pipe(8) runs it as nobody (the mailboxes' owner); $$ is a literal $.
+        lda = find_dovecot_program("dovecot-lda")
+        master += [
+            f"{_SLOW_TRANSPORT} unix - n n - - pipe",
+            f"  flags=DRXhu user={nobody.pw_name} argv=/bin/sh -c "
+            f"{{ sleep {SLOW_DELIVERY_SECONDS}; "
+            f'exec {lda} -c {self.lda_conf} -d "$$0" -f "$$1" }} ${{recipient}} ${{sender}}',
         ]
         for entry in LISTENERS:
             if entry.server != "postfix":
@@ -673,27 +919,38 @@ class MailLab:
             [find_tool("postfix"), "-c", str(self.postfix_dir), "check"],
             "the lab's Postfix config is invalid",
         )
-        self._run(
-            [find_tool("doveconf"), "-c", str(self.dovecot_conf), "-n"],
-            "the lab's Dovecot config is invalid",
-            stdout=False,
-        )
+        for conf in (self.dovecot_conf, self.lda_conf):
+            self._run(
+                [find_tool("doveconf"), "-c", str(conf), "-n"],
+                f"the lab's Dovecot config {conf.name} is invalid",
+                stdout=False,
+            )
 
     # -- daemons -------------------------------------------------------------
 
     def _start_dovecot(self, dovecot: str) -> None:
-        auth_socket = self.queue_dir / _POSTFIX_AUTH_SOCKET
-        auth_socket.unlink(missing_ok=True)
+        sockets = (
+            self.queue_dir / _POSTFIX_AUTH_SOCKET,
+            self.queue_dir / _POSTFIX_LMTP_SOCKET,
+            self.lda_userdb_socket,
+        )
+        for socket_path in sockets:
+            socket_path.unlink(missing_ok=True)
         self._run([dovecot, "-c", str(self.dovecot_conf)], "dovecot did not start")
-        # Postfix's SASL listeners need Dovecot's auth socket from the start.
+        # Postfix's SASL listeners need Dovecot's auth socket from the start,
+        # and its queue manager the LMTP socket from the first message on.
         deadline = time.monotonic() + START_TIMEOUT
-        while not auth_socket.is_socket():
-            if time.monotonic() > deadline or proc.read_pid(self._dovecot_pid, "dovecot") is None:
-                raise MailLabError(
-                    f"dovecot did not create its auth socket {auth_socket}\n"
-                    + proc.log_tail(self.dovecot_log)
-                )
-            time.sleep(0.02)
+        for socket_path in sockets:
+            while not socket_path.is_socket():
+                if (
+                    time.monotonic() > deadline
+                    or proc.read_pid(self._dovecot_pid, "dovecot") is None
+                ):
+                    raise MailLabError(
+                        f"dovecot did not create its socket {socket_path}\n"
+                        + proc.log_tail(self.dovecot_log)
+                    )
+                time.sleep(0.02)
 
     def _start_postfix(self, postfix: str) -> None:
         # `postfix start` returns once master has bound every listener (master -w).
@@ -774,6 +1031,14 @@ _POSTFIX_INTERNAL_SERVICES = (
     "scache    unix  - - n - 1 scache",
     "postlog   unix-dgram n - n - 1 postlogd",
 )
+
+
+def _queue_recipients(entry: Mapping[str, object]) -> set[str]:
+    """The recipient addresses (lower case) of one `postqueue -j` entry."""
+    recipients = entry.get("recipients")
+    if not isinstance(recipients, list):
+        return set()
+    return {str(r.get("address", "")).lower() for r in recipients if isinstance(r, dict)}
 
 
 def _unique_endpoints() -> list[tuple[str, int]]:

@@ -1,17 +1,22 @@
-"""The mail lab itself, probed with raw sockets and Python's ssl: every
-listener behaves as tests/lab/mail.py says, so engine tests can rely on it."""
+"""The mail lab itself, probed with raw sockets and Python's ssl, smtplib,
+imaplib and poplib: every listener behaves as tests/lab/mail.py says, and mail
+to each lab account goes where it should, so engine tests can rely on it."""
 
 from __future__ import annotations
 
 import base64
 import datetime
+import email
 import imaplib
+import poplib
+import smtplib
 import socket
 import ssl
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography import x509
@@ -19,10 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .mail import (
+    LAB_ACCOUNTS,
     LAB_PASSWORD,
     LAB_USER,
     LISTENERS,
     SILENT_ADDRESSES,
+    SLOW_DELIVERY_SECONDS,
+    SUB_CLEARTEXT_ADDRESS,
     WEAK_CIPHER,
     Listener,
     MailLab,
@@ -52,6 +60,7 @@ EXPECTED_VERIFY_CODE = {
 # Handshakes a default client cannot even complete; tested on their own.
 NOT_FOR_DEFAULT_CLIENTS = {"tls-weakcipher.test", "tls-weakkey.test"}
 PLAINTEXT_LOGIN_ALLOWED = {"127.1.23.3", "127.1.23.4"}  # Dovecot disable_plaintext_auth=no
+AUTH_BEFORE_TLS = {"smtp-authplain.test", "sub-cleartext.test"}  # smtpd_tls_auth_only=no
 
 
 @pytest.fixture(scope="session")
@@ -261,9 +270,7 @@ def test_smtp_listener_greets_and_offers_what_it_should(mail: MailLab, entry: Li
         offers_starttls = entry.cert is not None and not entry.implicit_tls
         assert ("STARTTLS" in keywords) == offers_starttls
         auth_wanted = entry.protocol != "smtp" and entry.domain == "healthy.test"
-        auth_before_tls = entry.domain == "smtp-authplain.test" or (
-            auth_wanted and entry.implicit_tls
-        )
+        auth_before_tls = entry.domain in AUTH_BEFORE_TLS or (auth_wanted and entry.implicit_tls)
         assert ("AUTH" in keywords) == auth_before_tls
         if not offers_starttls:
             return
@@ -277,7 +284,7 @@ def test_smtp_listener_greets_and_offers_what_it_should(mail: MailLab, entry: Li
         code, ehlo = client.smtp("EHLO client.lab.test")
         keywords = {line.split()[0].upper() for line in ehlo[1:]}
         assert "STARTTLS" not in keywords
-        assert ("AUTH" in keywords) == (auth_wanted or entry.domain == "smtp-authplain.test")
+        assert ("AUTH" in keywords) == (auth_wanted or entry.domain in AUTH_BEFORE_TLS)
 
 
 def test_smtp_reject_greeting_line(mail: MailLab) -> None:
@@ -477,3 +484,195 @@ def test_submission_authenticates_against_dovecot(mail: MailLab) -> None:
         client.smtp()
         client.smtp("EHLO client.lab.test")
         assert client.smtp(f"AUTH PLAIN {credentials}")[0] == 235
+
+
+# -- accounts: logging in, and mail to each of them ------------------------------------
+
+SUBMISSION = ("127.1.1.10", 587)
+LOGINS = [  # healthy.test's listeners where every account logs in
+    ("127.1.1.10", 587),
+    ("127.1.1.10", 465),
+    ("127.1.1.11", 143),
+    ("127.1.1.11", 993),
+    ("127.1.1.11", 110),
+    ("127.1.1.11", 995),
+]
+
+
+def lab_context(lab: MailLab) -> ssl.SSLContext:
+    """Verifies the chain up to the lab root, but not the name: smtplib,
+    imaplib and poplib would check the address they connect to, not
+    smtp.healthy.test/imap.healthy.test (which only the lab DNS knows)."""
+    context = verifying_context(lab)
+    context.check_hostname = False
+    return context
+
+
+def smtp_session(lab: MailLab, address: str, port: int) -> smtplib.SMTP:
+    """smtplib, past implicit TLS or STARTTLS, whichever the listener wants."""
+    if listener_at(address, port).implicit_tls:
+        return smtplib.SMTP_SSL(address, port, context=lab_context(lab), timeout=TIMEOUT)
+    client = smtplib.SMTP(address, port, timeout=TIMEOUT)
+    client.starttls(context=lab_context(lab))
+    return client
+
+
+def imap_session(lab: MailLab, address: str, port: int) -> imaplib.IMAP4:
+    if listener_at(address, port).implicit_tls:
+        return imaplib.IMAP4_SSL(address, port, ssl_context=lab_context(lab), timeout=TIMEOUT)
+    client = imaplib.IMAP4(address, port, timeout=TIMEOUT)
+    client.starttls(ssl_context=lab_context(lab))
+    return client
+
+
+def pop3_session(lab: MailLab, address: str, port: int) -> poplib.POP3:
+    if listener_at(address, port).implicit_tls:
+        return poplib.POP3_SSL(address, port, context=lab_context(lab), timeout=TIMEOUT)
+    client = poplib.POP3(address, port, timeout=TIMEOUT)
+    client.stls(context=lab_context(lab))
+    return client
+
+
+def submit(lab: MailLab, sender: str, recipient: str, token: str) -> None:
+    """One message from LAB_ACCOUNTS[sender] to recipient (an address), via
+    healthy.test's submission on 587: STARTTLS, AUTH as the sender."""
+    address, password = LAB_ACCOUNTS[sender]
+    message = (
+        f"From: <{address}>\r\nTo: <{recipient}>\r\nSubject: {token}\r\n\r\n"
+        "a round trip through the lab\r\n"
+    )
+    with smtp_session(lab, *SUBMISSION) as client:
+        client.login(address, password)
+        assert client.sendmail(address, [recipient], message) == {}  # no recipient refused
+
+
+def arrival(lab: MailLab, user: str, token: str, timeout: float) -> tuple[float, bytes] | None:
+    """(when, the message) once a message with token is in user's Maildir, by
+    time.monotonic(); None if none comes within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = time.monotonic()
+        for message in lab.messages(user):
+            if token.encode() in message:
+                return now, message
+        if now > deadline:
+            return None
+        time.sleep(0.05)
+
+
+def imap_finds(lab: MailLab, user: str, token: str) -> bool:
+    address, password = LAB_ACCOUNTS[user]
+    with imap_session(lab, "127.1.1.11", 993) as imap:
+        imap.login(address, password)
+        imap.select("INBOX", readonly=True)
+        return bool(imap.search(None, "SUBJECT", token)[1][0].split())
+
+
+@pytest.mark.parametrize(("address", "port"), LOGINS, ids=[f"{a}:{p}" for a, p in LOGINS])
+@pytest.mark.parametrize("user", sorted(LAB_ACCOUNTS))
+def test_every_account_logs_in_at_healthy(
+    mail: MailLab, user: str, address: str, port: int
+) -> None:
+    login, password = LAB_ACCOUNTS[user]
+    entry = listener_at(address, port)
+    if entry.protocol in SMTP:
+        with smtp_session(mail, address, port) as smtp:
+            assert smtp.login(login, password)[0] == 235
+    elif entry.protocol in IMAP:
+        with imap_session(mail, address, port) as imap:
+            assert imap.login(login, password)[0] == "OK"
+            assert imap.select("INBOX", readonly=True)[0] == "OK"
+    else:
+        pop3 = pop3_session(mail, address, port)
+        try:
+            pop3.user(login)
+            assert pop3.pass_(password).startswith(b"+OK")
+            pop3.stat()
+        finally:
+            pop3.quit()
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [("alice", "wrong-password"), ("carol", LAB_ACCOUNTS["dave"][1])],
+    ids=["alice-wrong", "carol-with-daves"],
+)
+def test_a_wrong_password_is_refused(mail: MailLab, user: str, password: str) -> None:
+    login = LAB_ACCOUNTS[user][0]
+    with (
+        smtp_session(mail, *SUBMISSION) as smtp,
+        pytest.raises(smtplib.SMTPAuthenticationError) as refused,
+    ):
+        smtp.login(login, password)
+    assert refused.value.smtp_code == 535
+    entry = listener_at("127.1.1.11", 993)
+    with open_session(mail, entry) as client:
+        assert client.line().startswith("* OK")
+        client.send(f't LOGIN "{login}" "{password}"')
+        while (line := client.line()).startswith("* "):
+            pass
+    assert line.startswith("t NO "), line
+
+
+def test_alice_mails_herself_through_submission_and_dovecot_lmtp(mail: MailLab) -> None:
+    token = uuid.uuid4().hex
+    submit(mail, "alice", LAB_USER, token)
+    arrived = arrival(mail, "alice", token, timeout=10)
+    assert arrived is not None, "the message did not reach alice's Maildir"
+    received = email.message_from_bytes(arrived[1]).get_all("Received")
+    assert received is not None
+    assert " with LMTP" in received[0], received[0]  # Dovecot's, on delivery
+    assert "by smtp.healthy.test (Postfix) with ESMTPSA" in received[1], received[1]
+    assert imap_finds(mail, "alice", token)
+
+
+def test_mail_to_dave_arrives_after_the_slow_delay(mail: MailLab) -> None:
+    token = uuid.uuid4().hex
+    started = time.monotonic()  # before the message exists: no arrival can precede it
+    submit(mail, "alice", LAB_ACCOUNTS["dave"][0], token)
+    arrived = arrival(mail, "dave", token, timeout=20)
+    assert arrived is not None, "the message did not reach dave's Maildir within 20 s"
+    assert arrived[0] - started >= SLOW_DELIVERY_SECONDS
+    assert imap_finds(mail, "dave", token)
+
+
+def test_mail_to_carol_is_accepted_then_stays_queued(mail: MailLab) -> None:
+    token = uuid.uuid4().hex
+    carol = LAB_ACCOUNTS["carol"][0]
+    submit(mail, "alice", carol, token)  # accepted at RCPT and at the end of DATA
+    assert arrival(mail, "carol", token, timeout=3) is None
+    assert mail.queued() >= 1 and mail.queued("carol") >= 1
+    reasons = [
+        rcpt.get("delay_reason", "")
+        for entry in mail.queue()
+        for rcpt in cast(list[dict[str, str]], entry["recipients"])
+        if rcpt["address"] == carol
+    ]
+    assert any("never takes mail" in reason for reason in reasons), reasons
+    # Deferred, not bounced: no report about it came back to alice.
+    assert arrival(mail, "alice", token, timeout=0) is None
+
+
+@pytest.mark.parametrize("recipient", ["bob@healthy.test", "bob@slow.test"])
+def test_mail_to_unknown_users_is_refused_at_rcpt(mail: MailLab, recipient: str) -> None:
+    address, password = LAB_ACCOUNTS["alice"]
+    with smtp_session(mail, *SUBMISSION) as smtp:
+        smtp.login(address, password)
+        smtp.mail(address)
+        code, text = smtp.rcpt(recipient)
+    assert code == 550 and b"User unknown" in text
+
+
+def test_cleartext_submission_offers_auth_without_tls(mail: MailLab) -> None:
+    entry = listener_at(SUB_CLEARTEXT_ADDRESS, 587)
+    assert (entry.domain, entry.host, entry.cert) == (
+        "sub-cleartext.test",
+        "smtp.sub-cleartext.test",
+        None,
+    )
+    with smtplib.SMTP(SUB_CLEARTEXT_ADDRESS, 587, timeout=TIMEOUT) as smtp:
+        code, name = smtp.ehlo("client.lab.test")
+        assert code == 250 and name.split(b"\n")[0] == b"smtp.sub-cleartext.test"
+        assert not smtp.has_extn("starttls")
+        assert set(smtp.esmtp_features["auth"].split()) == {"PLAIN", "LOGIN"}
+        assert smtp.login(LAB_USER, LAB_PASSWORD)[0] == 235  # accepted in the clear

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import clients
+from .mail import SUB_CLEARTEXT_ADDRESS
 from .nsd import Zone
 from .pki import CertSpec
 from .web import Site
@@ -934,6 +935,35 @@ CLIENT_SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
+# -- logins (checked with a test account, tests/integration/test_auth_lab.py) --------------
+_NO_MAILBOX_SERVICES = tuple(
+    f"{service} IN SRV 0 0 0 ."
+    for service in ("_submissions._tcp", "_imap._tcp", "_imaps._tcp", "_pop3._tcp", "_pop3s._tcp")
+)
+AUTH_SCENARIOS: tuple[Scenario, ...] = (
+    _scenario(
+        "sub-cleartext.test",
+        {"auth.cleartext.refused"},
+        [
+            "@ IN MX 10 mx1.healthy.test.",
+            "_submission._tcp IN SRV 0 1 587 smtp",
+            f"smtp IN A {SUB_CLEARTEXT_ADDRESS}",
+            *_NO_MAILBOX_SERVICES,
+        ],
+        about="submission offers AUTH, but no TLS at all",
+    ),
+    _scenario(
+        "sub-noauth.test",
+        {"auth.mechanisms.none"},
+        [
+            "@ IN MX 10 mx1.healthy.test.",
+            "_submission._tcp IN SRV 0 1 25 mx1.healthy.test.",
+            *_NO_MAILBOX_SERVICES,
+        ],
+        about="the submission SRV points at an MX port that offers no AUTH",
+    ),
+)
+
 # Thunderbird's ISPDB, as the lab serves it (engine setting ispdb_url = ISPDB_URL).
 ISPDB = _scenario(
     "ispdb.test",
@@ -960,7 +990,15 @@ BLOCKLIST_ZONE = BLOCKLIST.domain
 
 BY_DOMAIN = {
     s.domain: s
-    for s in (*SCENARIOS, *MAIL_SCENARIOS, *POLICY_SCENARIOS, *CLIENT_SCENARIOS, ISPDB, BLOCKLIST)
+    for s in (
+        *SCENARIOS,
+        *MAIL_SCENARIOS,
+        *POLICY_SCENARIOS,
+        *CLIENT_SCENARIOS,
+        *AUTH_SCENARIOS,
+        ISPDB,
+        BLOCKLIST,
+    )
 }
 
 

@@ -36,6 +36,7 @@ def mailcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         (("frob",), "invalid choice"),
         (("check", "example.test", "--dkim-selector", "bad sel!"), "is not a DNS label"),
         (("check", "example.test", "--sender-ip", "mx.example"), "'mx.example' is not an IPv4"),
+        (("check", "example.test", "--account", "nobody"), "no test account named 'nobody'"),
         (("check", "example.test", "--trust-anchor", "/nonexistent/anchors"), "No such file"),
     ],
 )

@@ -1,0 +1,134 @@
+"""The auth and delivery stages against the lab's Postfix (submission, SASL
+through Dovecot, LMTP delivery) with its test accounts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from checks import jsonreport
+from checks.accounts import Account, Accounts, login_blobs, plain_blob
+from checks.config import EngineConfig, Timeouts
+from checks.model import CheckRequest, Report, Severity, Stage
+from checks.runner import run
+from tests.lab.mail import LAB_ACCOUNTS, SLOW_DELIVERY_SECONDS
+
+pytestmark = pytest.mark.lab
+
+WRONG_PASSWORD = "not-alices-password-9"
+STAGES = frozenset({Stage.AUTH, Stage.DELIVERY})
+
+
+@pytest.fixture
+def config(lab_config: EngineConfig) -> EngineConfig:
+    accounts = [
+        Account(name=name, address=address, password=password)
+        for name, (address, password) in LAB_ACCOUNTS.items()
+    ]
+    accounts.append(Account(name="wrong", address="alice@healthy.test", password=WRONG_PASSWORD))
+    return replace(
+        lab_config,
+        timeouts=Timeouts(dns=2, connect=2, banner=3, reply=10, check=90),
+        accounts=Accounts(accounts),
+        delivery_timeout=SLOW_DELIVERY_SECONDS + 5,
+        delivery_slow=SLOW_DELIVERY_SECONDS - 2,
+    )
+
+
+async def check(domain: str, account: str, config: EngineConfig) -> Report:
+    request = CheckRequest(domain, domain, domain, STAGES, account=account)
+    return await run(request, config)
+
+
+def problems(report: Report) -> set[str]:
+    return {f.code for f in report.findings if f.severity > Severity.OK}
+
+
+async def test_a_good_account_logs_in_everywhere_and_mail_arrives(config: EngineConfig) -> None:
+    report = await check("healthy.test", "alice", config)
+    assert problems(report) == set(), [(f.code, f.summary) for f in report.findings]
+    logins = {f.target.port: f for f in report.findings if f.code == "auth.ok"}
+    assert set(logins) == {587, 465, 143, 993, 110, 995}
+    assert "PLAIN ok" in logins[587].summary and "LOGIN ok" in logins[587].summary
+    assert "LOGIN ok" in logins[993].summary and "AUTHENTICATE PLAIN ok" in logins[993].summary
+    assert "USER/PASS ok" in logins[995].summary
+    manual = "\n".join(logins[587].evidence)
+    assert "AUTH PLAIN <base64 of \\0username\\0password>" in manual
+    delivered = {f.data["how"]: f for f in report.findings if f.code == "delivery.ok"}
+    assert set(delivered) == {"submission", "inbound"}
+    for finding in delivered.values():
+        assert 0 < finding.data["latency_s"] < SLOW_DELIVERY_SECONDS
+        assert any("LMTP" in hop for hop in finding.data["received"]), finding.data
+    assert report.facts["delivery.submission"]["latency_s"] > 0
+
+
+async def test_a_wrong_password_fails_on_every_endpoint(config: EngineConfig) -> None:
+    report = await check("healthy.test", "wrong", config)
+    assert problems(report) == {"auth.failed"}
+    failed = {f.target.port for f in report.findings if f.code == "auth.failed"}
+    assert failed == {587, 465, 143, 993, 110, 995}
+
+
+async def test_deferred_mail_times_out(config: EngineConfig) -> None:
+    report = await check("healthy.test", "carol", config)
+    assert problems(report) == {"delivery.timeout"}
+    (first, *_) = [f for f in report.findings if f.code == "delivery.timeout"]
+    assert "did not arrive within" in first.summary
+
+
+async def test_slow_delivery_is_measured(config: EngineConfig) -> None:
+    report = await check("healthy.test", "dave", config)
+    assert problems(report) == {"delivery.slow"}
+    for finding in (f for f in report.findings if f.code == "delivery.slow"):
+        assert finding.data["latency_s"] >= SLOW_DELIVERY_SECONDS - 0.5
+
+
+async def test_no_password_is_sent_without_tls(config: EngineConfig) -> None:
+    report = await check("sub-cleartext.test", "alice", config)
+    assert "auth.cleartext.refused" in problems(report)
+
+
+async def test_an_endpoint_without_login_methods_is_an_error(config: EngineConfig) -> None:
+    report = await check("sub-noauth.test", "alice", config)
+    assert "auth.mechanisms.none" in problems(report)
+
+
+async def test_unknown_account_is_named(config: EngineConfig) -> None:
+    report = await check("healthy.test", "nobody", config)
+    (failed,) = [f for f in report.findings if f.code == "auth.failed"]
+    assert "no test account named 'nobody'" in failed.summary
+
+
+async def test_no_secret_in_any_output(config: EngineConfig, capsys, caplog) -> None:
+    """A full check with the account: the password and its base64 forms appear
+    in no finding, transcript, fact, JSON report or log line."""
+    import logging
+
+    from rich.console import Console
+
+    from bot import terminal
+
+    address, password = LAB_ACCOUNTS["alice"]
+    caplog.set_level(logging.DEBUG)
+    redactor = config.accounts.secrets()  # type: ignore[union-attr]
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redactor.log_filter())
+    report = await run(CheckRequest("healthy.test", "healthy.test", account="alice"), config)
+    assert {f.code for f in report.findings} >= {"auth.ok", "delivery.ok"}
+    console = Console(record=True, width=200)
+    terminal.print_report(console, report, resolver="lab", verbose=True)
+    outputs = [
+        jsonreport.dumps(report),
+        json.dumps(report.transcripts),
+        console.export_text(),
+        caplog.text,
+        capsys.readouterr().out,
+    ]
+    forms = {password, plain_blob(address, password), *login_blobs(address, password)}
+    forms.discard(login_blobs(address, password)[0])  # base64 of the user name is no secret...
+    forms.add(login_blobs(address, password)[1])
+    for text in outputs:
+        for form in forms:
+            assert form not in text
