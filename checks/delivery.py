@@ -253,7 +253,7 @@ async def round_trip(
         delivered = await box.headers_and_delete(imap, number)
     received = hops(delivered)
     results = tuple(untrusted(str(h), 300) for h in delivered.get_all("Authentication-Results", []))
-    data = {"latency_s": round(seconds, 3), "received": list(received), "how": how}
+    data = {"latency_s": round(seconds, 3), "received": list(received), "how": how, "tag": tag}
     summary = (
         f"{how}: {send_via.label()} -> {account.address} in {seconds:.2f} s, "
         f"{len(received)} Received hop(s)"

@@ -28,6 +28,24 @@ def config(lab_config: EngineConfig) -> EngineConfig:
         for name, (address, password) in LAB_ACCOUNTS.items()
     ]
     accounts.append(Account(name="wrong", address="alice@healthy.test", password=WRONG_PASSWORD))
+    # Logs in as alice, but its address has no mailbox: every server refuses the mail.
+    alice_password = LAB_ACCOUNTS["alice"][1]
+    accounts.append(
+        Account(
+            name="badimap",
+            address="alice@healthy.test",
+            password=alice_password,
+            imap="nowhere.healthy.test:993",
+        )
+    )
+    accounts.append(
+        Account(
+            name="nomailbox",
+            address="nobody@healthy.test",
+            username="alice@healthy.test",
+            password=alice_password,
+        )
+    )
     return replace(
         lab_config,
         timeouts=Timeouts(dns=2, connect=2, banner=3, reply=10, check=90),
@@ -62,6 +80,47 @@ async def test_a_good_account_logs_in_everywhere_and_mail_arrives(config: Engine
         assert 0 < finding.data["latency_s"] < SLOW_DELIVERY_SECONDS
         assert any("LMTP" in hop for hop in finding.data["received"]), finding.data
     assert report.facts["delivery.submission"]["latency_s"] > 0
+
+
+async def test_the_test_message_is_deleted_once_it_arrived(config: EngineConfig, lab) -> None:
+    report = await check("healthy.test", "alice", config)
+    tags = {f.data["tag"] for f in report.findings if f.code == "delivery.ok"}
+    assert len(tags) == 2
+    left = [m for m in lab.mail.messages("alice") if any(t.encode() in m for t in tags)]
+    assert left == []
+
+
+async def test_a_refused_message_says_why(config: EngineConfig) -> None:
+    report = await check("healthy.test", "nomailbox", config)
+    assert problems(report) == {"delivery.submit.rejected"}
+    refused = {
+        f.summary.split(":")[0] for f in report.findings if f.code == "delivery.submit.rejected"
+    }
+    assert refused == {"submission", "inbound"}
+    assert any("nobody@healthy.test" in f.summary and "550" in f.summary for f in report.findings)
+
+
+async def test_a_profile_server_that_does_not_resolve_skips_the_round_trip(
+    config: EngineConfig,
+) -> None:
+    report = await check("healthy.test", "badimap", config)
+    assert problems(report) == {"delivery.skipped"}
+    (skipped,) = [f for f in report.findings if f.code == "delivery.skipped"]
+    assert "nowhere.healthy.test" in skipped.summary
+
+
+def test_every_auth_and_delivery_code_is_tested_here() -> None:
+    from pathlib import Path
+
+    from checks.catalog import CATALOG
+
+    source = Path(__file__).read_text()
+    wanted = {
+        c
+        for c, e in CATALOG.items()
+        if e.stage in (Stage.AUTH, Stage.DELIVERY) and e.severity > Severity.OK
+    }
+    assert {c for c in wanted if f'"{c}"' not in source} == set()
 
 
 async def test_a_wrong_password_fails_on_every_endpoint(config: EngineConfig) -> None:
