@@ -173,8 +173,9 @@ async def _send(
     endpoint: Endpoint,
     message: EmailMessage,
     account: Account | None,
-) -> str | None:
-    """Hand the message over; None when accepted, else the server's refusal."""
+) -> tuple[str | None, float]:
+    """Hand the message over: (None when accepted, else the server's refusal;
+    the monotonic time of the server's answer to the message)."""
     config = net.config
     implicit = endpoint.tls == "implicit"
     async with net.open_socket(endpoint.target()) as sock:
@@ -192,14 +193,15 @@ async def _send(
             if account is not None:
                 await client.login(account.username, account.password)
             errors, reply = await client.send_message(message)
+            accepted = time.monotonic()  # the clock starts here, not after QUIT
             note(f"  submitted to {endpoint.label()}: {untrusted(reply, 200)}")
             if errors:
-                return "; ".join(f"{r}: {e.message}" for r, e in errors.items())
-            return None
+                return "; ".join(f"{r}: {e.message}" for r, e in errors.items()), accepted
+            return None, accepted
         except aiosmtplib.SMTPResponseException as exc:
-            return f"{exc.code} {untrusted(exc.message, 300)}"
+            return f"{exc.code} {untrusted(exc.message, 300)}", time.monotonic()
         except aiosmtplib.SMTPException as exc:
-            return untrusted(str(exc), 300)
+            return untrusted(str(exc), 300), time.monotonic()
         finally:
             with contextlib.suppress(Exception):
                 await client.quit()
@@ -229,7 +231,7 @@ async def round_trip(
     target = Target(host=send_via.host, address=send_via.address, port=send_via.port)
     box = Mailbox(ctx.net, mailbox, account)
     async with box.open() as imap:
-        refused = await _send(ctx.net, send_via, message, account if authenticated else None)
+        refused, sent = await _send(ctx.net, send_via, message, account if authenticated else None)
         if refused is not None:
             ctx.add(
                 "delivery.submit.rejected",
@@ -238,7 +240,6 @@ async def round_trip(
                 f"{account.address}: {refused}",
             )
             return
-        sent = time.monotonic()
         number = await box.wait_for(imap, tag, sent + config.delivery_timeout)
         if number is None:
             ctx.add(
@@ -255,7 +256,8 @@ async def round_trip(
     results = tuple(untrusted(str(h), 300) for h in delivered.get_all("Authentication-Results", []))
     data = {"latency_s": round(seconds, 3), "received": list(received), "how": how, "tag": tag}
     summary = (
-        f"{how}: {send_via.label()} -> {account.address} in {seconds:.2f} s, "
+        f"{how}: {send_via.label()} -> {account.address} in "
+        f"{f'{seconds * 1000:.0f} ms' if seconds < 1 else f'{seconds:.2f} s'}, "
         f"{len(received)} Received hop(s)"
     )
     evidence = [*received, *(f"Authentication-Results: {r}" for r in results)]
