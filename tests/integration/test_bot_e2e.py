@@ -309,6 +309,39 @@ async def test_remote_text_cannot_ping_the_channel(
         assert raw not in text  # ...but can neither notify nor link
 
 
+async def test_a_test_account_logs_in_from_slack_and_its_secret_stays_out(
+    bot: Settings, slack: SlackAPIStandIn
+) -> None:
+    """account=NAME runs the auth and delivery stages with the server-side
+    profile; no Slack call, file upload or stored report carries the password."""
+    from dataclasses import replace
+
+    from checks.accounts import Account, Accounts, login_blobs, plain_blob
+    from tests.lab.mail import LAB_ACCOUNTS
+
+    address, password = LAB_ACCOUNTS["alice"]
+    accounts = Accounts([Account(name="alice", address=address, password=password)])
+    settings = replace(bot, accounts=accounts)
+    await command(bot, slack, "healthy.test stage=auth,delivery account=alice")
+    worker = Worker(settings)
+    worker.start()
+    try:
+        await slack.wait_for("chat.update", 1, timeout=90)
+    finally:
+        await worker.stop()
+    redis = Redis.from_url(bot.redis_url)
+    keys = [k async for k in redis.scan_iter("mailcheck:report:*")]
+    stored = (await redis.get(keys[0])).decode()
+    await redis.aclose()
+    codes = {f["code"] for f in json.loads(stored)["findings"]}
+    assert {"auth.ok", "delivery.ok"} <= codes
+    posted = json.dumps([c.params for c in slack.calls])
+    uploads = b"".join(f.data or b"" for f in slack.files.values()).decode(errors="replace")
+    for text in (posted, uploads, stored):
+        for form in (password, plain_blob(address, password), login_blobs(address, password)[1]):
+            assert form not in text
+
+
 async def test_slack_rate_limits_are_waited_out(
     bot: Settings, slack: SlackAPIStandIn, worker: Worker
 ) -> None:
