@@ -156,7 +156,7 @@ def _lines(response: Any) -> str:
     )
 
 
-def test_message(account: Account, tag: str, helo: str, how: str) -> EmailMessage:
+def tagged_message(account: Account, tag: str, helo: str, how: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = account.address
     message["To"] = account.address
@@ -216,6 +216,14 @@ def hops(message: EmailMessage) -> tuple[str, ...]:
     )
 
 
+def auth_results(message: EmailMessage) -> tuple[str, ...]:
+    """The receiving side's SPF/DKIM/DMARC verdicts (Authentication-Results), one line each."""
+    return tuple(
+        untrusted(re.sub(r"\s+", " ", str(h)), 300)
+        for h in message.get_all("Authentication-Results", [])
+    )
+
+
 async def round_trip(
     ctx: ProbeContext,
     how: str,
@@ -227,7 +235,7 @@ async def round_trip(
     """Submit (or relay) a tagged message and watch for it; findings say how it went."""
     config = ctx.net.config
     tag = uuid.uuid4().hex
-    message = test_message(account, tag, config.helo_name, how)
+    message = tagged_message(account, tag, config.helo_name, how)
     target = Target(host=send_via.host, address=send_via.address, port=send_via.port)
     box = Mailbox(ctx.net, mailbox, account)
     async with box.open() as imap:
@@ -253,7 +261,7 @@ async def round_trip(
         seconds = time.monotonic() - sent
         delivered = await box.headers_and_delete(imap, number)
     received = hops(delivered)
-    results = tuple(untrusted(str(h), 300) for h in delivered.get_all("Authentication-Results", []))
+    results = auth_results(delivered)
     data = {"latency_s": round(seconds, 3), "received": list(received), "how": how, "tag": tag}
     summary = (
         f"{how}: {send_via.label()} -> {account.address} in "
