@@ -15,8 +15,9 @@ stage is paged over several messages.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -30,7 +31,9 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.history import Run
 from checks import catalog
+from checks.diff import ReportDiff
 from checks.model import CheckRequest, Finding, Report, Severity, Stage
 
 EMOJI: dict[Severity, str] = {
@@ -264,3 +267,148 @@ def stage_messages(report: Report, stage: Stage) -> list[Message]:
 def report_messages(report: Report) -> list[Message]:
     """Every stage's replies, in the engine's stage order."""
     return [m for stage in Stage for m in stage_messages(report, stage)]
+
+
+# --- history and changes ---------------------------------------------------------
+
+CHANGES_ITEMS = 20  # per kind of change; the rest is counted
+ACK_CHARS = 3500  # a slash command's reply text
+_PERMALINK = re.compile(r"https://[^\s<>|\"`]{1,1000}")
+
+
+def link(url: str | None, label: str) -> str:
+    """`label` (our own words, mrkdwn) linked to `url` when it is a plain https
+    URL (a Slack permalink); else just the label."""
+    if url and _PERMALINK.fullmatch(url):
+        return f"<{_entities(url)}|{label}>"
+    return label
+
+
+def when(iso: str) -> str:
+    """An ISO 8601 time as "2026-11-25 19:20 UTC" (the text itself when unparsable)."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return _cut(escape(iso), 40)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def run_verdict(worst: str, counts: Mapping[str, int]) -> str:
+    """A run's verdict as in its parent message: emoji and counts of problems."""
+    problems = []
+    for s in (Severity.ERROR, Severity.WARNING, Severity.INCONCLUSIVE):
+        n = int(counts.get(s.value, 0))
+        if n:
+            problems.append(
+                f"{n} {s.value}{'s' if n != 1 and s is not Severity.INCONCLUSIVE else ''}"
+            )
+    try:
+        shown = Severity(worst) if problems else Severity.OK
+    except ValueError:
+        shown = Severity.INCONCLUSIVE
+    return f"{EMOJI[shown]} {', '.join(problems) or 'no problems found'}"
+
+
+def history_text(display: str, runs: Sequence[Run], links: Mapping[str, str | None]) -> str:
+    """The reply to `/mailcheck history`: one line per run, newest first, each
+    linked to its thread (`links`: request_id -> permalink)."""
+    if not runs:
+        return f"No checks of {code_span(display, 300)} in this channel yet."
+    lines = [
+        f"*Last {len(runs)} check{'s' if len(runs) != 1 else ''} of "
+        f"{code_span(display, 300)} in this channel*"
+    ]
+    for run in runs:
+        stages = f" · stages {code_span(', '.join(run.stages), 200)}" if run.stages else ""
+        lines.append(
+            f"• {link(links.get(run.request_id), when(run.started_at))} · "
+            f"{run_verdict(run.worst, run.counts)} · requested by {_requester(run.user)}{stages}"
+        )
+    return _join(lines, ACK_CHARS)
+
+
+def changes_lines(diff: ReportDiff) -> list[str]:
+    """Each change as a line of mrkdwn: our words, the remote text in code spans."""
+    lines: list[str] = []
+
+    def severity(value: str) -> str:
+        try:
+            return EMOJI[Severity(value)]
+        except ValueError:
+            return EMOJI[Severity.INCONCLUSIVE]
+
+    def add(title: str, items: Sequence[str]) -> None:
+        if not items:
+            return
+        lines.append(f"*{title}*")
+        lines.extend(items[:CHANGES_ITEMS])
+        if len(items) > CHANGES_ITEMS:
+            lines.append(f"_{len(items) - CHANGES_ITEMS} more not shown_")
+
+    add(
+        "New problems",
+        [f"{severity(s)} {code_span(c, 100)}  {code_span(m, 300)}" for s, c, m in diff.new],
+    )
+    add(
+        "Resolved",
+        [
+            f":heavy_check_mark: {code_span(c, 100)}  {code_span(m, 300)}"
+            for _, c, m in diff.resolved
+        ],
+    )
+    add("Changed records", [f"• {code_span(r, 500)}" for r in diff.records])
+    add("Timing", [f"• {code_span(t, 200)}" for t in diff.latency])
+    return lines
+
+
+def changes_message(diff: ReportDiff, since: str) -> Message:
+    """The thread reply "Changes since <the previous check>" (`since`: mrkdwn,
+    such as `link(permalink, when(started_at))`)."""
+    lines = [f":arrows_counterclockwise: *Changes since {since}*", *changes_lines(diff)]
+    sections: list[Block] = []
+    chunk: list[str] = []
+    used = 0
+    for line in lines:
+        if chunk and (used + len(line) + 1 > 2900):
+            sections.append(_section("\n".join(chunk)))
+            chunk, used = [], 0
+        chunk.append(line)
+        used += len(line) + 1
+    if chunk:
+        sections.append(_section("\n".join(chunk)))
+    kept: list[Block] = []
+    total = 0
+    for block in sections[:MAX_BLOCKS]:
+        size = _size(block.to_dict())
+        if total + size > MESSAGE_CHARS:
+            break
+        kept.append(block)
+        total += size
+    return Message("Changes since the previous check", _serialise(kept))
+
+
+def diff_text(
+    display: str, older: Run, newer: Run, links: Mapping[str, str | None], diff: ReportDiff
+) -> str:
+    """The reply to `/mailcheck diff`: the changes between two runs."""
+    before = link(links.get(older.request_id), when(older.started_at))
+    after = link(links.get(newer.request_id), when(newer.started_at))
+    head = f"{code_span(display, 300)}: the check of {before} against the one of {after}"
+    if diff.empty:
+        return f"No changes in {head}."
+    return _join([f"*Changes in* {head}", *changes_lines(diff)], ACK_CHARS)
+
+
+def _join(lines: Sequence[str], limit: int) -> str:
+    """Whole lines up to `limit` characters, then a note of how many were left out."""
+    out: list[str] = []
+    used = 0
+    for index, line in enumerate(lines):
+        if used + len(line) + 1 > limit - 40:
+            out.append(f"_{len(lines) - index} more lines not shown_")
+            break
+        out.append(line)
+        used += len(line) + 1
+    return "\n".join(out)

@@ -5,6 +5,8 @@
     /mailcheck example.com account=NAME          with a saved test account
     /mailcheck example.com selector=s1,s2        DKIM selectors to try first
     /mailcheck example.com sender-ip=192.0.2.1   does SPF let this address send?
+    /mailcheck history example.com               HistoryCommand: the last checks in this channel
+    /mailcheck diff example.com                  DiffCommand: what changed between the last two
     /mailcheck help                              HelpCommand (also "", -h, --help, ?)
 
 Anything else is a UsageError whose message names the problem and ends with
@@ -90,6 +92,8 @@ USAGE = (
     "• `/mailcheck example.com account=NAME`: also use the test account saved as NAME\n"
     "• `/mailcheck example.com selector=s1,s2`: try these DKIM selectors first\n"
     "• `/mailcheck example.com sender-ip=192.0.2.1`: does SPF let this address send?\n"
+    "• `/mailcheck history example.com`: the last checks of a domain in this channel\n"
+    "• `/mailcheck diff example.com`: what changed between its last two checks in this channel\n"
     "• `/mailcheck help`: this text\n"
     f"Stages, with the other names they answer to: {_stage_list()}.\n"
     "Options go after the domain or before it, each at most once: "
@@ -107,6 +111,16 @@ class CheckCommand:
 
 
 @dataclass(frozen=True)
+class HistoryCommand:
+    domain: DomainName
+
+
+@dataclass(frozen=True)
+class DiffCommand:
+    domain: DomainName
+
+
+@dataclass(frozen=True)
 class HelpCommand:
     pass
 
@@ -118,7 +132,11 @@ class UsageError:
     message: str
 
 
-Command: TypeAlias = CheckCommand | HelpCommand | UsageError
+Command: TypeAlias = CheckCommand | HistoryCommand | DiffCommand | HelpCommand | UsageError
+_SUBCOMMANDS: dict[str, type[HistoryCommand] | type[DiffCommand]] = {
+    "history": HistoryCommand,
+    "diff": DiffCommand,
+}
 
 
 class _Problem(Exception):
@@ -135,7 +153,10 @@ def parse(text: str) -> Command:
         plain = _unwrap_slack(text)
         if plain.strip().lower() in _HELP_WORDS:
             return HelpCommand()
-        return _parse_tokens(plain.split())
+        tokens = plain.split()
+        if tokens[0].lower() in _SUBCOMMANDS:
+            return _parse_subcommand(tokens[0].lower(), tokens[1:])
+        return _parse_tokens(tokens)
     except _Problem as problem:
         return _usage_error(str(problem))
 
@@ -144,10 +165,43 @@ def _usage_error(problem: str) -> UsageError:
     return UsageError(f"{problem}\n\n{USAGE}")
 
 
+def _parse_subcommand(name: str, tokens: list[str]) -> HistoryCommand | DiffCommand:
+    """`history DOMAIN` or `diff DOMAIN`: one domain, no options."""
+    example = f"`/mailcheck {name} example.com`"
+    domain_text: str | None = None
+    for token in tokens:
+        if token.lower() in _HELP_WORDS or token.lower() in _SUBCOMMANDS:
+            raise _Problem(f"{_show(token)} cannot follow `{name}`; write {example}.")
+        option, eq, _value = token.partition("=")
+        if token.startswith(_DASHES) or eq:
+            if token.startswith(_DASHES):
+                shown = option if eq else token
+            else:
+                shown = option + "=" if option else token
+            raise _Problem(
+                f"Unknown option {_show(shown)}: `{name}` takes a domain and no options, "
+                f"as in {example}."
+            )
+        if domain_text is not None:
+            raise _Problem(
+                f"Two domains given, {_show(domain_text)} and {_show(token)}; `{name}` takes one."
+            )
+        domain_text = token
+    if domain_text is None:
+        raise _Problem(f"No domain given: say which domain, as in {example}.")
+    try:
+        domain = normalize_domain(domain_text)
+    except InputError as exc:
+        raise _Problem(f"Not a domain: {_escape(str(exc))}.") from exc
+    return _SUBCOMMANDS[name](domain)
+
+
 def _parse_tokens(tokens: list[str]) -> CheckCommand:
     domain_text: str | None = None
     options: dict[str, tuple[str, str]] = {}  # canonical name -> (as typed, value)
     for token in tokens:
+        if token.lower() in _SUBCOMMANDS:
+            raise _Problem(f"{_show(token)} goes first: `/mailcheck {token.lower()} example.com`.")
         if token.lower() in _HELP_WORDS:
             raise _Problem(f"{_show(token)} goes alone: `/mailcheck {_escape(token)}`.")
         name, eq, value = token.partition("=")

@@ -54,6 +54,7 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_ALLOWED_USERS": "",
     "MAILCHECK_USER_RATE": "20",
     "MAILCHECK_DOMAIN_RATE": "30",
+    "MAILCHECK_RETENTION_DAYS": "90",
 }
 
 
@@ -97,6 +98,7 @@ class Settings:
     allowed_users: frozenset[str] = frozenset()  # empty: everyone
     user_rate: int = 20  # checks per user per hour
     domain_rate: int = 30  # checks of one domain per hour
+    retention_days: int = 90  # stored reports and the history of runs
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +139,7 @@ class Settings:
             allowed_users=frozenset(_items(get("MAILCHECK_ALLOWED_USERS"))),
             user_rate=int(_number("MAILCHECK_USER_RATE", get, whole=True)),
             domain_rate=int(_number("MAILCHECK_DOMAIN_RATE", get, whole=True)),
+            retention_days=int(_number("MAILCHECK_RETENTION_DAYS", get, whole=True)),
         ).validated()
 
     def override(self, **changes: Any) -> Settings:
@@ -192,9 +195,14 @@ class Settings:
             ("MAILCHECK_HTTP_PORT", self.http_port, 1),
             ("MAILCHECK_USER_RATE", self.user_rate, 0),
             ("MAILCHECK_DOMAIN_RATE", self.domain_rate, 0),
+            ("MAILCHECK_RETENTION_DAYS", self.retention_days, 1),
         ):
             if number < low:
                 raise InputError(f"{name} must be at least {low}, not {number}")
+        if self.retention_days > 3650:
+            raise InputError(
+                f"MAILCHECK_RETENTION_DAYS must be at most 3650, not {self.retention_days}"
+            )
         return self
 
     def require_slack(self) -> None:
@@ -239,6 +247,11 @@ class Settings:
         except InputError as exc:
             raise InputError(f"trust anchor file {self.trust_anchor_file!r}: {exc}") from None
         return lines
+
+    @property
+    def retention_seconds(self) -> int:
+        """How long reports and the history of runs are kept."""
+        return self.retention_days * 24 * 3600
 
     @property
     def job_timeout(self) -> int:

@@ -25,10 +25,12 @@ from saq.types import PartialTimersDict
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
+from bot.history import HistoryStore, Run
 from bot.poster import Poster, RunState, slack_client
 from bot.queue import CheckJob, make_queue
 from bot.settings import Settings
 from checks import jsonreport
+from checks.diff import diff_reports
 from checks.model import CheckRequest, Finding, Report, Stage
 from checks.policy.dmarc import organizational_domain
 from checks.runner import CheckDone, ProbeFinished, dedupe, default_probes, plan, sort_findings
@@ -36,7 +38,6 @@ from checks.runner import stream as run_stream
 
 log = logging.getLogger(__name__)
 
-REPORT_TTL = 90 * 24 * 3600
 # Slack errors that no retry will fix: tell the user, and end the job.
 FINAL_ERRORS = {
     "not_in_channel",
@@ -194,14 +195,67 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
             )
         await state.mark("transcripts")
 
+    stored = jsonreport.dumps(report)
     await ctx["redis"].set(
-        f"mailcheck:report:{job.request_id}", jsonreport.dumps(report), ex=REPORT_TTL
+        f"mailcheck:report:{job.request_id}", stored, ex=settings.retention_seconds
+    )
+    history = HistoryStore(ctx["redis"], settings.retention_days)
+    await history.record(
+        Run.from_report(
+            json.loads(stored),
+            request_id=job.request_id,
+            channel=job.channel,
+            user=job.user,
+            parent_ts=parent,
+        )
     )
     await poster.update(
         job.channel, parent, blocks.verdict_message(report, job.user, rerun_value(job))
     )
     await state.mark("verdict")
+    await post_changes(poster, history, state, job, parent)
     return {"worst": report.worst.value, "parent_ts": parent}
+
+
+async def permalink(poster: Poster, channel: str, ts: str) -> str | None:
+    """The link to a message, or None when Slack does not give one."""
+    if not ts:
+        return None
+    try:
+        response = await poster.client.chat_getPermalink(channel=channel, message_ts=ts)
+    except SlackApiError as exc:
+        log.info("no permalink for %s/%s: %s", channel, ts, exc.response.get("error"))
+        return None
+    link = response.get("permalink")
+    return link if isinstance(link, str) else None
+
+
+async def post_changes(
+    poster: Poster, history: HistoryStore, state: RunState, job: CheckJob, parent: str
+) -> bool:
+    """Post "Changes since <the previous check>" in the thread when this
+    channel checked the domain before and something changed. Once per request:
+    a retried job does not post it again. True when it was posted now."""
+    if await state.posted("diff"):
+        return False
+    posted = False
+    previous = await history.previous(job.channel, job.domain, job.request_id)
+    if previous is not None:
+        before = await history.report(previous.request_id)
+        after = await history.report(job.request_id)
+        changes = None
+        if before and after:
+            try:
+                changes = diff_reports(before, after)
+            except Exception:  # a report it cannot read must not fail the check
+                log.exception("could not compare %s with %s", previous.request_id, job.request_id)
+        if changes is not None and not changes.empty:
+            link = await permalink(poster, job.channel, previous.parent_ts)
+            since = blocks.link(link, blocks.when(previous.started_at))
+            await poster.post(job.channel, blocks.changes_message(changes, since), thread_ts=parent)
+            posted = True
+    await state.mark("diff")
+    return posted
 
 
 class MailcheckWorker(Worker[Any]):

@@ -4,6 +4,7 @@ ephemeral reply that says what, never silence."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -11,26 +12,45 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.commands import USAGE, CheckCommand, HelpCommand, UsageError, parse
+from bot import blocks
+from bot.commands import (
+    USAGE,
+    CheckCommand,
+    DiffCommand,
+    HelpCommand,
+    HistoryCommand,
+    UsageError,
+    parse,
+)
+from bot.history import HistoryStore, Run
 from bot.listeners.deps import Deps
 from bot.queue import CheckJob, QueueUnavailable, enqueue_check
+from checks.diff import diff_reports
 from checks.errors import InputError
-from checks.names import normalize_domain, normalize_selector, normalize_sender_ip
+from checks.names import DomainName, normalize_domain, normalize_selector, normalize_sender_ip
 
 log = logging.getLogger(__name__)
 RATE_WINDOW = 3600
+HISTORY_RUNS = 10
+READ_TIMEOUT = 2.0  # history and diff answer in the ack: Slack wants it within 3 s
+LINK_TIMEOUT = 0.8  # the permalinks are a nicety: without them, times without links
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
     @app.command("/mailcheck")
-    async def mailcheck(ack: AsyncAck, command: dict[str, Any]) -> None:
+    async def mailcheck(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
         parsed = parse(command.get("text") or "")
         if isinstance(parsed, HelpCommand):
             await ack(text=USAGE)
             return
         if isinstance(parsed, UsageError):
             await ack(text=parsed.message)
+            return
+        if isinstance(parsed, HistoryCommand | DiffCommand):
+            await ack(text=await answer_history(deps, client, command, parsed))
             return
         assert isinstance(parsed, CheckCommand)
         job = CheckJob(
@@ -71,13 +91,104 @@ def register(app: AsyncApp, deps: Deps) -> None:
             await _respond(body["response_url"], text)
 
 
+def _refusal(deps: Deps, channel: str, user: str) -> str | None:
+    settings = deps.settings
+    if settings.allowed_channels and channel not in settings.allowed_channels:
+        return ":no_entry: mailcheck is not enabled in this channel."
+    if settings.allowed_users and user not in settings.allowed_users:
+        return ":no_entry: You are not on the list of mailcheck users; ask your admin."
+    return None
+
+
+async def answer_history(
+    deps: Deps,
+    client: AsyncWebClient,
+    command: dict[str, Any],
+    parsed: HistoryCommand | DiffCommand,
+) -> str:
+    """The reply to `/mailcheck history|diff DOMAIN`: this channel's runs only."""
+    channel, user = command["channel_id"], command["user_id"]
+    refused = _refusal(deps, channel, user)
+    if refused:
+        return refused
+    store = HistoryStore(deps.redis, deps.settings.retention_days)
+    try:
+        if isinstance(parsed, HistoryCommand):
+            return await asyncio.wait_for(
+                _history(store, client, channel, parsed.domain), READ_TIMEOUT
+            )
+        return await asyncio.wait_for(_diff(store, client, channel, parsed.domain), READ_TIMEOUT)
+    except (TimeoutError, OSError, RedisError) as exc:
+        log.warning("history unavailable: %s", exc or type(exc).__name__)
+        return ":warning: The history is unavailable right now; please try again in a minute."
+
+
+async def _history(
+    store: HistoryStore, client: AsyncWebClient, channel: str, domain: DomainName
+) -> str:
+    runs = await store.runs(channel, domain.ascii, limit=HISTORY_RUNS)
+    links = await _permalinks(client, channel, runs)
+    return blocks.history_text(domain.unicode, runs, links)
+
+
+async def _diff(
+    store: HistoryStore, client: AsyncWebClient, channel: str, domain: DomainName
+) -> str:
+    shown = blocks.code_span(domain.unicode, 300)
+    runs = await store.runs(channel, domain.ascii, limit=2)
+    if len(runs) < 2:
+        have = "No check" if not runs else "Only one check"
+        return (
+            f"{have} of {shown} in this channel so far: a diff needs two. "
+            f"Run `/mailcheck {blocks.escape(domain.ascii)}` to check it again."
+        )
+    newer, older = runs
+    after, before = await store.report(newer.request_id), await store.report(older.request_id)
+    if before is None or after is None:
+        return f"The report of one of the last two checks of {shown} has expired."
+    try:
+        changes = diff_reports(before, after)
+    except Exception:  # a stored report it cannot read: say so, not nothing
+        log.exception("could not compare %s with %s", older.request_id, newer.request_id)
+        return f"The last two checks of {shown} could not be compared."
+    links = await _permalinks(client, channel, runs)
+    return blocks.diff_text(domain.unicode, older, newer, links, changes)
+
+
+async def _permalinks(
+    client: AsyncWebClient, channel: str, runs: list[Run]
+) -> dict[str, str | None]:
+    """request_id -> the link to its thread, asked all at once and briefly."""
+
+    async def one(run: Run) -> str | None:
+        if not run.parent_ts:
+            return None
+        try:
+            response = await client.chat_getPermalink(channel=channel, message_ts=run.parent_ts)
+        except SlackApiError:
+            return None
+        link = response.get("permalink")
+        return link if isinstance(link, str) else None
+
+    tasks = [asyncio.ensure_future(one(run)) for run in runs]
+    if tasks:
+        await asyncio.wait(tasks, timeout=LINK_TIMEOUT)
+    links: dict[str, str | None] = {}
+    for run, task in zip(runs, tasks, strict=True):
+        if task.done() and not task.cancelled() and task.exception() is None:
+            links[run.request_id] = task.result()
+        else:
+            task.cancel()
+            links[run.request_id] = None
+    return links
+
+
 async def submit(deps: Deps, job: CheckJob) -> tuple[bool, str]:
     """Authorize, rate-limit and enqueue: (queued, what to tell the user)."""
     settings = deps.settings
-    if settings.allowed_channels and job.channel not in settings.allowed_channels:
-        return False, ":no_entry: mailcheck is not enabled in this channel."
-    if settings.allowed_users and job.user not in settings.allowed_users:
-        return False, ":no_entry: You are not on the list of mailcheck users; ask your admin."
+    refused = _refusal(deps, job.channel, job.user)
+    if refused:
+        return False, refused
     try:
         if await _over(deps, f"user:{job.user}", settings.user_rate):
             return False, (

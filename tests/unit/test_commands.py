@@ -11,7 +11,9 @@ from bot.commands import (
     STAGE_ALIASES,
     USAGE,
     CheckCommand,
+    DiffCommand,
     HelpCommand,
+    HistoryCommand,
     UsageError,
     parse,
 )
@@ -199,6 +201,8 @@ def test_usage_lists_the_forms_with_examples() -> None:
         "/mailcheck example.com`",
         "stage=tls,connect",
         "account=NAME",
+        "/mailcheck history example.com`",
+        "/mailcheck diff example.com`",
         "/mailcheck help",
     ):
         assert form in USAGE
@@ -277,3 +281,54 @@ def test_commands_are_frozen() -> None:
         command.account = "x"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         UsageError("x").message = "y"  # type: ignore[misc]
+
+
+# --- history and diff ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("history example.com", HistoryCommand(normalize_domain("example.com"))),
+        ("History Example.COM.", HistoryCommand(normalize_domain("example.com"))),
+        ("  history   user@example.com ", HistoryCommand(normalize_domain("example.com"))),
+        (
+            "history <http://example.com|example.com>",
+            HistoryCommand(normalize_domain("example.com")),
+        ),
+        ("history bücher.de", HistoryCommand(normalize_domain("xn--bcher-kva.de"))),
+        ("diff example.com", DiffCommand(normalize_domain("example.com"))),
+        ("DIFF <mailto:a@example.org|a@example.org>", DiffCommand(normalize_domain("example.org"))),
+    ],
+)
+def test_history_and_diff(text: str, expected: object) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "complaints"),
+    [
+        ("history", ["No domain given", "`/mailcheck history example.com`"]),
+        ("diff", ["No domain given", "`/mailcheck diff example.com`"]),
+        ("history example.com example.org", ["Two domains", "`example.com`", "`example.org`"]),
+        ("diff a.example b.example", ["Two domains", "`diff` takes one"]),
+        ("history example.com stage=tls", ["Unknown option `stage=`", "no options"]),
+        ("diff example.com account=ops", ["Unknown option `account=`"]),
+        ("history example.com --all", ["Unknown option `--all`"]),
+        ("history example.com --limit=3", ["Unknown option `--limit`"]),
+        ("history =3 example.com", ["Unknown option `=3`"]),
+        ("history localhost", ["'localhost' is a single label"]),
+        ("history <@U024BE7LH>", ["mentions a person"]),
+        ("history example.com help", ["`help` cannot follow `history`"]),
+        ("history diff example.com", ["`diff` cannot follow `history`"]),
+        ("example.com history", ["`history` goes first", "/mailcheck history example.com"]),
+        ("example.com stage=tls diff", ["`diff` goes first"]),
+        ("history exa&lt;mple&gt;.com", ["exa&lt;mple&gt;.com"]),
+    ],
+)
+def test_history_and_diff_errors_name_the_problem(text: str, complaints: list[str]) -> None:
+    problem = usage_error(text)
+    for complaint in complaints:
+        assert complaint in problem, problem
+    assert "<" not in problem.replace("&lt;", "")
+    assert len(problem) < 700

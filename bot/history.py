@@ -1,0 +1,203 @@
+"""The history of finished checks, per channel, in Redis.
+
+Every finished run is recorded as a Run (who asked, when, the verdict, the
+thread it was posted in) and indexed by time:
+
+    mailcheck:history:run:<request_id>                  the Run, JSON
+    mailcheck:history:domain:<channel>:<domain>         sorted set of request ids, by start time
+    mailcheck:history:channel:<channel>                 the same, every domain
+    mailcheck:history:user:<channel>:<user>             the same, one requester
+
+The report itself stays where the worker stores it, `mailcheck:report:<id>`.
+Everything is kept `retention_days`: index entries older than that are
+trimmed on every write, and every key expires that long after it was last
+written. Listing is always for one channel: a channel's history never shows
+another channel's checks (the user index is per channel too), so there is
+no way to list across channels at all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+PREFIX = "mailcheck:history:"
+REPORT_PREFIX = "mailcheck:report:"
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Run:
+    request_id: str
+    domain: str  # A-labels
+    display: str  # U-labels
+    channel: str
+    user: str
+    started_at: str  # ISO 8601, with offset
+    worst: str  # Severity value
+    counts: dict[str, int] = field(default_factory=dict)  # Severity value -> findings
+    parent_ts: str = ""  # the thread's parent message
+    stages: tuple[str, ...] | None = None  # None: every stage
+
+    @property
+    def timestamp(self) -> float:
+        return datetime.fromisoformat(self.started_at).timestamp()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Run:
+        data = json.loads(text)
+        stages = data.get("stages")
+        return cls(
+            request_id=str(data["request_id"]),
+            domain=str(data["domain"]),
+            display=str(data.get("display") or data["domain"]),
+            channel=str(data["channel"]),
+            user=str(data["user"]),
+            started_at=str(data["started_at"]),
+            worst=str(data["worst"]),
+            counts={str(k): int(v) for k, v in (data.get("counts") or {}).items()},
+            parent_ts=str(data.get("parent_ts") or ""),
+            stages=tuple(stages) if stages is not None else None,
+        )
+
+    @classmethod
+    def from_report(
+        cls, report: dict[str, Any], *, request_id: str, channel: str, user: str, parent_ts: str
+    ) -> Run:
+        """The Run of a report in its JSON form (checks/jsonreport.py)."""
+        stages = report.get("stages")
+        return cls(
+            request_id=request_id,
+            domain=str(report["domain"]),
+            display=str(report.get("domain_display") or report["domain"]),
+            channel=channel,
+            user=user,
+            started_at=str(report["started_at"]),
+            worst=str(report["worst"]),
+            counts={str(k): int(v) for k, v in (report.get("counts") or {}).items()},
+            parent_ts=parent_ts,
+            stages=tuple(stages) if stages is not None else None,
+        )
+
+
+class HistoryStore:
+    def __init__(self, redis: Redis, retention_days: int) -> None:
+        if retention_days < 1:
+            raise ValueError(f"retention_days must be at least 1, not {retention_days}")
+        self.redis = redis
+        self.retention = retention_days * 24 * 3600  # seconds
+
+    # -- keys ------------------------------------------------------------------
+
+    @staticmethod
+    def _run_key(request_id: str) -> str:
+        return f"{PREFIX}run:{request_id}"
+
+    @staticmethod
+    def _domain_key(channel: str, domain: str) -> str:
+        return f"{PREFIX}domain:{channel}:{domain}"
+
+    @staticmethod
+    def _channel_key(channel: str) -> str:
+        return f"{PREFIX}channel:{channel}"
+
+    @staticmethod
+    def _user_key(channel: str, user: str) -> str:
+        return f"{PREFIX}user:{channel}:{user}"
+
+    def _oldest(self) -> float:
+        return time.time() - self.retention
+
+    # -- writing ---------------------------------------------------------------
+
+    async def record(self, run: Run) -> None:
+        """Keep `run` and index it; recording the same request again replaces it."""
+        score = run.timestamp
+        oldest = self._oldest()
+        indexes = (
+            self._domain_key(run.channel, run.domain),
+            self._channel_key(run.channel),
+            self._user_key(run.channel, run.user),
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._run_key(run.request_id), run.to_json(), ex=self.retention)
+            for key in indexes:
+                pipe.zadd(key, {run.request_id: score})
+                pipe.zremrangebyscore(key, "-inf", f"({oldest}")
+                pipe.expire(key, self.retention)
+            await pipe.execute()
+
+    # -- reading ---------------------------------------------------------------
+
+    async def runs(self, channel: str, domain: str, limit: int = 10) -> list[Run]:
+        """The last `limit` runs of `domain` (A-labels) in `channel`, newest first."""
+        return await self._list(self._domain_key(channel, domain), limit)
+
+    async def channel_runs(self, channel: str, limit: int = 10) -> list[Run]:
+        """The last `limit` runs of any domain in `channel`, newest first."""
+        return await self._list(self._channel_key(channel), limit)
+
+    async def user_runs(self, channel: str, user: str, limit: int = 10) -> list[Run]:
+        """The last `limit` runs `user` asked for in `channel`, newest first."""
+        return await self._list(self._user_key(channel, user), limit)
+
+    async def previous(self, channel: str, domain: str, before_request_id: str) -> Run | None:
+        """The run of `domain` in `channel` just before `before_request_id`
+        (None when that one is the first, or is not in this channel's history)."""
+        key = self._domain_key(channel, domain)
+        rank = await self.redis.zrevrank(key, before_request_id)
+        if not isinstance(rank, int):  # None: not in this channel's history
+            return None
+        ids = await self.redis.zrevrangebyscore(
+            key, "+inf", self._oldest(), start=rank + 1, num=MAX_LIMIT
+        )
+        for run in await self._load(ids):
+            return run
+        return None
+
+    async def report(self, request_id: str) -> dict[str, Any] | None:
+        """The stored JSON report of `request_id` (None once expired)."""
+        text = await self.redis.get(f"{REPORT_PREFIX}{request_id}")
+        if text is None:
+            return None
+        try:
+            loaded = json.loads(text)
+        except ValueError:
+            return None
+        return loaded if isinstance(loaded, dict) else None
+
+    async def _list(self, key: str, limit: int) -> list[Run]:
+        limit = max(0, min(limit, MAX_LIMIT))
+        if not limit:
+            return []
+        # A few more than asked: an entry whose run has expired is skipped.
+        ids = await self.redis.zrevrangebyscore(
+            key, "+inf", self._oldest(), start=0, num=limit + 10
+        )
+        return (await self._load(ids))[:limit]
+
+    async def _load(self, ids: list[Any]) -> list[Run]:
+        if not ids:
+            return []
+        texts = await self.redis.mget([self._run_key(_text(i)) for i in ids])
+        runs = []
+        for text in texts:
+            if text is None:
+                continue
+            try:
+                runs.append(Run.from_json(text))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return runs
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
