@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
+import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -105,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="DNSSEC trust anchors (DS or DNSKEY records) instead of the IANA root's",
     )
     check.add_argument(
+        "--compare-last",
+        action="store_true",
+        help="keep the report in MAILCHECK_REDIS_URL's history and show what changed "
+        "since the last CLI check of the domain",
+    )
+    check.add_argument(
         "--fail-on",
         choices=["error", "warning", "inconclusive"],
         default="error",
@@ -116,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bot", help="run the Slack front end (settings from the environment)")
     sub.add_parser("worker", help="run a worker that executes queued checks")
+
+    history = sub.add_parser(
+        "history",
+        help="the last checks of a domain kept in MAILCHECK_REDIS_URL",
+        description="The last checks of DOMAIN in the store at MAILCHECK_REDIS_URL: those "
+        "run with --compare-last (channel 'cli'), or a Slack channel's with --channel.",
+    )
+    history.add_argument("domain", metavar="DOMAIN")
+    history.add_argument("--channel", default=CLI_CHANNEL, help="a Slack channel ID (C...)")
+    history.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
 
     codes = sub.add_parser("codes", help="list every finding code")
     codes.add_argument("--markdown", action="store_true", help="print docs/findings.md")
@@ -129,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _codes(args.markdown)
         if args.command in ("bot", "worker"):
             return _serve(args.command)
+        if args.command == "history":
+            return asyncio.run(_history(args))
         return _check(args)
     except InputError as exc:
         print(f"mailcheck: error: {exc}", file=sys.stderr)
@@ -189,12 +210,83 @@ def _check(args: argparse.Namespace) -> int:
     report = asyncio.run(_run(request, settings, err if live else None))
 
     resolver = ", ".join(str(n) for n in settings.resolvers) or "system resolver"
+    changes = asyncio.run(_keep_and_compare(settings, report)) if args.compare_last else None
     if args.json:
         sys.stdout.write(jsonreport.dumps(report) + "\n")
     else:
         terminal.print_report(Console(), report, resolver=resolver, verbose=args.verbose)
+    if changes is not None:
+        print(changes, file=sys.stderr if args.json else sys.stdout)
     fail_on = Severity(args.fail_on)
     return EXIT_PROBLEMS if report.at_least(fail_on) else EXIT_OK
+
+
+CLI_CHANNEL = "cli"  # the history "channel" of checks run from a terminal
+
+
+def _store_url() -> str:
+    url = os.environ.get("MAILCHECK_REDIS_URL", "").strip()
+    if not url:
+        raise InputError("history needs MAILCHECK_REDIS_URL (the bot's Redis) to be set")
+    return url
+
+
+async def _keep_and_compare(settings: Settings, report: Report) -> str:
+    """Keep the report in the history (channel 'cli'); what changed since the last one."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from bot.history import HistoryStore
+    from checks.diff import diff_reports
+
+    redis = Redis.from_url(_store_url())
+    try:
+        store = HistoryStore(redis, settings.retention_days)
+        request_id = uuid.uuid4().hex
+        text = jsonreport.dumps(report)
+        await store.keep(text, request_id=request_id, channel=CLI_CHANNEL, user=getpass.getuser())
+        previous = await store.previous(CLI_CHANNEL, report.request.domain, request_id)
+        before = await store.report(previous.request_id) if previous else None
+    except RedisError as exc:
+        raise InputError(f"the history store at MAILCHECK_REDIS_URL: {exc}") from None
+    finally:
+        await redis.aclose()
+    if previous is None or before is None:
+        return f"First check of {report.request.display} kept in the history."
+    diff = diff_reports(before, json.loads(text))
+    when = previous.started_at[:19].replace("T", " ")
+    if diff.empty:
+        return f"No changes since the check of {when} UTC."
+    return f"Changes since the check of {when} UTC:\n" + "\n".join(
+        f"  {line}" for line in diff.lines()
+    )
+
+
+async def _history(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from bot.history import HistoryStore
+
+    settings = Settings.from_env()
+    name = normalize_domain(args.domain)
+    redis = Redis.from_url(_store_url())
+    try:
+        runs = await HistoryStore(redis, settings.retention_days).runs(
+            args.channel, name.ascii, limit=max(1, args.limit)
+        )
+    except RedisError as exc:
+        raise InputError(f"the history store at MAILCHECK_REDIS_URL: {exc}") from None
+    finally:
+        await redis.aclose()
+    if not runs:
+        print(f"No checks of {name.unicode} in {args.channel}'s history.")
+        return EXIT_OK
+    for run in runs:
+        counts = ", ".join(f"{n} {s}" for s, n in run.counts.items() if n and s != "ok")
+        when = run.started_at[:19].replace("T", " ")
+        print(f"{when} UTC  {run.worst:13} {counts or 'no problems'}  ({run.user})")
+    return EXIT_OK
 
 
 def redact_logs(settings: Settings) -> None:

@@ -149,6 +149,21 @@ class HistoryStore:
         """The last `limit` runs `user` asked for in `channel`, newest first."""
         return await self._list(self._user_key(channel, user), limit)
 
+    async def keep(
+        self, report_json: str, *, request_id: str, channel: str, user: str, parent_ts: str = ""
+    ) -> Run:
+        """Store a finished report (its JSON text) and record its run."""
+        await self.redis.set(REPORT_PREFIX + request_id, report_json, ex=self.retention)
+        run = Run.from_report(
+            json.loads(report_json),
+            request_id=request_id,
+            channel=channel,
+            user=user,
+            parent_ts=parent_ts,
+        )
+        await self.record(run)
+        return run
+
     async def previous(self, channel: str, domain: str, before_request_id: str) -> Run | None:
         """The run of `domain` in `channel` just before `before_request_id`
         (None when that one is the first, or is not in this channel's history)."""

@@ -25,7 +25,7 @@ from saq.types import PartialTimersDict
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
-from bot.history import HistoryStore, Run
+from bot.history import HistoryStore
 from bot.poster import Poster, RunState, slack_client
 from bot.queue import CheckJob, make_queue
 from bot.settings import Settings
@@ -195,19 +195,13 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
             )
         await state.mark("transcripts")
 
-    stored = jsonreport.dumps(report)
-    await ctx["redis"].set(
-        f"mailcheck:report:{job.request_id}", stored, ex=settings.retention_seconds
-    )
     history = HistoryStore(ctx["redis"], settings.retention_days)
-    await history.record(
-        Run.from_report(
-            json.loads(stored),
-            request_id=job.request_id,
-            channel=job.channel,
-            user=job.user,
-            parent_ts=parent,
-        )
+    await history.keep(
+        jsonreport.dumps(report),
+        request_id=job.request_id,
+        channel=job.channel,
+        user=job.user,
+        parent_ts=parent,
     )
     await poster.update(
         job.channel, parent, blocks.verdict_message(report, job.user, rerun_value(job))
