@@ -101,3 +101,17 @@ async def stalling_mx() -> Any:
 
     async with FakeServer(never_greet, "127.1.20.3", 25) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog() -> Iterator[None]:
+    """A test stuck for 5 minutes dumps every thread's stack and ends the run,
+    so a hang shows where it is instead of eating CI's time limit."""
+    import faulthandler
+    import sys
+
+    faulthandler.dump_traceback_later(300, exit=True, file=sys.stderr)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
