@@ -124,6 +124,18 @@ class Network:
     # -- connections ---------------------------------------------------------------
 
     @asynccontextmanager
+    async def _turn(self, target: Target) -> AsyncIterator[tuple[str, int, str]]:
+        """The gate every connection passes: the target policy before any
+        packet, then this address:port's lock. Yields (address, port, the
+        transcript header)."""
+        address, port = target.address, target.port
+        if address is None or port is None:
+            raise ValueError("a connection needs an address and a port")
+        self.policy.check(address)
+        async with self._locks.setdefault((address, port), asyncio.Lock()):
+            yield address, port, f"== {target.protocol or 'tcp'} {target.label()}"
+
+    @asynccontextmanager
     async def connect(self, target: Target) -> AsyncIterator[Connection]:
         """A conversation with `target` (address and port required).
 
@@ -133,13 +145,7 @@ class Network:
         servers that count connections, and postscreen-safe); later callers
         wait their turn. The conversation lands in the probe's transcript.
         """
-        address, port = target.address, target.port
-        if address is None or port is None:
-            raise ValueError("connect needs an address and a port")
-        self.policy.check(address)
-        lock = self._locks.setdefault((address, port), asyncio.Lock())
-        async with lock:
-            header = f"== {target.protocol or 'tcp'} {target.label()}"
+        async with self._turn(target) as (address, port, header):
             started = time.monotonic()
             timeout = self.config.timeouts.connect
             try:
@@ -164,13 +170,7 @@ class Network:
         """A connected socket to `target`, for libraries that speak the protocol
         themselves (aiosmtplib, aioimaplib): the same policy check, lock and
         connect timeout as `connect`, and the connect in the transcript."""
-        address, port = target.address, target.port
-        if address is None or port is None:
-            raise ValueError("socket needs an address and a port")
-        self.policy.check(address)
-        lock = self._locks.setdefault((address, port), asyncio.Lock())
-        async with lock:
-            header = f"== {target.protocol or 'tcp'} {target.label()}"
+        async with self._turn(target) as (address, port, header):
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setblocking(False)
