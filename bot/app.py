@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import listeners
 from bot.listeners.deps import Deps
 from bot.poster import slack_client
-from bot.queue import make_queue
+from bot.queue import make_queue, redis_client
 from bot.settings import Settings
 from checks.errors import InputError
 
@@ -56,7 +56,7 @@ async def run_bot(settings: Settings) -> None:
     settings.require_slack()
     if settings.slack_mode == "socket" and not settings.slack_app_token:
         raise InputError("SLACK_APP_TOKEN (xapp-...) is required in Socket Mode")
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings.redis_url)
     queue = make_queue(settings)
     app = build_app(settings, queue, redis)
     try:

@@ -15,7 +15,7 @@ stage is paged over several messages.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.history import Run
+from bot.watches import Watch
 from checks import catalog
 from checks.diff import ReportDiff
 from checks.model import CheckRequest, Finding, Report, Severity, Stage
@@ -173,26 +174,89 @@ def verdict_message(report: Report, requester_id: str, rerun_value: str) -> Mess
     errors, warnings and inconclusive findings, duration, and a "Re-run" button
     (action_id `mailcheck_rerun`, value `rerun_value`). ValueError unless
     `rerun_value` has 1 to 2,000 characters."""
-    if not 1 <= len(rerun_value) <= 2000:
-        raise ValueError(f"rerun_value must have 1 to 2000 characters, not {len(rerun_value)}")
-    counts = report.counts()
-    problems = [
-        f"{counts[s]} {s.value}{'s' if counts[s] != 1 and s is not Severity.INCONCLUSIVE else ''}"
-        for s in (Severity.ERROR, Severity.WARNING, Severity.INCONCLUSIVE)
-        if counts[s]
-    ]
-    # Like the terminal: `info` alone is not a problem, so it shows as ok.
-    worst = report.worst if problems else Severity.OK
-    words = ", ".join(problems) or "no problems found"
+    worst, words = report_verdict(report)
     line = (
         f"{EMOJI[worst]} {_domain(report.request)}: *{words}* · {report.duration:.1f} s · "
         f"requested by {_requester(requester_id)}"
     )
-    button = ButtonElement(
-        text=PlainTextObject(text="Re-run"), action_id=RERUN_ACTION, value=rerun_value
-    )
-    blocks = [_section(line), ActionsBlock(elements=[button])]
+    blocks = [_section(line), _rerun(rerun_value)]
     return Message(_cut(escape(f"{report.request.display}: {words}"), 300), _serialise(blocks))
+
+
+def _rerun(value: str) -> ActionsBlock:
+    if not 1 <= len(value) <= 2000:
+        raise ValueError(f"rerun_value must have 1 to 2000 characters, not {len(value)}")
+    button = ButtonElement(text=PlainTextObject(text="Re-run"), action_id=RERUN_ACTION, value=value)
+    return ActionsBlock(elements=[button])
+
+
+def verdict(worst: str | Severity, counts: Mapping[str, int]) -> tuple[Severity, str]:
+    """The severity a run shows and its words ("2 errors, 1 warning" or "no
+    problems found"). Like the terminal, `info` alone is not a problem: ok."""
+    problems = []
+    for s in (Severity.ERROR, Severity.WARNING, Severity.INCONCLUSIVE):
+        n = int(counts.get(s.value, 0))
+        if n:
+            problems.append(
+                f"{n} {s.value}{'s' if n != 1 and s is not Severity.INCONCLUSIVE else ''}"
+            )
+    try:
+        shown = Severity(worst) if problems else Severity.OK
+    except ValueError:
+        shown = Severity.INCONCLUSIVE
+    return shown, ", ".join(problems) or "no problems found"
+
+
+def report_verdict(report: Report) -> tuple[Severity, str]:
+    return verdict(report.worst, {s.value: n for s, n in report.counts().items()})
+
+
+def severity_label(value: str) -> str:
+    """A stored severity as emoji and word ("ok" for an ok run)."""
+    try:
+        severity = Severity(value)
+    except ValueError:
+        return "unknown"
+    return f"{EMOJI[severity]} {severity.value}"
+
+
+WATCH_REASONS = {
+    "first": "First check of this watch: from now on, a message here only when the verdict "
+    "changes or a certificate is about to expire.",
+    "changed": "The verdict changed: it was {was}.",
+    "expiring": "A certificate is about to expire.",
+}
+
+
+def watch_message(
+    report: Report,
+    setter_id: str,
+    every: str,
+    reason: str,
+    was: str,
+    expiring: Sequence[str],
+    rerun_value: str,
+) -> Message:
+    """The parent message of a watch's run worth telling: who set the watch,
+    the verdict, why it is posted (`reason`: first, changed, expiring; `was`:
+    the severity before), the expiring certificates, and Re-run."""
+    worst, words = report_verdict(report)
+    head = (
+        f":eyes: Watch of {code_span(report.request.display, 260)} every {escape(every)}, "
+        f"set by {_requester(setter_id)}"
+    )
+    line = f"{EMOJI[worst]} {_domain(report.request)}: *{words}* · {report.duration:.1f} s"
+    because = WATCH_REASONS.get(reason, WATCH_REASONS["changed"]).format(was=severity_label(was))
+    notes = [because]
+    notes += [f":hourglass: {code_span(name, 300)}" for name in expiring[:5]]
+    blocks: list[Block] = [
+        _section(head),
+        _section(line),
+        ContextBlock(elements=[_mrkdwn("\n".join(notes))]),
+        _rerun(rerun_value),
+    ]
+    text = f"Watch: {report.request.display}: {words}"
+    return Message(_cut(escape(text), 300), _serialise(blocks))
 
 
 def _problem(f: Finding) -> list[Block]:
@@ -297,18 +361,8 @@ def when(iso: str) -> str:
 
 def run_verdict(worst: str, counts: Mapping[str, int]) -> str:
     """A run's verdict as in its parent message: emoji and counts of problems."""
-    problems = []
-    for s in (Severity.ERROR, Severity.WARNING, Severity.INCONCLUSIVE):
-        n = int(counts.get(s.value, 0))
-        if n:
-            problems.append(
-                f"{n} {s.value}{'s' if n != 1 and s is not Severity.INCONCLUSIVE else ''}"
-            )
-    try:
-        shown = Severity(worst) if problems else Severity.OK
-    except ValueError:
-        shown = Severity.INCONCLUSIVE
-    return f"{EMOJI[shown]} {', '.join(problems) or 'no problems found'}"
+    shown, words = verdict(worst, counts)
+    return f"{EMOJI[shown]} {words}"
 
 
 def history_text(display: str, runs: Sequence[Run], links: Mapping[str, str | None]) -> str:
@@ -322,9 +376,10 @@ def history_text(display: str, runs: Sequence[Run], links: Mapping[str, str | No
     ]
     for run in runs:
         stages = f" · stages {code_span(', '.join(run.stages), 200)}" if run.stages else ""
+        who = "watch set by" if run.trigger == "watch" else "requested by"
         lines.append(
             f"• {link(links.get(run.request_id), when(run.started_at))} · "
-            f"{run_verdict(run.worst, run.counts)} · requested by {_requester(run.user)}{stages}"
+            f"{run_verdict(run.worst, run.counts)} · {who} {_requester(run.user)}{stages}"
         )
     return _join(lines, ACK_CHARS)
 
@@ -363,24 +418,35 @@ def changes_lines(diff: ReportDiff) -> list[str]:
     return lines
 
 
-def changes_message(diff: ReportDiff, since: str) -> Message:
-    """The thread reply "Changes since <the previous check>" (`since`: mrkdwn,
-    such as `link(permalink, when(started_at))`)."""
-    lines = [f":arrows_counterclockwise: *Changes since {since}*", *changes_lines(diff)]
-    sections: list[Block] = []
+SECTION_CHARS = 2900  # Slack's limit for a section's text is 3000
+TOO_LONG = "_(a line too long to show)_"
+
+
+def sections(lines: Sequence[str]) -> list[Block]:
+    """Whole lines in as few mrkdwn sections as fit SECTION_CHARS each (a
+    longer line is replaced by a note)."""
+    out: list[Block] = []
     chunk: list[str] = []
     used = 0
     for line in lines:
-        if chunk and (used + len(line) + 1 > 2900):
-            sections.append(_section("\n".join(chunk)))
+        line = line if len(line) <= SECTION_CHARS else TOO_LONG
+        if chunk and used + len(line) + 1 > SECTION_CHARS:
+            out.append(_section("\n".join(chunk)))
             chunk, used = [], 0
         chunk.append(line)
         used += len(line) + 1
     if chunk:
-        sections.append(_section("\n".join(chunk)))
+        out.append(_section("\n".join(chunk)))
+    return out
+
+
+def changes_message(diff: ReportDiff, since: str) -> Message:
+    """The thread reply "Changes since <the previous check>" (`since`: mrkdwn,
+    such as `link(permalink, when(started_at))`)."""
+    lines = [f":arrows_counterclockwise: *Changes since {since}*", *changes_lines(diff)]
     kept: list[Block] = []
     total = 0
-    for block in sections[:MAX_BLOCKS]:
+    for block in sections(lines)[:MAX_BLOCKS]:
         size = _size(block.to_dict())
         if total + size > MESSAGE_CHARS:
             break
@@ -399,6 +465,34 @@ def diff_text(
     if diff.empty:
         return f"No changes in {head}."
     return _join([f"*Changes in* {head}", *changes_lines(diff)], ACK_CHARS)
+
+
+def watches_text(watches: Sequence[Watch], every: Callable[[int], str]) -> str:
+    """The reply to `/mailcheck watches`: this channel's watches, one a line."""
+    if not watches:
+        return "No watches in this channel. Set one with `/mailcheck watch example.com every=6h`."
+    lines = [f"*{len(watches)} watch{'es' if len(watches) != 1 else ''} in this channel*"]
+    for w in watches:
+        lines.append(f"• {watch_line(w, every)}")
+    return _join(lines, ACK_CHARS)
+
+
+def watch_line(w: Watch, every: Callable[[int], str]) -> str:
+    """One watch: domain, interval, stages, who set it, its last verdict, the next run."""
+    stages = f" · stages {code_span(', '.join(w.stages), 200)}" if w.stages else ""
+    if w.last_worst:
+        last = f"last {when(_iso(w.last_run_at))}: {severity_label(w.last_worst)}"
+    else:
+        last = "not run yet"
+    nxt = w.slot_start(max(w.last_slot + 1, 0))
+    return (
+        f"{code_span(w.display, 300)} every {escape(every(w.every))}{stages} · set by "
+        f"{_requester(w.user)} · {last} · next {when(_iso(nxt))}"
+    )
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def _join(lines: Sequence[str], limit: int) -> str:

@@ -233,13 +233,13 @@ def _store_url() -> str:
 
 async def _keep_and_compare(settings: Settings, report: Report) -> str:
     """Keep the report in the history (channel 'cli'); what changed since the last one."""
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     from bot.history import HistoryStore
+    from bot.queue import redis_client
     from checks.diff import diff_reports
 
-    redis = Redis.from_url(_store_url())
+    redis = redis_client(_store_url())
     try:
         store = HistoryStore(redis, settings.retention_days)
         request_id = uuid.uuid4().hex
@@ -263,14 +263,14 @@ async def _keep_and_compare(settings: Settings, report: Report) -> str:
 
 
 async def _history(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     from bot.history import HistoryStore
+    from bot.queue import redis_client
 
     settings = Settings.from_env()
     name = normalize_domain(args.domain)
-    redis = Redis.from_url(_store_url())
+    redis = redis_client(_store_url())
     try:
         runs = await HistoryStore(redis, settings.retention_days).runs(
             args.channel, name.ascii, limit=max(1, args.limit)

@@ -7,6 +7,9 @@
     /mailcheck example.com sender-ip=192.0.2.1   does SPF let this address send?
     /mailcheck history example.com               HistoryCommand: the last checks in this channel
     /mailcheck diff example.com                  DiffCommand: what changed between the last two
+    /mailcheck watch example.com every=6h        WatchCommand: check it on a schedule
+    /mailcheck unwatch example.com               UnwatchCommand
+    /mailcheck watches                           WatchesCommand: this channel's watches
     /mailcheck help                              HelpCommand (also "", -h, --help, ?)
 
 Anything else is a UsageError whose message names the problem and ends with
@@ -94,6 +97,9 @@ USAGE = (
     "• `/mailcheck example.com sender-ip=192.0.2.1`: does SPF let this address send?\n"
     "• `/mailcheck history example.com`: the last checks of a domain in this channel\n"
     "• `/mailcheck diff example.com`: what changed between its last two checks in this channel\n"
+    "• `/mailcheck watch example.com every=6h`: check it every 6 hours (`30m`, `1d`...; "
+    "`stage=` too) and post here when its verdict changes or a certificate is about to expire\n"
+    "• `/mailcheck unwatch example.com`: stop that; `/mailcheck watches`: this channel's watches\n"
     "• `/mailcheck help`: this text\n"
     f"Stages, with the other names they answer to: {_stage_list()}.\n"
     "Options go after the domain or before it, each at most once: "
@@ -121,6 +127,23 @@ class DiffCommand:
 
 
 @dataclass(frozen=True)
+class WatchCommand:
+    domain: DomainName
+    every: int  # seconds
+    stages: frozenset[Stage] | None = None
+
+
+@dataclass(frozen=True)
+class UnwatchCommand:
+    domain: DomainName
+
+
+@dataclass(frozen=True)
+class WatchesCommand:
+    pass
+
+
+@dataclass(frozen=True)
 class HelpCommand:
     pass
 
@@ -132,11 +155,34 @@ class UsageError:
     message: str
 
 
-Command: TypeAlias = CheckCommand | HistoryCommand | DiffCommand | HelpCommand | UsageError
-_SUBCOMMANDS: dict[str, type[HistoryCommand] | type[DiffCommand]] = {
-    "history": HistoryCommand,
-    "diff": DiffCommand,
+Command: TypeAlias = (
+    CheckCommand
+    | HistoryCommand
+    | DiffCommand
+    | WatchCommand
+    | UnwatchCommand
+    | WatchesCommand
+    | HelpCommand
+    | UsageError
+)
+Subcommand: TypeAlias = (
+    HistoryCommand | DiffCommand | WatchCommand | UnwatchCommand | WatchesCommand
+)
+# Each subcommand: whether it takes a domain, and its options.
+_SUBCOMMANDS: dict[str, tuple[bool, tuple[str, ...]]] = {
+    "history": (True, ()),
+    "diff": (True, ()),
+    "watch": (True, ("every", "stage")),
+    "unwatch": (True, ()),
+    "watches": (False, ()),
 }
+_SUBCOMMAND_OPTIONS = {"every": "every", "interval": "every", "stage": "stage", "stages": "stage"}
+DEFAULT_EVERY = 6 * 3600
+MAX_EVERY = 7 * 24 * 3600
+_DURATION = re.compile(
+    r"(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)", re.IGNORECASE
+)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class _Problem(Exception):
@@ -165,35 +211,85 @@ def _usage_error(problem: str) -> UsageError:
     return UsageError(f"{problem}\n\n{USAGE}")
 
 
-def _parse_subcommand(name: str, tokens: list[str]) -> HistoryCommand | DiffCommand:
-    """`history DOMAIN` or `diff DOMAIN`: one domain, no options."""
-    example = f"`/mailcheck {name} example.com`"
+def _parse_subcommand(name: str, tokens: list[str]) -> Subcommand:
+    """`history|diff|unwatch DOMAIN`, `watch DOMAIN [every=6h] [stage=...]`, `watches`."""
+    takes_domain, allowed = _SUBCOMMANDS[name]
+    example = f"`/mailcheck {name}{' example.com' if takes_domain else ''}`"
     domain_text: str | None = None
+    options: dict[str, str] = {}
     for token in tokens:
         if token.lower() in _HELP_WORDS or token.lower() in _SUBCOMMANDS:
             raise _Problem(f"{_show(token)} cannot follow `{name}`; write {example}.")
-        option, eq, _value = token.partition("=")
+        option, eq, value = token.partition("=")
+        canonical = _SUBCOMMAND_OPTIONS.get(option.lower()) if eq else None
         if token.startswith(_DASHES) or eq:
+            if canonical in allowed and not token.startswith(_DASHES):
+                assert canonical is not None
+                if canonical in options:
+                    raise _Problem(f"{_show(canonical + '=')} is given twice; give it once.")
+                if not value:
+                    raise _Problem(f"{_show(option + '=')} has no value, as in `every=6h`.")
+                options[canonical] = value
+                continue
             if token.startswith(_DASHES):
                 shown = option if eq else token
             else:
                 shown = option + "=" if option else token
-            raise _Problem(
-                f"Unknown option {_show(shown)}: `{name}` takes a domain and no options, "
-                f"as in {example}."
+            takes = (
+                "the options " + " and ".join(f"`{o}=`" for o in allowed)
+                if allowed
+                else "no options"
             )
+            raise _Problem(
+                f"Unknown option {_show(shown)}: `{name}` takes {takes}, as in {example}."
+            )
+        if not takes_domain:
+            raise _Problem(f"`{name}` takes no domain: write {example}.")
         if domain_text is not None:
             raise _Problem(
                 f"Two domains given, {_show(domain_text)} and {_show(token)}; `{name}` takes one."
             )
         domain_text = token
+    if not takes_domain:
+        return WatchesCommand()
     if domain_text is None:
         raise _Problem(f"No domain given: say which domain, as in {example}.")
     try:
         domain = normalize_domain(domain_text)
     except InputError as exc:
         raise _Problem(f"Not a domain: {_escape(str(exc))}.") from exc
-    return _SUBCOMMANDS[name](domain)
+    if name == "watch":
+        every = _parse_every(options["every"]) if "every" in options else DEFAULT_EVERY
+        stages = _parse_stages(options["stage"]) if "stage" in options else None
+        return WatchCommand(domain, every, stages)
+    if name == "history":
+        return HistoryCommand(domain)
+    if name == "diff":
+        return DiffCommand(domain)
+    return UnwatchCommand(domain)
+
+
+def _parse_every(value: str) -> int:
+    """`30m`, `6h`, `1d` (and `6 hours`-style words) -> seconds; at most a week.
+    The shortest interval allowed is a setting, checked where the watch is set."""
+    match = _DURATION.fullmatch(value.strip())
+    if not match:
+        raise _Problem(
+            f"Bad interval {_show(value)}: write a number and `m`, `h` or `d`, "
+            "such as `every=6h` or `every=1d`."
+        )
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()]
+    if not 0 < seconds <= MAX_EVERY:
+        raise _Problem(f"`every=` must be more than 0 and at most 7 days, not {_show(value)}.")
+    return seconds
+
+
+def describe_every(seconds: int) -> str:
+    """6h, 30m, 1d, 90s: the interval as a person writes it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _parse_tokens(tokens: list[str]) -> CheckCommand:

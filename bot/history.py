@@ -7,6 +7,7 @@ thread it was posted in) and indexed by time:
     mailcheck:history:domain:<channel>:<domain>         sorted set of request ids, by start time
     mailcheck:history:channel:<channel>                 the same, every domain
     mailcheck:history:user:<channel>:<user>             the same, one requester
+    mailcheck:history:userchannels:<user>               channels that user asked in, by last time
 
 The report itself stays where the worker stores it, `mailcheck:report:<id>`.
 Everything is kept `retention_days`: index entries older than that are
@@ -43,6 +44,7 @@ class Run:
     counts: dict[str, int] = field(default_factory=dict)  # Severity value -> findings
     parent_ts: str = ""  # the thread's parent message
     stages: tuple[str, ...] | None = None  # None: every stage
+    trigger: str = ""  # "": someone asked; "watch": a watch's scheduled run (user: its setter)
 
     @property
     def timestamp(self) -> float:
@@ -66,11 +68,19 @@ class Run:
             counts={str(k): int(v) for k, v in (data.get("counts") or {}).items()},
             parent_ts=str(data.get("parent_ts") or ""),
             stages=tuple(stages) if stages is not None else None,
+            trigger=str(data.get("trigger") or ""),
         )
 
     @classmethod
     def from_report(
-        cls, report: dict[str, Any], *, request_id: str, channel: str, user: str, parent_ts: str
+        cls,
+        report: dict[str, Any],
+        *,
+        request_id: str,
+        channel: str,
+        user: str,
+        parent_ts: str,
+        trigger: str = "",
     ) -> Run:
         """The Run of a report in its JSON form (checks/jsonreport.py)."""
         stages = report.get("stages")
@@ -85,6 +95,7 @@ class Run:
             counts={str(k): int(v) for k, v in (report.get("counts") or {}).items()},
             parent_ts=parent_ts,
             stages=tuple(stages) if stages is not None else None,
+            trigger=trigger,
         )
 
 
@@ -113,6 +124,10 @@ class HistoryStore:
     def _user_key(channel: str, user: str) -> str:
         return f"{PREFIX}user:{channel}:{user}"
 
+    @staticmethod
+    def _user_channels_key(user: str) -> str:
+        return f"{PREFIX}userchannels:{user}"
+
     def _oldest(self) -> float:
         return time.time() - self.retention
 
@@ -122,17 +137,20 @@ class HistoryStore:
         """Keep `run` and index it; recording the same request again replaces it."""
         score = run.timestamp
         oldest = self._oldest()
-        indexes = (
-            self._domain_key(run.channel, run.domain),
-            self._channel_key(run.channel),
-            self._user_key(run.channel, run.user),
-        )
+        indexes = [self._domain_key(run.channel, run.domain), self._channel_key(run.channel)]
+        if not run.trigger:  # a user's checks are those they asked for, not their watches'
+            indexes.append(self._user_key(run.channel, run.user))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._run_key(run.request_id), run.to_json(), ex=self.retention)
             for key in indexes:
                 pipe.zadd(key, {run.request_id: score})
                 pipe.zremrangebyscore(key, "-inf", f"({oldest}")
                 pipe.expire(key, self.retention)
+            if not run.trigger:
+                places = self._user_channels_key(run.user)
+                pipe.zadd(places, {run.channel: score}, gt=True)  # GT still adds new ones
+                pipe.zremrangebyscore(places, "-inf", f"({oldest}")
+                pipe.expire(places, self.retention)
             await pipe.execute()
 
     # -- reading ---------------------------------------------------------------
@@ -149,8 +167,23 @@ class HistoryStore:
         """The last `limit` runs `user` asked for in `channel`, newest first."""
         return await self._list(self._user_key(channel, user), limit)
 
+    async def user_channels(self, user: str, limit: int = 50) -> list[str]:
+        """The channels `user` asked for checks in, most recent first. Only
+        for the App Home, which shows those the user is still a member of."""
+        names = await self.redis.zrevrangebyscore(
+            self._user_channels_key(user), "+inf", self._oldest(), start=0, num=limit
+        )
+        return [_text(n) for n in names]
+
     async def keep(
-        self, report_json: str, *, request_id: str, channel: str, user: str, parent_ts: str = ""
+        self,
+        report_json: str,
+        *,
+        request_id: str,
+        channel: str,
+        user: str,
+        parent_ts: str = "",
+        trigger: str = "",
     ) -> Run:
         """Store a finished report (its JSON text) and record its run."""
         await self.redis.set(REPORT_PREFIX + request_id, report_json, ex=self.retention)
@@ -160,6 +193,7 @@ class HistoryStore:
             channel=channel,
             user=user,
             parent_ts=parent_ts,
+            trigger=trigger,
         )
         await self.record(run)
         return run

@@ -14,15 +14,20 @@ rate-limit handler waits out a 429's Retry-After.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import Message
+from bot.history import Run
 from bot.settings import Settings
 
+log = logging.getLogger(__name__)
 RUN_TTL = 7 * 24 * 3600  # bookkeeping outlives any retry by far
 PACE_MS = 1100
 
@@ -100,3 +105,34 @@ class Poster:
         await self.client.files_upload_v2(
             channel=channel, thread_ts=thread_ts, filename=filename, title=title, content=content
         )
+
+
+async def permalink(client: AsyncWebClient, channel: str, ts: str) -> str | None:
+    """The link to a message, or None when Slack does not give one."""
+    if not ts:
+        return None
+    try:
+        response = await client.chat_getPermalink(channel=channel, message_ts=ts)
+    except SlackApiError as exc:
+        log.info("no permalink for %s/%s: %s", channel, ts, exc.response.get("error"))
+        return None
+    link = response.get("permalink")
+    return link if isinstance(link, str) else None
+
+
+async def permalinks(
+    client: AsyncWebClient, runs: Sequence[Run], timeout: float
+) -> dict[str, str | None]:
+    """request_id -> the link to its run's thread, all asked at once; those
+    not answered within `timeout` are None (a time without a link)."""
+    tasks = [asyncio.ensure_future(permalink(client, r.channel, r.parent_ts)) for r in runs]
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+    links: dict[str, str | None] = {}
+    for run, task in zip(runs, tasks, strict=True):
+        if task.done() and not task.cancelled() and task.exception() is None:
+            links[run.request_id] = task.result()
+        else:
+            task.cancel()
+            links[run.request_id] = None
+    return links

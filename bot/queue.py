@@ -14,6 +14,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from saq import Queue
 
@@ -38,6 +40,10 @@ class CheckJob:
     dkim_selectors: tuple[str, ...] = ()
     sender_ips: tuple[str, ...] = ()
     request_id: str = ""
+    # A watch's scheduled run: the watch's id and generation, and the slot.
+    watch: str = ""
+    watch_generation: int = 0
+    slot: int = -1
 
     def with_id(self) -> CheckJob:
         return CheckJob(**{**asdict(self), "request_id": self.request_id or uuid.uuid4().hex})
@@ -68,8 +74,19 @@ class CheckJob:
         )
 
 
+def redis_client(url: str) -> Redis:
+    """A Redis client that, when Redis restarts, reconnects and tries the
+    command again (once per pooled connection the old server closed) instead
+    of failing it."""
+    return Redis.from_url(
+        url, retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError]
+    )
+
+
 def make_queue(settings: Settings) -> Queue:
-    return Queue.from_url(settings.redis_url, name=QUEUE_NAME)
+    from saq.queue.redis import RedisQueue
+
+    return RedisQueue(redis_client(settings.redis_url), name=QUEUE_NAME)
 
 
 async def enqueue_check(queue: Queue, job: CheckJob, settings: Settings) -> bool:
@@ -91,4 +108,23 @@ async def enqueue_check(queue: Queue, job: CheckJob, settings: Settings) -> bool
         )
     except (TimeoutError, OSError, RedisError) as exc:
         raise QueueUnavailable(str(exc) or type(exc).__name__) from exc
+    return queued is not None
+
+
+async def enqueue_watch(
+    queue: Queue, job: CheckJob, key: str, every: int, settings: Settings
+) -> bool:
+    """Queue a watch's run of one slot; False when that slot's job exists
+    already (another scheduler queued it). The job's record outlives the
+    slot, so a late scheduler cannot queue it again."""
+    queued = await queue.enqueue(
+        "check_job",
+        key=key,
+        timeout=settings.job_timeout,
+        heartbeat=settings.job_heartbeat,
+        retries=settings.job_retries,
+        retry_delay=1.0,
+        ttl=max(2 * every, 3600),
+        **job.with_id().kwargs(),
+    )
     return queued is not None

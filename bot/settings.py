@@ -55,6 +55,9 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_USER_RATE": "20",
     "MAILCHECK_DOMAIN_RATE": "30",
     "MAILCHECK_RETENTION_DAYS": "90",
+    "MAILCHECK_WATCH_TICK": "30",
+    "MAILCHECK_WATCH_MIN_INTERVAL": "900",
+    "MAILCHECK_MAX_WATCHES": "20",
 }
 
 
@@ -99,6 +102,10 @@ class Settings:
     user_rate: int = 20  # checks per user per hour
     domain_rate: int = 30  # checks of one domain per hour
     retention_days: int = 90  # stored reports and the history of runs
+    # -- watches -----------------------------------------------------------------------
+    watch_tick: float = 30.0  # how often each worker looks for due watches
+    watch_min_interval: int = 900  # the shortest every= allowed (seconds)
+    max_watches: int = 20  # per channel
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -140,6 +147,9 @@ class Settings:
             user_rate=int(_number("MAILCHECK_USER_RATE", get, whole=True)),
             domain_rate=int(_number("MAILCHECK_DOMAIN_RATE", get, whole=True)),
             retention_days=int(_number("MAILCHECK_RETENTION_DAYS", get, whole=True)),
+            watch_tick=_number("MAILCHECK_WATCH_TICK", get),
+            watch_min_interval=int(_number("MAILCHECK_WATCH_MIN_INTERVAL", get, whole=True)),
+            max_watches=int(_number("MAILCHECK_MAX_WATCHES", get, whole=True)),
         ).validated()
 
     def override(self, **changes: Any) -> Settings:
@@ -196,9 +206,15 @@ class Settings:
             ("MAILCHECK_USER_RATE", self.user_rate, 0),
             ("MAILCHECK_DOMAIN_RATE", self.domain_rate, 0),
             ("MAILCHECK_RETENTION_DAYS", self.retention_days, 1),
+            ("MAILCHECK_WATCH_MIN_INTERVAL", self.watch_min_interval, 1),
+            ("MAILCHECK_MAX_WATCHES", self.max_watches, 0),
         ):
             if number < low:
                 raise InputError(f"{name} must be at least {low}, not {number}")
+        if not 0.1 <= self.watch_tick <= 3600:
+            raise InputError(
+                f"MAILCHECK_WATCH_TICK must be 0.1 to 3600 seconds, not {self.watch_tick:g}"
+            )
         if self.retention_days > 3650:
             raise InputError(
                 f"MAILCHECK_RETENTION_DAYS must be at most 3650, not {self.retention_days}"

@@ -16,24 +16,29 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from saq import Queue, Worker
 from saq.types import PartialTimersDict
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
+from bot.commands import describe_every
 from bot.history import HistoryStore
-from bot.poster import Poster, RunState, slack_client
-from bot.queue import CheckJob, make_queue
+from bot.poster import Poster, RunState, permalink, slack_client
+from bot.queue import CheckJob, make_queue, redis_client
 from bot.settings import Settings
+from bot.watches import WatchStore, expiring_certificates, schedule, should_post
 from checks import jsonreport
 from checks.diff import diff_reports
 from checks.model import CheckRequest, Finding, Report, Stage
 from checks.policy.dmarc import organizational_domain
 from checks.runner import CheckDone, ProbeFinished, dedupe, default_probes, plan, sort_findings
+from checks.runner import run as run_check
 from checks.runner import stream as run_stream
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ FINAL_ERRORS = {
     "account_inactive",
     "missing_scope",
 }
+# Of those, the ones that mean a watch there can never post again.
+CHANNEL_GONE = {"not_in_channel", "channel_not_found", "is_archived"}
 
 
 def rerun_value(job: CheckJob) -> str:
@@ -60,9 +67,10 @@ def rerun_value(job: CheckJob) -> str:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    ctx["redis"] = Redis.from_url(settings.redis_url)
+    ctx["redis"] = redis_client(settings.redis_url)
     ctx["poster"] = Poster(slack_client(settings), ctx["redis"])
     ctx["sweeper"] = asyncio.create_task(_sweep(ctx["worker"].queue, settings.sweep_interval))
+    ctx["scheduler"] = asyncio.create_task(schedule(ctx["worker"].queue, ctx["redis"], settings))
     # Load the Public Suffix List now: parsed on first use, it would stall the
     # event loop (and the heartbeats) in the middle of someone's check.
     await asyncio.to_thread(organizational_domain, "example.com")
@@ -70,7 +78,8 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     ctx["sweeper"].cancel()
-    await asyncio.gather(ctx["sweeper"], return_exceptions=True)
+    ctx["scheduler"].cancel()
+    await asyncio.gather(ctx["sweeper"], ctx["scheduler"], return_exceptions=True)
     await ctx["redis"].aclose()
 
 
@@ -104,6 +113,9 @@ async def check_job(ctx: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         error = exc.response.get("error", "")
         if error in FINAL_ERRORS:
             log.warning("cannot post to %s: %s", job.channel, error)
+            if job.watch and error in CHANNEL_GONE:
+                await WatchStore(ctx["redis"]).remove(job.channel, job.domain)
+                log.warning("watch %s ended: the channel is gone (%s)", job.watch, error)
             return {"error": error}
         raise
     finally:
@@ -113,6 +125,8 @@ async def check_job(ctx: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
 
 
 async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[str, Any]:
+    if job.watch:
+        return await _run_watch(ctx, job, settings)
     poster: Poster = ctx["poster"]
     state = RunState(ctx["redis"], job.request_id)
     parent = await state.get("parent_ts")
@@ -122,16 +136,7 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
         )
         await state.set("parent_ts", parent)
 
-    stages = frozenset(Stage(s) for s in job.stages) if job.stages else None
-    request = CheckRequest(
-        job.domain,
-        job.display,
-        job.domain,
-        stages,
-        dkim_selectors=job.dkim_selectors,
-        sender_ips=job.sender_ips,
-        account=job.account,
-    )
+    request = _request(job)
     planned = plan(default_probes(), request)
     pending = {p.name for p in planned}
     found: dict[Stage, list[Finding]] = {}
@@ -179,21 +184,7 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
     finally:
         posting.cancel()
 
-    if not await state.posted("transcripts"):
-        text = "\n".join(
-            f"## {probe}\n" + "\n".join(lines)
-            for probe, lines in report.transcripts.items()
-            if lines
-        )
-        if text:
-            await poster.upload(
-                job.channel,
-                parent,
-                f"mailcheck-{job.domain}-transcripts.txt",
-                f"Transcripts: {job.display}",
-                text,
-            )
-        await state.mark("transcripts")
+    await _post_transcripts(poster, state, job, parent, report)
 
     history = HistoryStore(ctx["redis"], settings.retention_days)
     await history.keep(
@@ -211,17 +202,124 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
     return {"worst": report.worst.value, "parent_ts": parent}
 
 
-async def permalink(poster: Poster, channel: str, ts: str) -> str | None:
-    """The link to a message, or None when Slack does not give one."""
-    if not ts:
-        return None
+def _request(job: CheckJob) -> CheckRequest:
+    stages = frozenset(Stage(s) for s in job.stages) if job.stages else None
+    return CheckRequest(
+        job.domain,
+        job.display,
+        job.domain,
+        stages,
+        dkim_selectors=job.dkim_selectors,
+        sender_ips=job.sender_ips,
+        account=job.account,
+    )
+
+
+async def _post_transcripts(
+    poster: Poster, state: RunState, job: CheckJob, parent: str, report: Report
+) -> None:
+    if await state.posted("transcripts"):
+        return
+    text = "\n".join(
+        f"## {probe}\n" + "\n".join(lines) for probe, lines in report.transcripts.items() if lines
+    )
+    if text:
+        await poster.upload(
+            job.channel,
+            parent,
+            f"mailcheck-{job.domain}-transcripts.txt",
+            f"Transcripts: {job.display}",
+            text,
+        )
+    await state.mark("transcripts")
+
+
+async def _run_watch(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[str, Any]:
+    """A watch's run of one slot: check quietly, keep the report, and post a
+    thread only when it is worth it (bot.watches.should_post)."""
+    redis: Redis = ctx["redis"]
+    watches = WatchStore(redis)
+    watch = await watches.get(job.watch)
+    if watch is None or watch.generation != job.watch_generation:
+        return {"skipped": "unwatched"}
+    state = RunState(redis, job.request_id)
+    if await state.posted("done"):
+        return {"skipped": "done"}
+    if not await watches.lock(watch, job.request_id, settings.job_timeout):
+        log.info("watch %s: slot %d skipped, the last run is still going", watch.id, job.slot)
+        return {"skipped": "the last run is still going"}
     try:
-        response = await poster.client.chat_getPermalink(channel=channel, message_ts=ts)
-    except SlackApiError as exc:
-        log.info("no permalink for %s/%s: %s", channel, ts, exc.response.get("error"))
-        return None
-    link = response.get("permalink")
-    return link if isinstance(link, str) else None
+        if not await watches.claim(watch, job.slot, job.request_id):
+            log.info("watch %s: slot %d already ran", watch.id, job.slot)
+            return {"skipped": "slot already run"}
+        return await _watch_slot(ctx, job, settings, watches, state)
+    finally:
+        with contextlib.suppress(RedisError, OSError):  # else it expires; the retry takes it
+            await watches.unlock(watch, job.request_id)
+
+
+async def _watch_slot(
+    ctx: dict[str, Any], job: CheckJob, settings: Settings, watches: WatchStore, state: RunState
+) -> dict[str, Any]:
+    """One slot's run, alone (the watch's lock is held): the watch read here
+    says what the run before found."""
+    redis: Redis = ctx["redis"]
+    poster: Poster = ctx["poster"]
+    watch = await watches.get(job.watch)
+    if watch is None or watch.generation != job.watch_generation:
+        return {"skipped": "unwatched"}
+    if watch.last_slot > job.slot:
+        return {"skipped": "a later slot ran first"}
+
+    report = await run_check(_request(job), settings.engine_config())
+    report_json = jsonreport.dumps(report)
+    worst = blocks.report_verdict(report)[0].value
+    expiring = expiring_certificates(json.loads(report_json))
+    now = time.time()
+    decided = await state.get("post")
+    if decided is None:
+        post, reason = should_post(watch, worst, expiring, now)
+        decided = reason if post else ""
+        await state.set("post", decided)
+    parent = ""
+    if decided:
+        parent = await state.get("parent_ts") or ""
+        if not parent:
+            message = blocks.watch_message(
+                report,
+                watch.user,
+                describe_every(watch.every),
+                decided,
+                watch.last_worst,
+                expiring,
+                rerun_value(job),
+            )
+            parent = await poster.post(job.channel, message)
+            await state.set("parent_ts", parent)
+        for stage in Stage:
+            part = f"stage:{stage.value}"
+            found = [f for f in report.findings if f.stage is stage]
+            if not found or await state.posted(part):
+                continue
+            for message in blocks.stage_messages(report, stage):
+                await poster.post(job.channel, message, thread_ts=parent)
+            await state.mark(part)
+        await _post_transcripts(poster, state, job, parent, report)
+
+    history = HistoryStore(redis, settings.retention_days)
+    await history.keep(
+        report_json,
+        request_id=job.request_id,
+        channel=job.channel,
+        user=watch.user,
+        parent_ts=parent,
+        trigger="watch",
+    )
+    if decided:
+        await post_changes(poster, history, state, job, parent)
+    await watches.finished(watch, job.slot, job.request_id, worst, expiring, bool(decided), now)
+    await state.mark("done")
+    return {"worst": worst, "posted": decided, "slot": job.slot, "parent_ts": parent}
 
 
 async def post_changes(
@@ -244,7 +342,7 @@ async def post_changes(
             except Exception:  # a report it cannot read must not fail the check
                 log.exception("could not compare %s with %s", previous.request_id, job.request_id)
         if changes is not None and not changes.empty:
-            link = await permalink(poster, job.channel, previous.parent_ts)
+            link = await permalink(poster.client, job.channel, previous.parent_ts)
             since = blocks.link(link, blocks.when(previous.started_at))
             await poster.post(job.channel, blocks.changes_message(changes, since), thread_ts=parent)
             posted = True

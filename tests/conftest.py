@@ -3,6 +3,7 @@ started by scripts/test; when pytest runs on its own, `lab` starts it here."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,15 +104,61 @@ async def stalling_mx() -> Any:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def _hang_watchdog() -> Iterator[None]:
-    """A test stuck for 5 minutes dumps every thread's stack and ends the run,
-    so a hang shows where it is instead of eating CI's time limit."""
-    import faulthandler
-    import sys
+_WATCHDOG_OUT: list[Any] = []  # the real stderr, opened once
 
-    faulthandler.dump_traceback_later(300, exit=True, file=sys.stderr)
+
+def _real_stderr(config: pytest.Config) -> Any:
+    """A file on the terminal's stderr, past pytest's capture: a hang dump
+    written to the captured one would vanish with the process."""
+    if not _WATCHDOG_OUT:
+        import os
+        import sys
+
+        capman = config.pluginmanager.getplugin("capturemanager")
+        capturing = getattr(capman, "_global_capturing", None)
+        saved = getattr(getattr(capturing, "err", None), "targetfd_save", None)
+        if isinstance(saved, int):
+            _WATCHDOG_OUT.append(os.fdopen(os.dup(saved), "w"))
+        else:
+            _WATCHDOG_OUT.append(sys.__stderr__)
+    return _WATCHDOG_OUT[0]
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test stuck for 5 minutes (MAILCHECK_TEST_WATCHDOG seconds) dumps every
+    thread's stack and ends the run, so a hang shows where it is instead of
+    eating CI's time limit."""
+    import faulthandler
+    import os
+
+    seconds = float(os.environ.get("MAILCHECK_TEST_WATCHDOG") or 300)
+    out = _real_stderr(request.config)
+    if os.environ.get("MAILCHECK_TEST_WATCHDOG_TRACE"):  # name each test as it starts
+        print(f"\n[watchdog] {request.node.nodeid}", file=out, flush=True)
+    tasks = threading.Timer(max(seconds - 3, 0.5), _dump_tasks, (out,))
+    tasks.daemon = True
+    tasks.start()
+    faulthandler.dump_traceback_later(seconds, exit=True, file=out)
     try:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+        tasks.cancel()
+
+
+def _dump_tasks(out: Any) -> None:
+    """Every asyncio task of every running loop, with where it waits: a hung
+    async test idles in select(), so the thread stacks alone say little."""
+    import asyncio
+    import gc
+
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
+    for loop in loops:
+        if not loop.is_running():
+            continue
+        print(f"\n[watchdog] tasks of {loop!r}:", file=out)
+        for task in list(asyncio.all_tasks(loop)):
+            print(f"--- {task!r}", file=out)
+            task.print_stack(limit=20, file=out)
+    out.flush()

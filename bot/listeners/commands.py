@@ -12,7 +12,6 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
@@ -22,12 +21,18 @@ from bot.commands import (
     DiffCommand,
     HelpCommand,
     HistoryCommand,
+    UnwatchCommand,
     UsageError,
+    WatchCommand,
+    WatchesCommand,
+    describe_every,
     parse,
 )
-from bot.history import HistoryStore, Run
+from bot.history import HistoryStore
 from bot.listeners.deps import Deps
+from bot.poster import permalinks
 from bot.queue import CheckJob, QueueUnavailable, enqueue_check
+from bot.watches import TooManyWatches, Watch, WatchStore
 from checks.diff import diff_reports
 from checks.errors import InputError
 from checks.names import DomainName, normalize_domain, normalize_selector, normalize_sender_ip
@@ -51,6 +56,9 @@ def register(app: AsyncApp, deps: Deps) -> None:
             return
         if isinstance(parsed, HistoryCommand | DiffCommand):
             await ack(text=await answer_history(deps, client, command, parsed))
+            return
+        if isinstance(parsed, WatchCommand | UnwatchCommand | WatchesCommand):
+            await ack(text=await answer_watch(deps, command, parsed))
             return
         assert isinstance(parsed, CheckCommand)
         job = CheckJob(
@@ -123,11 +131,73 @@ async def answer_history(
         return ":warning: The history is unavailable right now; please try again in a minute."
 
 
+async def answer_watch(
+    deps: Deps, command: dict[str, Any], parsed: WatchCommand | UnwatchCommand | WatchesCommand
+) -> str:
+    """The reply to `/mailcheck watch|unwatch|watches`, for this channel."""
+    channel, user = command["channel_id"], command["user_id"]
+    refused = _refusal(deps, channel, user)
+    if refused:
+        return refused
+    store = WatchStore(deps.redis)
+    try:
+        return await asyncio.wait_for(_watch(deps, store, channel, user, parsed), READ_TIMEOUT)
+    except (TimeoutError, OSError, RedisError) as exc:
+        log.warning("watches unavailable: %s", exc or type(exc).__name__)
+        return ":warning: Watches are unavailable right now; please try again in a minute."
+
+
+async def _watch(
+    deps: Deps,
+    store: WatchStore,
+    channel: str,
+    user: str,
+    parsed: WatchCommand | UnwatchCommand | WatchesCommand,
+) -> str:
+    settings = deps.settings
+    if isinstance(parsed, WatchesCommand):
+        return blocks.watches_text(await store.channel_watches(channel), describe_every)
+    shown = blocks.code_span(parsed.domain.unicode, 300)
+    if isinstance(parsed, UnwatchCommand):
+        if await store.remove(channel, parsed.domain.ascii) is None:
+            return f"{shown} is not watched in this channel; `/mailcheck watches` lists what is."
+        return f"Stopped watching {shown} in this channel."
+    if parsed.every < settings.watch_min_interval:
+        return (
+            f"`every=` must be at least {describe_every(settings.watch_min_interval)} "
+            f"here, not {describe_every(parsed.every)}."
+        )
+    watch = Watch(
+        channel=channel,
+        domain=parsed.domain.ascii,
+        display=parsed.domain.unicode,
+        every=parsed.every,
+        user=user,
+        created_at=time.time(),
+        stages=tuple(sorted(s.value for s in parsed.stages)) if parsed.stages else None,
+    )
+    try:
+        old = await store.put(watch, settings.max_watches)
+    except TooManyWatches:
+        return (
+            f"This channel has {settings.max_watches} watches, the most allowed; "
+            "`/mailcheck unwatch` one first (`/mailcheck watches` lists them)."
+        )
+    every = describe_every(watch.every)
+    was = f" (was every {describe_every(old.every)})" if old and old.every != watch.every else ""
+    stages = f", stages {blocks.code_span(', '.join(watch.stages), 200)}" if watch.stages else ""
+    return (
+        f":eyes: Watching {shown} every {every}{was}{stages} in this channel. The first check "
+        "runs now; after that, a message here only when its verdict changes or a certificate "
+        f"is about to expire. `/mailcheck unwatch {blocks.escape(watch.domain)}` stops it."
+    )
+
+
 async def _history(
     store: HistoryStore, client: AsyncWebClient, channel: str, domain: DomainName
 ) -> str:
     runs = await store.runs(channel, domain.ascii, limit=HISTORY_RUNS)
-    links = await _permalinks(client, channel, runs)
+    links = await permalinks(client, runs, LINK_TIMEOUT)
     return blocks.history_text(domain.unicode, runs, links)
 
 
@@ -151,36 +221,8 @@ async def _diff(
     except Exception:  # a stored report it cannot read: say so, not nothing
         log.exception("could not compare %s with %s", older.request_id, newer.request_id)
         return f"The last two checks of {shown} could not be compared."
-    links = await _permalinks(client, channel, runs)
+    links = await permalinks(client, runs, LINK_TIMEOUT)
     return blocks.diff_text(domain.unicode, older, newer, links, changes)
-
-
-async def _permalinks(
-    client: AsyncWebClient, channel: str, runs: list[Run]
-) -> dict[str, str | None]:
-    """request_id -> the link to its thread, asked all at once and briefly."""
-
-    async def one(run: Run) -> str | None:
-        if not run.parent_ts:
-            return None
-        try:
-            response = await client.chat_getPermalink(channel=channel, message_ts=run.parent_ts)
-        except SlackApiError:
-            return None
-        link = response.get("permalink")
-        return link if isinstance(link, str) else None
-
-    tasks = [asyncio.ensure_future(one(run)) for run in runs]
-    if tasks:
-        await asyncio.wait(tasks, timeout=LINK_TIMEOUT)
-    links: dict[str, str | None] = {}
-    for run, task in zip(runs, tasks, strict=True):
-        if task.done() and not task.cancelled() and task.exception() is None:
-            links[run.request_id] = task.result()
-        else:
-            task.cancel()
-            links[run.request_id] = None
-    return links
 
 
 async def submit(deps: Deps, job: CheckJob) -> tuple[bool, str]:

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.app import build_app, serve_http
-from bot.queue import make_queue
+from bot.queue import make_queue, redis_client
 from bot.settings import Settings
 from tests.integration.test_bot_e2e import (  # noqa: F401 - fixtures, used by name
     CHANNEL,
@@ -185,7 +185,7 @@ async def test_history_says_so_when_redis_is_down(
 
 @contextlib.asynccontextmanager
 async def _app(config: Settings) -> AsyncIterator[None]:
-    redis = Redis.from_url(config.redis_url)
+    redis = redis_client(config.redis_url)
     queue = make_queue(config)
     runner = await serve_http(build_app(config, queue, redis), config)
     try:

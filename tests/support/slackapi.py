@@ -21,9 +21,14 @@ Answers follow Slack's: HTTP 200 with {"ok": false, "error": ...} for API
 errors, 429 with Retry-After when rate limited. Checked where cheap: the
 Bearer token (or a `token` param), required arguments (chat.postMessage and
 chat.update need `channel` and `text`, `blocks` or `attachments`), at most 50
-blocks, and that chat.update targets a message posted here. Posted messages,
-as updated, are in `server.messages[(channel, ts)]`; uploaded files in
+blocks in a message and 100 in a view, and that chat.update targets a message
+posted here. Posted messages, as updated, are in `server.messages[(channel, ts)]`; uploaded files in
 `server.files[file_id]`; response_url posts in `server.responses`.
+
+users.conversations answers from `server.memberships` (user id -> channel
+ids, set by the test; an unknown user is in none), a page of `limit` at a
+time (at most `server.conversations_page_size`, to exercise pagination)
+with `response_metadata.next_cursor` to the next page.
 
 Fault injection, consumed in the order set up, per method:
 
@@ -48,6 +53,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 MAX_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100  # a Home tab or modal
 BOT_USER_ID = "UBOT"
 BOT_ID = "BBOT"
 TEAM_ID = "T1"
@@ -125,6 +131,8 @@ class SlackAPIStandIn:
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.files: dict[str, UploadedFile] = {}
         self.responses: list[ResponsePost] = []
+        self.memberships: dict[str, list[str]] = {}
+        self.conversations_page_size = 1000  # Slack's largest page
         self._faults: dict[str, deque[_Fault]] = {}
         self._ts = itertools.count(_FIRST_TS, 100)
         self._file_ids = itertools.count(1)
@@ -138,6 +146,7 @@ class SlackAPIStandIn:
             "files.getUploadURLExternal": self._files_get_upload_url,
             "files.completeUploadExternal": self._files_complete_upload,
             "views.publish": self._views_publish,
+            "users.conversations": self._users_conversations,
         }
 
     # --- lifecycle -------------------------------------------------------------
@@ -396,7 +405,35 @@ class SlackAPIStandIn:
         view = params.get("view")
         if not params.get("user_id") or not isinstance(view, dict):
             raise _APIError("invalid_arguments")
+        view_blocks = view.get("blocks")
+        if not isinstance(view_blocks, list) or len(view_blocks) > MAX_VIEW_BLOCKS:
+            raise _APIError("invalid_arguments")
+        if not all(isinstance(block, dict) and block.get("type") for block in view_blocks):
+            raise _APIError("invalid_arguments")
         return {"view": {"id": "V1", "team_id": TEAM_ID, **view}}
+
+    def _users_conversations(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            limit = int(params.get("limit") or 100)
+        except ValueError:
+            raise _APIError("invalid_limit") from None
+        if limit < 1:
+            raise _APIError("invalid_limit")
+        limit = min(limit, self.conversations_page_size)
+        cursor = str(params.get("cursor") or "")
+        start = 0
+        if cursor:
+            prefix, _, offset = cursor.partition(":")
+            if prefix != "next" or not offset.isdigit():
+                raise _APIError("invalid_cursor")
+            start = int(offset)
+        channels = self.memberships.get(str(params.get("user") or ""), [])
+        page = channels[start : start + limit]
+        more = start + limit < len(channels)
+        return {
+            "channels": [{"id": channel} for channel in page],
+            "response_metadata": {"next_cursor": f"next:{start + limit}" if more else ""},
+        }
 
 
 def _require_channel(params: Mapping[str, Any]) -> str:

@@ -14,7 +14,11 @@ from bot.commands import (
     DiffCommand,
     HelpCommand,
     HistoryCommand,
+    UnwatchCommand,
     UsageError,
+    WatchCommand,
+    WatchesCommand,
+    describe_every,
     parse,
 )
 from checks.model import Stage
@@ -203,6 +207,9 @@ def test_usage_lists_the_forms_with_examples() -> None:
         "account=NAME",
         "/mailcheck history example.com`",
         "/mailcheck diff example.com`",
+        "/mailcheck watch example.com every=6h`",
+        "/mailcheck unwatch example.com`",
+        "/mailcheck watches`",
         "/mailcheck help",
     ):
         assert form in USAGE
@@ -332,3 +339,66 @@ def test_history_and_diff_errors_name_the_problem(text: str, complaints: list[st
         assert complaint in problem, problem
     assert "<" not in problem.replace("&lt;", "")
     assert len(problem) < 700
+
+
+# --- watches ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("watch example.com", WatchCommand(normalize_domain("example.com"), 6 * 3600)),
+        ("watch example.com every=6h", WatchCommand(normalize_domain("example.com"), 21600)),
+        ("Watch every=30m Example.com.", WatchCommand(normalize_domain("example.com"), 1800)),
+        ("watch example.com every=1d", WatchCommand(normalize_domain("example.com"), 86400)),
+        ("watch example.com interval=2hours", WatchCommand(normalize_domain("example.com"), 7200)),
+        ("watch example.com every=90s", WatchCommand(normalize_domain("example.com"), 90)),
+        ("watch example.com every=7d", WatchCommand(normalize_domain("example.com"), 7 * 86400)),
+        (
+            "watch example.com every=12h stage=cert,dns",
+            WatchCommand(normalize_domain("example.com"), 43200, frozenset({Stage.TLS, Stage.DNS})),
+        ),
+        (
+            "unwatch <mailto:a@example.org|a@example.org>",
+            UnwatchCommand(normalize_domain("example.org")),
+        ),
+        ("watches", WatchesCommand()),
+        ("  WATCHES ", WatchesCommand()),
+    ],
+)
+def test_watch_commands(text: str, expected: object) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "complaints"),
+    [
+        ("watch", ["No domain given", "`/mailcheck watch example.com`"]),
+        ("watch example.com every=5x", ["Bad interval `5x`", "`every=6h`"]),
+        ("watch example.com every=8d", ["at most 7 days", "`8d`"]),
+        ("watch example.com every=0h", ["more than 0"]),
+        ("watch example.com every=", ["`every=` has no value"]),
+        ("watch example.com every=1h every=2h", ["`every=` is given twice"]),
+        ("watch example.com account=ops", ["Unknown option `account=`", "`every=` and `stage=`"]),
+        ("watch example.com stage=bogus", ["Unknown stage `bogus`"]),
+        ("watch example.com example.org", ["Two domains", "`watch` takes one"]),
+        ("unwatch example.com every=1h", ["Unknown option `every=`", "no options"]),
+        ("unwatch", ["No domain given"]),
+        ("watches example.com", ["`watches` takes no domain"]),
+        ("watches --all", ["Unknown option `--all`"]),
+        ("example.com watch", ["`watch` goes first"]),
+        ("watch unwatch example.com", ["`unwatch` cannot follow `watch`"]),
+    ],
+)
+def test_watch_errors_name_the_problem(text: str, complaints: list[str]) -> None:
+    problem = usage_error(text)
+    for complaint in complaints:
+        assert complaint in problem, problem
+    assert len(problem) < 1000
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(21600, "6h"), (1800, "30m"), (86400, "1d"), (90, "90s"), (5400, "90m")]
+)
+def test_describe_every(seconds: int, shown: str) -> None:
+    assert describe_every(seconds) == shown

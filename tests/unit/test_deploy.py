@@ -18,6 +18,8 @@ def test_manifest_declares_what_the_app_handles() -> None:
     assert '@app.action("mailcheck_rerun")' in app_source
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"commands", "chat:write", "files:write"} <= scopes
+    # users.conversations, so the App Home shows only the channels a user is in
+    assert {"channels:read", "groups:read", "im:read", "mpim:read"} <= scopes
     settings = manifest["settings"]
     assert settings["interactivity"]["is_enabled"] is True  # the Re-run button
     assert "app_home_opened" in settings["event_subscriptions"]["bot_events"]

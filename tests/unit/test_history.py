@@ -19,6 +19,7 @@ from bot.poster import Poster, RunState
 from bot.queue import CheckJob
 from bot.worker import post_changes
 from checks.diff import ReportDiff
+from tests.support.redisdb import empty_db
 from tests.support.slackapi import SlackAPIStandIn
 
 DAY = 24 * 3600
@@ -27,13 +28,8 @@ NOW = datetime.now(UTC)
 
 @pytest.fixture
 async def redis(lab_redis: Any) -> AsyncIterator[Redis]:
-    client = Redis.from_url(lab_redis.url.rsplit("/", 1)[0] + "/3")
-    await client.flushdb()
-    try:
+    async with empty_db(lab_redis.url, 3) as client:
         yield client
-    finally:
-        await client.flushdb()
-        await client.aclose()
 
 
 def run(

@@ -269,3 +269,37 @@ async def test_upload_url_accepts_raw_bytes(
         async with session.post(f"{server.root}upload/v1/F404", data=b"x") as answer:
             assert answer.status == 404
     assert server.files[url["file_id"]].data == b"\x00\x01\x02\x03"
+
+
+async def test_users_conversations_pages_and_fails_on_demand(
+    server: SlackAPIStandIn, client: AsyncWebClient
+) -> None:
+    server.memberships["U1"] = ["C1", "C2", "G3", "D4", "C5"]
+    server.conversations_page_size = 2
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await client.users_conversations(user="U1", limit=200, cursor=cursor)
+        assert len(page["channels"]) <= 2
+        seen += [c["id"] for c in page["channels"]]
+        cursor = page["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ["C1", "C2", "G3", "D4", "C5"]
+    assert len(server.calls_to("users.conversations")) == 3
+    nobody = await client.users_conversations(user="U404")
+    assert nobody["channels"] == [] and nobody["response_metadata"]["next_cursor"] == ""
+    with pytest.raises(SlackApiError, match="invalid_cursor"):
+        await client.users_conversations(user="U1", cursor="bogus")
+    server.fail("users.conversations", error="missing_scope")
+    with pytest.raises(SlackApiError, match="missing_scope"):
+        await client.users_conversations(user="U1")
+
+
+async def test_a_view_of_more_than_100_blocks_is_rejected(client: AsyncWebClient) -> None:
+    blocks = [section(str(i)) for i in range(101)]
+    with pytest.raises(SlackApiError, match="invalid_arguments"):
+        await client.views_publish(user_id="U1", view={"type": "home", "blocks": blocks})
+    assert (
+        await client.views_publish(user_id="U1", view={"type": "home", "blocks": blocks[:100]})
+    )["ok"]
