@@ -61,7 +61,7 @@ async def settings(
         timeout=30,
         dns_timeout=2,
         connect_timeout=2,
-        banner_timeout=3,
+        banner_timeout=10,  # Dovecot auth, respawned after idling, can take ~6 s to greet
         reply_timeout=5,
         slack_bot_token=TOKEN,
         slack_signing_secret=SECRET,
