@@ -18,6 +18,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from saq import Queue
+from saq.queue.redis import RedisQueue
 
 from bot.settings import Settings
 
@@ -84,8 +85,6 @@ def redis_client(url: str) -> Redis:
 
 
 def make_queue(settings: Settings) -> Queue:
-    from saq.queue.redis import RedisQueue
-
     return RedisQueue(redis_client(settings.redis_url), name=QUEUE_NAME)
 
 
@@ -93,22 +92,11 @@ async def enqueue_check(queue: Queue, job: CheckJob, settings: Settings) -> bool
     """Queue the check; False when an identical one is already queued or running.
     Raises QueueUnavailable when Redis cannot take it in time."""
     try:
-        queued = await asyncio.wait_for(
-            queue.enqueue(
-                "check_job",
-                key=job.dedupe_key,
-                timeout=settings.job_timeout,
-                heartbeat=settings.job_heartbeat,
-                retries=settings.job_retries,
-                retry_delay=1.0,
-                ttl=3600,
-                **job.with_id().kwargs(),
-            ),
-            ENQUEUE_TIMEOUT,
+        return await asyncio.wait_for(
+            _enqueue(queue, job, job.dedupe_key, 3600, settings), ENQUEUE_TIMEOUT
         )
     except (TimeoutError, OSError, RedisError) as exc:
         raise QueueUnavailable(str(exc) or type(exc).__name__) from exc
-    return queued is not None
 
 
 async def enqueue_watch(
@@ -117,6 +105,11 @@ async def enqueue_watch(
     """Queue a watch's run of one slot; False when that slot's job exists
     already (another scheduler queued it). The job's record outlives the
     slot, so a late scheduler cannot queue it again."""
+    return await _enqueue(queue, job, key, max(2 * every, 3600), settings)
+
+
+async def _enqueue(queue: Queue, job: CheckJob, key: str, ttl: int, settings: Settings) -> bool:
+    """saq's enqueue with our job settings; False when a job with `key` exists."""
     queued = await queue.enqueue(
         "check_job",
         key=key,
@@ -124,7 +117,7 @@ async def enqueue_watch(
         heartbeat=settings.job_heartbeat,
         retries=settings.job_retries,
         retry_delay=1.0,
-        ttl=max(2 * every, 3600),
+        ttl=ttl,
         **job.with_id().kwargs(),
     )
     return queued is not None

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import WatchError as _WatchError
 from saq import Queue
 
+from bot.queue import CheckJob, enqueue_watch
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -321,8 +322,6 @@ async def schedule(queue: Queue, redis: Redis, settings: Settings) -> None:
 
 async def schedule_once(queue: Queue, store: WatchStore, settings: Settings, now: float) -> int:
     """Queue a job for each due watch's current slot; how many were queued."""
-    from bot.queue import CheckJob, enqueue_watch  # the queue module imports settings only
-
     queued = 0
     for watch in await store.due(now):
         slot = watch.slot_at(now)

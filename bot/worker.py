@@ -148,13 +148,8 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
         # Posting waits on Slack's pace: it runs beside the check, not in its way.
         while (item := await outbox.get()) is not None:
             stage, findings = item
-            part = f"stage:{stage.value}"
-            if not findings or await state.posted(part):
-                continue
             partial = Report(request, datetime.now(UTC), 0.0, findings)
-            for message in blocks.stage_messages(partial, stage):
-                await poster.post(job.channel, message, thread_ts=parent)
-            await state.mark(part)
+            await _post_stage(poster, state, job, parent, partial, stage)
 
     def complete(stage: Stage) -> bool:
         """No probe of this stage, or of an earlier one, is still running."""
@@ -215,6 +210,19 @@ def _request(job: CheckJob) -> CheckRequest:
     )
 
 
+async def _post_stage(
+    poster: Poster, state: RunState, job: CheckJob, parent: str, report: Report, stage: Stage
+) -> None:
+    """The thread reply (or replies) of one stage, once per request; none
+    when the stage found nothing."""
+    part = f"stage:{stage.value}"
+    if not any(f.stage is stage for f in report.findings) or await state.posted(part):
+        return
+    for message in blocks.stage_messages(report, stage):
+        await poster.post(job.channel, message, thread_ts=parent)
+    await state.mark(part)
+
+
 async def _post_transcripts(
     poster: Poster, state: RunState, job: CheckJob, parent: str, report: Report
 ) -> None:
@@ -272,9 +280,10 @@ async def _watch_slot(
         return {"skipped": "a later slot ran first"}
 
     report = await run_check(_request(job), settings.engine_config())
-    report_json = jsonreport.dumps(report)
+    report_dict = jsonreport.report_to_dict(report)
+    report_json = jsonreport.dumps(report_dict)
     worst = blocks.report_verdict(report)[0].value
-    expiring = expiring_certificates(json.loads(report_json))
+    expiring = expiring_certificates(report_dict)
     now = time.time()
     decided = await state.get("post")
     if decided is None:
@@ -297,13 +306,7 @@ async def _watch_slot(
             parent = await poster.post(job.channel, message)
             await state.set("parent_ts", parent)
         for stage in Stage:
-            part = f"stage:{stage.value}"
-            found = [f for f in report.findings if f.stage is stage]
-            if not found or await state.posted(part):
-                continue
-            for message in blocks.stage_messages(report, stage):
-                await poster.post(job.channel, message, thread_ts=parent)
-            await state.mark(part)
+            await _post_stage(poster, state, job, parent, report, stage)
         await _post_transcripts(poster, state, job, parent, report)
 
     history = HistoryStore(redis, settings.retention_days)

@@ -63,8 +63,10 @@ def report_to_dict(report: Report) -> dict[str, Any]:
     }
 
 
-def dumps(report: Report) -> str:
-    return json.dumps(report_to_dict(report), indent=2, ensure_ascii=False)
+def dumps(report: Report | dict[str, Any]) -> str:
+    """The report's JSON text (from the Report, or from its report_to_dict())."""
+    data = report if isinstance(report, dict) else report_to_dict(report)
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def schema() -> dict[str, Any]:
