@@ -183,6 +183,47 @@ def verdict_message(report: Report, requester_id: str, rerun_value: str) -> Mess
     return Message(_cut(escape(f"{report.request.display}: {words}"), 300), _serialise(blocks))
 
 
+def sendtest_pending_message(domain_display: str, requester_id: str) -> Message:
+    """The parent message of a send test while it waits for its message."""
+    line = (
+        f":incoming_envelope: Send test of {code_span(domain_display, 300)}: waiting for a "
+        f"message… requested by {_requester(requester_id)}"
+    )
+    return Message(
+        _cut(escape(f"Send test of {domain_display}: waiting…"), 300),
+        _serialise([_section(line)]),
+    )
+
+
+def sendtest_address_message(address: str, expires_at: float, account: str | None) -> Message:
+    """The thread reply that hands out the test address and its deadline."""
+    until = datetime.fromtimestamp(expires_at, UTC).strftime("%H:%M UTC")
+    if account:
+        how = f"mailcheck sends it now with the test account {code_span(account, 64)}."
+    else:
+        how = "Send any message from an address of the domain, through its usual mail server."
+    line = (
+        f"Send a message to {code_span(address, 300)} before *{until}*. {how} "
+        "The first message that arrives is judged; it is deleted afterwards."
+    )
+    return Message(
+        _cut(f"Send a message to {address} before {until}", 300), _serialise([_section(line)])
+    )
+
+
+def sendtest_verdict_message(report: Report, requester_id: str) -> Message:
+    """The parent message once the send test is judged (or timed out)."""
+    worst, words = report_verdict(report)
+    line = (
+        f"{EMOJI[worst]} Send test of {_domain(report.request)}: *{words}* · "
+        f"requested by {_requester(requester_id)}"
+    )
+    return Message(
+        _cut(escape(f"Send test of {report.request.display}: {words}"), 300),
+        _serialise([_section(line)]),
+    )
+
+
 def _rerun(value: str) -> ActionsBlock:
     if not 1 <= len(value) <= 2000:
         raise ValueError(f"rerun_value must have 1 to 2000 characters, not {len(value)}")

@@ -1,7 +1,9 @@
 """`mailcheck`: the engine in a terminal.
 
     mailcheck check example.com [--json] [--resolver IP[:PORT]]... [--allow-target CIDR]...
+    mailcheck sendtest example.com [--account NAME] [--json]
     mailcheck codes [--markdown]
+    mailcheck bot | worker | receiver
 
 Exit status: 0 when no finding reaches the `--fail-on` level (default error),
 1 when one does, 2 for a usage error (bad domain, unknown option or stage).
@@ -17,13 +19,16 @@ import json
 import logging
 import os
 import sys
+import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from rich.console import Console
 
 from bot import terminal
+from bot.sendtests import SendTest, SendTests
 from bot.settings import Settings, parse_resolvers
 from checks import catalog, jsonreport
 from checks.errors import InputError
@@ -123,8 +128,42 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="explain every finding and show all evidence"
     )
 
+    sendtest = sub.add_parser(
+        "sendtest",
+        help="receive a message from a domain's mail server and judge it",
+        description="Hand out a test address at MAILCHECK_SENDTEST_DOMAIN (served by "
+        "`mailcheck receiver`, sharing MAILCHECK_REDIS_URL), wait for a message from "
+        "DOMAIN's server and judge it: reverse DNS, HELO, TLS, SPF, DKIM, DMARC, headers, "
+        "blocklists. With --account the message is submitted with that test account.",
+    )
+    sendtest.add_argument("domain", metavar="DOMAIN")
+    sendtest.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    sendtest.add_argument("--resolver", action="append", metavar="HOST[:PORT]")
+    sendtest.add_argument("--allow-target", action="append", metavar="CIDR")
+    sendtest.add_argument("--ca-file", metavar="PEM", help="extra trusted CA certificates")
+    sendtest.add_argument(
+        "--account", metavar="NAME", help="submit the test message with this test account"
+    )
+    sendtest.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long the address takes its message (default MAILCHECK_SENDTEST_TTL)",
+    )
+    sendtest.add_argument(
+        "--fail-on",
+        choices=["error", "warning", "inconclusive"],
+        default="error",
+        help="lowest severity that makes the exit status 1 (default error)",
+    )
+    sendtest.add_argument("-v", "--verbose", action="store_true", help="explain every finding")
+
     sub.add_parser("bot", help="run the Slack front end (settings from the environment)")
     sub.add_parser("worker", help="run a worker that executes queued checks")
+    sub.add_parser(
+        "receiver",
+        help="run the SMTP receiver of send tests (MAILCHECK_SENDTEST_DOMAIN's MX)",
+    )
 
     history = sub.add_parser(
         "history",
@@ -146,8 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "codes":
             return _codes(args.markdown)
-        if args.command in ("bot", "worker"):
+        if args.command in ("bot", "worker", "receiver"):
             return _serve(args.command)
+        if args.command == "sendtest":
+            return _sendtest(args)
         if args.command == "history":
             return asyncio.run(_history(args))
         return _check(args)
@@ -172,6 +213,7 @@ def _codes(markdown: bool) -> int:
 
 def _serve(what: str) -> int:
     from bot.app import run_bot
+    from bot.receiver import run_receiver
     from bot.worker import run_worker
 
     logging.basicConfig(
@@ -180,7 +222,8 @@ def _serve(what: str) -> int:
     settings = Settings.from_env()
     redact_logs(settings)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_bot(settings) if what == "bot" else run_worker(settings))
+        runs = {"bot": run_bot, "worker": run_worker, "receiver": run_receiver}
+        asyncio.run(runs[what](settings))
     return EXIT_OK
 
 
@@ -219,6 +262,80 @@ def _check(args: argparse.Namespace) -> int:
         print(changes, file=sys.stderr if args.json else sys.stdout)
     fail_on = Severity(args.fail_on)
     return EXIT_PROBLEMS if report.at_least(fail_on) else EXIT_OK
+
+
+def _sendtest(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().override(
+        resolvers=parse_resolvers(args.resolver) if args.resolver else None,
+        allow_targets=tuple(args.allow_target) if args.allow_target else None,
+        ca_file=args.ca_file,
+        sendtest_ttl=int(args.wait) if args.wait else None,
+    )
+    settings.require_sendtest()
+    name = normalize_domain(args.domain)
+    account = settings.accounts.get(args.account).name if args.account else None
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    redact_logs(settings)
+    err = Console(stderr=True, highlight=False)
+    report = asyncio.run(_wait_and_judge(settings, name.ascii, name.unicode, account, err))
+    resolver = ", ".join(str(n) for n in settings.resolvers) or "system resolver"
+    if args.json:
+        sys.stdout.write(jsonreport.dumps(report) + "\n")
+    else:
+        terminal.print_report(Console(), report, resolver=resolver, verbose=args.verbose)
+    return EXIT_PROBLEMS if report.at_least(Severity(args.fail_on)) else EXIT_OK
+
+
+async def _wait_and_judge(
+    settings: Settings, domain: str, display: str, account: str | None, err: Console
+) -> Report:
+    """One send test from a terminal: the address, the wait, the verdict."""
+    from redis.exceptions import RedisError
+
+    from bot.queue import redis_client
+    from checks import sendtest
+
+    request = replace(sendtest.request_for(domain, display), account=account)
+    redis = redis_client(_store_url())
+    tests = SendTests(redis, settings.require_sendtest(), settings.sendtest_ttl)
+    try:
+        test = await tests.create(domain, display, account=account)
+        try:
+            return await _one_test(settings, request, tests, test, err)
+        finally:
+            with contextlib.suppress(RedisError):
+                await tests.finish(test.token)
+    except RedisError as exc:
+        raise InputError(f"the send-test store at MAILCHECK_REDIS_URL: {exc}") from None
+    finally:
+        await redis.aclose()
+
+
+async def _one_test(
+    settings: Settings, request: CheckRequest, tests: SendTests, test: SendTest, err: Console
+) -> Report:
+    from checks import sendtest
+
+    config = settings.engine_config()
+    until = time.strftime("%H:%M:%S", time.localtime(test.expires_at))
+    err.print(
+        f"Send a message from {request.display}'s mail server to\n\n    {test.address}\n\n"
+        f"(waiting until {until}, {settings.sendtest_ttl / 60:.0f} min; Ctrl-C stops)"
+    )
+    if request.account is not None:
+        sent = await sendtest.submit(request, config, test.address, test.token)
+        for finding in sent.findings:
+            if finding.code.startswith("sendtest.submit"):
+                err.print(f"{finding.code}: {terminal.clean(finding.summary)}")
+        if not any(f.code == "sendtest.submitted" for f in sent.findings):
+            return sent
+    received = await tests.wait(test.token, test.left())
+    if received is None and await tests.time_out(test.token):
+        return sendtest.timed_out(request, test.address, settings.sendtest_ttl)
+    received = received or await tests.message(test.token)
+    if received is None:  # pragma: no cover - the outcome says a message came
+        raise InputError(f"the message for {test.address} was lost from the store")
+    return await sendtest.judge(received, request, config)
 
 
 CLI_CHANNEL = "cli"  # the history "channel" of checks run from a terminal

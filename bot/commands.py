@@ -33,7 +33,7 @@ from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from checks.errors import InputError
-from checks.model import Stage
+from checks.model import CHECK_STAGES, Stage
 from checks.names import DomainName, normalize_domain, normalize_selector, normalize_sender_ip
 
 MAX_TEXT = 500  # characters; a domain and two options fit easily
@@ -81,7 +81,7 @@ _ANGLE = re.compile(r"<([^<>]*)>")
 
 def _stage_list() -> str:
     parts = []
-    for stage in Stage:
+    for stage in CHECK_STAGES:
         aliases = [alias for alias, target in STAGE_ALIASES.items() if target is stage]
         parts.append(f"`{stage.value}`" + (f" ({', '.join(aliases)})" if aliases else ""))
     return ", ".join(parts)
@@ -100,6 +100,8 @@ USAGE = (
     "• `/mailcheck watch example.com every=6h`: check it every 6 hours (`30m`, `1d`...; "
     "`stage=` too) and post here when its verdict changes or a certificate is about to expire\n"
     "• `/mailcheck unwatch example.com`: stop that; `/mailcheck watches`: this channel's watches\n"
+    "• `/mailcheck sendtest example.com`: get an address to send a message to from the "
+    "domain's server, and a verdict on how it arrived (`account=NAME`: mailcheck sends it)\n"
     "• `/mailcheck help`: this text\n"
     f"Stages, with the other names they answer to: {_stage_list()}.\n"
     "Options go after the domain or before it, each at most once: "
@@ -144,6 +146,12 @@ class WatchesCommand:
 
 
 @dataclass(frozen=True)
+class SendTestCommand:
+    domain: DomainName
+    account: str | None = None  # a test account: the worker submits the message itself
+
+
+@dataclass(frozen=True)
 class HelpCommand:
     pass
 
@@ -162,11 +170,12 @@ Command: TypeAlias = (
     | WatchCommand
     | UnwatchCommand
     | WatchesCommand
+    | SendTestCommand
     | HelpCommand
     | UsageError
 )
 Subcommand: TypeAlias = (
-    HistoryCommand | DiffCommand | WatchCommand | UnwatchCommand | WatchesCommand
+    HistoryCommand | DiffCommand | WatchCommand | UnwatchCommand | WatchesCommand | SendTestCommand
 )
 # Each subcommand: whether it takes a domain, and its options.
 _SUBCOMMANDS: dict[str, tuple[bool, tuple[str, ...]]] = {
@@ -175,8 +184,15 @@ _SUBCOMMANDS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "watch": (True, ("every", "stage")),
     "unwatch": (True, ()),
     "watches": (False, ()),
+    "sendtest": (True, ("account",)),
 }
-_SUBCOMMAND_OPTIONS = {"every": "every", "interval": "every", "stage": "stage", "stages": "stage"}
+_SUBCOMMAND_OPTIONS = {
+    "every": "every",
+    "interval": "every",
+    "stage": "stage",
+    "stages": "stage",
+    "account": "account",
+}
 DEFAULT_EVERY = 6 * 3600
 MAX_EVERY = 7 * 24 * 3600
 _DURATION = re.compile(
@@ -262,6 +278,9 @@ def _parse_subcommand(name: str, tokens: list[str]) -> Subcommand:
         every = _parse_every(options["every"]) if "every" in options else DEFAULT_EVERY
         stages = _parse_stages(options["stage"]) if "stage" in options else None
         return WatchCommand(domain, every, stages)
+    if name == "sendtest":
+        account = _parse_account(options["account"]) if "account" in options else None
+        return SendTestCommand(domain, account)
     if name == "history":
         return HistoryCommand(domain)
     if name == "diff":
@@ -361,7 +380,7 @@ def _parse_stages(value: str) -> frozenset[Stage]:
     names = [name.strip().lower() for name in value.split(",") if name.strip()]
     if not names:
         raise _Problem("`stage=` has no stage in it; write such as `stage=tls,connect`.")
-    by_name = {stage.value: stage for stage in Stage} | STAGE_ALIASES
+    by_name = {stage.value: stage for stage in CHECK_STAGES} | STAGE_ALIASES
     unknown = [name for name in names if name not in by_name]
     if unknown:
         which = "stage" if len(unknown) == 1 else "stages"

@@ -108,6 +108,27 @@ async def enqueue_watch(
     return await _enqueue(queue, job, key, max(2 * every, 3600), settings)
 
 
+async def enqueue_sendtest(
+    queue: Queue, step: str, key: str, settings: Settings, scheduled: float = 0, **fields: Any
+) -> bool:
+    """Queue one step of a send test (bot.sendjobs): "start" (hand out the
+    address), "judge" (a message arrived) or "deadline" (scheduled for when
+    the address expires). False when that step is queued already."""
+    queued = await queue.enqueue(
+        "sendtest_job",
+        key=key,
+        scheduled=int(scheduled),
+        timeout=settings.job_timeout,
+        heartbeat=settings.job_heartbeat,
+        retries=settings.job_retries,
+        retry_delay=1.0,
+        ttl=settings.sendtest_ttl + 3600,
+        step=step,
+        **fields,
+    )
+    return queued is not None
+
+
 async def _enqueue(queue: Queue, job: CheckJob, key: str, ttl: int, settings: Settings) -> bool:
     """saq's enqueue with our job settings; False when a job with `key` exists."""
     queued = await queue.enqueue(

@@ -19,7 +19,7 @@ from checks.config import EngineConfig, Nameserver, Timeouts
 from checks.dnssec import parse_anchors
 from checks.errors import InputError
 from checks.names import normalize_domain
-from checks.targets import TargetPolicy, parse_networks
+from checks.targets import TargetPolicy, parse_address, parse_networks
 
 # Every variable read, with its default. Slack's own names keep Slack's spelling.
 DEFAULTS: dict[str, str] = {
@@ -58,6 +58,15 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_WATCH_TICK": "30",
     "MAILCHECK_WATCH_MIN_INTERVAL": "900",
     "MAILCHECK_MAX_WATCHES": "20",
+    "MAILCHECK_SENDTEST_DOMAIN": "",
+    "MAILCHECK_SENDTEST_TTL": "1800",
+    "MAILCHECK_RECEIVER_LISTEN": "0.0.0.0:25",
+    "MAILCHECK_RECEIVER_HOSTNAME": "",
+    "MAILCHECK_RECEIVER_TLS_CERT": "",
+    "MAILCHECK_RECEIVER_TLS_KEY": "",
+    "MAILCHECK_RECEIVER_MAX_SIZE": "10485760",
+    "MAILCHECK_RECEIVER_MAX_CONNECTIONS": "5",
+    "MAILCHECK_RECEIVER_RATE": "60",
 }
 
 
@@ -106,6 +115,16 @@ class Settings:
     watch_tick: float = 30.0  # how often each worker looks for due watches
     watch_min_interval: int = 900  # the shortest every= allowed (seconds)
     max_watches: int = 20  # per channel
+    # -- the send test and its receiver ----------------------------------------------
+    sendtest_domain: str = ""  # where test addresses live; "": no send tests
+    sendtest_ttl: int = 1800  # seconds a test address takes its message
+    receiver_listen: str = "0.0.0.0:25"
+    receiver_hostname: str = ""  # the greeting's name; "": the send-test domain
+    receiver_tls_cert: str = ""
+    receiver_tls_key: str = ""
+    receiver_max_size: int = 10 * 1024 * 1024
+    receiver_max_connections: int = 5  # per source address at once
+    receiver_rate: int = 60  # connections per source address per hour (0: no limit)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +169,17 @@ class Settings:
             watch_tick=_number("MAILCHECK_WATCH_TICK", get),
             watch_min_interval=int(_number("MAILCHECK_WATCH_MIN_INTERVAL", get, whole=True)),
             max_watches=int(_number("MAILCHECK_MAX_WATCHES", get, whole=True)),
+            sendtest_domain=get("MAILCHECK_SENDTEST_DOMAIN"),
+            sendtest_ttl=int(_number("MAILCHECK_SENDTEST_TTL", get, whole=True)),
+            receiver_listen=get("MAILCHECK_RECEIVER_LISTEN"),
+            receiver_hostname=get("MAILCHECK_RECEIVER_HOSTNAME"),
+            receiver_tls_cert=get("MAILCHECK_RECEIVER_TLS_CERT"),
+            receiver_tls_key=get("MAILCHECK_RECEIVER_TLS_KEY"),
+            receiver_max_size=int(_number("MAILCHECK_RECEIVER_MAX_SIZE", get, whole=True)),
+            receiver_max_connections=int(
+                _number("MAILCHECK_RECEIVER_MAX_CONNECTIONS", get, whole=True)
+            ),
+            receiver_rate=int(_number("MAILCHECK_RECEIVER_RATE", get, whole=True)),
         ).validated()
 
     def override(self, **changes: Any) -> Settings:
@@ -211,6 +241,7 @@ class Settings:
         ):
             if number < low:
                 raise InputError(f"{name} must be at least {low}, not {number}")
+        self._validate_sendtest()
         if not 0.1 <= self.watch_tick <= 3600:
             raise InputError(
                 f"MAILCHECK_WATCH_TICK must be 0.1 to 3600 seconds, not {self.watch_tick:g}"
@@ -220,6 +251,61 @@ class Settings:
                 f"MAILCHECK_RETENTION_DAYS must be at most 3650, not {self.retention_days}"
             )
         return self
+
+    def _validate_sendtest(self) -> None:
+        if self.sendtest_domain:
+            self.require_sendtest()
+        if not 60 <= self.sendtest_ttl <= 86400:
+            raise InputError(
+                f"MAILCHECK_SENDTEST_TTL must be 60 to 86400 seconds, not {self.sendtest_ttl}"
+            )
+        self.receiver_address()  # raises InputError naming the bad value
+        for name, number, low in (
+            ("MAILCHECK_RECEIVER_MAX_SIZE", self.receiver_max_size, 1024),
+            ("MAILCHECK_RECEIVER_MAX_CONNECTIONS", self.receiver_max_connections, 1),
+            ("MAILCHECK_RECEIVER_RATE", self.receiver_rate, 0),
+        ):
+            if number < low:
+                raise InputError(f"{name} must be at least {low}, not {number}")
+        if bool(self.receiver_tls_cert) != bool(self.receiver_tls_key):
+            raise InputError(
+                "set both MAILCHECK_RECEIVER_TLS_CERT and MAILCHECK_RECEIVER_TLS_KEY, or neither"
+            )
+        for name, path in (
+            ("MAILCHECK_RECEIVER_TLS_CERT", self.receiver_tls_cert),
+            ("MAILCHECK_RECEIVER_TLS_KEY", self.receiver_tls_key),
+        ):
+            if path and not os.path.isfile(path):
+                raise InputError(f"{name}: {path!r} does not exist")
+
+    def receiver_address(self) -> tuple[str, int]:
+        """MAILCHECK_RECEIVER_LISTEN as (host, port): `ADDRESS:PORT`, `[IPv6]:PORT`."""
+        text = self.receiver_listen.strip()
+        host, sep, port = text.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InputError(
+                f"MAILCHECK_RECEIVER_LISTEN={text!r}: give ADDRESS:PORT, e.g. 0.0.0.0:25"
+            )
+        try:
+            parse_address(host)
+        except InputError:
+            raise InputError(
+                f"MAILCHECK_RECEIVER_LISTEN={text!r}: {host!r} is not an IP address"
+            ) from None
+        return host, int(port)
+
+    def require_sendtest(self) -> str:
+        """The send-test domain; InputError saying how to set it up when there is none."""
+        if not self.sendtest_domain:
+            raise InputError(
+                "send tests are not set up: set MAILCHECK_SENDTEST_DOMAIN to a domain whose MX "
+                "points at `mailcheck receiver` (see README, Send tests)"
+            )
+        try:
+            return normalize_domain(self.sendtest_domain).ascii
+        except InputError as exc:
+            raise InputError(f"MAILCHECK_SENDTEST_DOMAIN: {exc}") from None
 
     def require_slack(self) -> None:
         """The bot and the workers need a token (and the bot its mode's secret)."""

@@ -31,6 +31,7 @@ from bot.commands import describe_every
 from bot.history import HistoryStore
 from bot.poster import Poster, RunState, permalink, slack_client
 from bot.queue import CheckJob, make_queue, redis_client
+from bot.sendjobs import sendtest_job
 from bot.settings import Settings
 from bot.watches import WatchStore, expiring_certificates, schedule, should_post
 from checks import jsonreport
@@ -378,7 +379,7 @@ def build_worker(settings: Settings, queue: Queue | None = None) -> MailcheckWor
     # redis and poster too, hence Worker[Any].
     worker = MailcheckWorker(
         queue or make_queue(settings),
-        functions=[("check_job", check_job)],
+        functions=[("check_job", check_job), ("sendtest_job", sendtest_job)],
         concurrency=settings.worker_concurrency,
         startup=startup,
         shutdown=shutdown,

@@ -1360,6 +1360,278 @@ _ENTRIES: tuple[Entry, ...] = (
         "safe; modern clients reject it.",
         "Issue a new certificate with an RSA 2048+ or EC P-256 key.",
     ),
+    # -- send test: a message the domain's server sent to our receiver ---------------------
+    Entry(
+        "sendtest.ok",
+        _OK,
+        Stage.SENDTEST,
+        "Test message received",
+        "The domain's server delivered the test message; the summary lists what passed "
+        "(source, TLS, SPF, DKIM, DMARC).",
+        "",
+    ),
+    Entry(
+        "sendtest.submitted",
+        _INFO,
+        Stage.SENDTEST,
+        "Test message submitted",
+        "mailcheck logged in with the test account and submitted the test message; the "
+        "verdict follows when it arrives.",
+        "Nothing to do: wait for the verdict in the same thread (or terminal).",
+    ),
+    Entry(
+        "sendtest.submit.failed",
+        _ERR,
+        Stage.SENDTEST,
+        "The test message could not be submitted",
+        "mailcheck could not hand the test message to the domain's submission server with "
+        "the test account (no login worked, or the server refused the message), so the "
+        "send test has nothing to judge.",
+        "The summary quotes the refusal; the auth stage (`mailcheck check --account NAME`) "
+        "shows which logins work.",
+    ),
+    Entry(
+        "sendtest.timeout",
+        _ERR,
+        Stage.SENDTEST,
+        "No test message arrived",
+        "Nothing reached the test address before the deadline: the message was never sent, "
+        "sits in the sender's queue (deferred), or was sent somewhere else.",
+        "Check the sender's mail log and queue (`postqueue -p`, `mailq`) for the test "
+        "address; a deferral reason there names the problem (DNS, TLS, a refusal).",
+    ),
+    Entry(
+        "sendtest.ptr.missing",
+        _ERR,
+        Stage.SENDTEST,
+        "The sending address has no reverse DNS",
+        "The address the message came from has no PTR record. Gmail, Microsoft and many "
+        "others refuse or junk mail from such addresses (Gmail: 550 5.7.25).",
+        "Ask whoever owns the address (your hosting provider or ISP) to set a PTR record "
+        "naming the server, and give that name an A/AAAA record pointing back.",
+    ),
+    Entry(
+        "sendtest.ptr.mismatch",
+        _WARN,
+        Stage.SENDTEST,
+        "The sending address's reverse DNS is not forward-confirmed",
+        "The PTR name of the sending address does not resolve back to that address. "
+        "Receivers that check forward-confirmed reverse DNS (FCrDNS) treat it as unnamed.",
+        "Give the PTR name an A/AAAA record with the sending address, or change the PTR "
+        "to a name that has one.",
+    ),
+    Entry(
+        "sendtest.helo.invalid",
+        _WARN,
+        Stage.SENDTEST,
+        "The sender's HELO name is invalid",
+        "The sending server introduced itself (HELO/EHLO) with something that is not a "
+        "fully qualified host name or a matching address literal. Many receivers refuse "
+        "it outright (Postfix: reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname).",
+        "Set the server's outgoing name to its public host name (Postfix: smtp_helo_name or "
+        "myhostname; Exim: primary_hostname; Exchange: the send connector's FQDN).",
+    ),
+    Entry(
+        "sendtest.helo.unresolvable",
+        _WARN,
+        Stage.SENDTEST,
+        "The sender's HELO name does not exist",
+        "The host name the server gave in HELO/EHLO has no address in DNS; receivers with "
+        "reject_unknown_helo_hostname refuse the mail.",
+        "Publish an A/AAAA record for the HELO name, or make the server use a name that has one.",
+    ),
+    Entry(
+        "sendtest.helo.mismatch",
+        _INFO,
+        Stage.SENDTEST,
+        "The HELO name points elsewhere",
+        "The HELO name resolves, but not to the address the message came from. Most "
+        "receivers accept this; some spam filters score it.",
+        "Use the sending server's own name (the one its PTR record gives) in HELO.",
+    ),
+    Entry(
+        "sendtest.tls.none",
+        _WARN,
+        Stage.SENDTEST,
+        "The message was sent without TLS",
+        "Our receiver offered STARTTLS but the sender delivered in cleartext: anyone on the "
+        "path can read the mail, and Gmail shows such messages with a red open lock.",
+        "Enable opportunistic TLS for outgoing mail (Postfix: smtp_tls_security_level = may; "
+        "Exim: it is the default unless hosts_avoid_tls is set).",
+    ),
+    Entry(
+        "sendtest.tls.old",
+        _WARN,
+        Stage.SENDTEST,
+        "The sender used an old TLS version",
+        "TLS 1.0 and 1.1 are deprecated (RFC 8996); receivers are turning them off, and the "
+        "sender would then fall back to cleartext or fail.",
+        "Allow TLS 1.2 and 1.3 in the sending server's client settings (Postfix: "
+        "smtp_tls_protocols) and update its OpenSSL.",
+    ),
+    Entry(
+        "sendtest.spf.fail",
+        _ERR,
+        Stage.SENDTEST,
+        "SPF fails for the sender",
+        "The MAIL FROM domain's SPF record says this address may not send its mail (-all "
+        "matched). Receivers reject it or, with DMARC, count it as failing.",
+        "Add the sending address (or its network, or an include: of your provider) to the "
+        "MAIL FROM domain's SPF record before -all.",
+    ),
+    Entry(
+        "sendtest.spf.softfail",
+        _WARN,
+        Stage.SENDTEST,
+        "SPF softfails for the sender",
+        "The MAIL FROM domain's SPF record does not list this address (~all matched): "
+        "receivers accept it but mark it suspicious, and it does not count for DMARC.",
+        "Add the sending address (or an include: of your provider) to the SPF record.",
+    ),
+    Entry(
+        "sendtest.spf.none",
+        _WARN,
+        Stage.SENDTEST,
+        "SPF says nothing about the sender",
+        "The MAIL FROM domain has no SPF record, or its record neither allows nor refuses "
+        "this address (neutral): SPF cannot vouch for the mail, so DMARC rests on DKIM alone.",
+        "Publish an SPF record for the MAIL FROM domain that lists its sending addresses "
+        "and ends in -all or ~all.",
+    ),
+    Entry(
+        "sendtest.spf.error",
+        _ERR,
+        Stage.SENDTEST,
+        "SPF evaluation of the sender fails",
+        "Evaluating the MAIL FROM domain's SPF record ended in permerror (a syntax error, "
+        "too many lookups) or temperror (DNS failed): receivers treat permerror as a fail.",
+        "The summary names the record or term at fault; `mailcheck check` on the domain "
+        "shows the whole SPF lookup tree.",
+    ),
+    Entry(
+        "sendtest.spf.helo_fail",
+        _WARN,
+        Stage.SENDTEST,
+        "SPF fails for the HELO name",
+        "The HELO name's domain has an SPF record that refuses this address; receivers that "
+        "check the HELO identity (RFC 7208 2.3) may reject before MAIL FROM.",
+        "List the server's address in the SPF record of its HELO name (a:host or ip4:), or "
+        "publish `v=spf1 a -all` at the host name itself.",
+    ),
+    Entry(
+        "sendtest.dkim.none",
+        _WARN,
+        Stage.SENDTEST,
+        "The message is not DKIM-signed",
+        "Without a DKIM signature the mail's DMARC result rests on SPF alone, which breaks "
+        "on every forward. Gmail and Yahoo require DKIM from bulk senders.",
+        "Sign outgoing mail (OpenDKIM or rspamd with Postfix; your provider's DKIM setting) "
+        "and publish the key at <selector>._domainkey.<domain>.",
+    ),
+    Entry(
+        "sendtest.dkim.fail",
+        _ERR,
+        Stage.SENDTEST,
+        "The DKIM signature does not verify",
+        "The message is signed, but the signature fails: the key in DNS is not the signing "
+        "key, the key is missing or too short, or the message changed after signing.",
+        "Compare the public key at the selector with the signer's private key; check that "
+        "nothing (a footer, a filter) rewrites mail after signing.",
+    ),
+    Entry(
+        "sendtest.dkim.temperror",
+        _INC,
+        Stage.SENDTEST,
+        "The DKIM key could not be looked up",
+        "DNS gave no answer for the signature's key, so the signature could not be checked.",
+        "Repeat the lookup with the reproduce command; check the domain's nameservers.",
+    ),
+    Entry(
+        "sendtest.arc.fail",
+        _WARN,
+        Stage.SENDTEST,
+        "The ARC chain does not validate",
+        "The message carries ARC headers (from a forwarder or list) that do not verify, so "
+        "receivers will not trust the authentication results it claims.",
+        "Check the ARC signer's key and that nothing modifies the message after sealing.",
+    ),
+    Entry(
+        "sendtest.dmarc.none",
+        _WARN,
+        Stage.SENDTEST,
+        "No DMARC policy for the From: domain",
+        "The From: domain (and its organisational domain) publishes no usable DMARC record: "
+        "anyone can send as it, and Gmail and Yahoo require one from bulk senders.",
+        "Publish `v=DMARC1; p=none; rua=mailto:...` at _dmarc.<domain>, read the reports, "
+        "then move to quarantine or reject.",
+    ),
+    Entry(
+        "sendtest.dmarc.fail",
+        _ERR,
+        Stage.SENDTEST,
+        "The message fails DMARC",
+        "Neither SPF nor DKIM passed for a domain aligned with the From: domain, so "
+        "receivers apply the domain's DMARC policy to it: reject, quarantine, or (p=none) "
+        "deliver and report.",
+        "Make one pass aligned: sign with d= the From: domain (or its parent), or send with "
+        "a MAIL FROM in that domain from an address its SPF allows.",
+    ),
+    Entry(
+        "sendtest.header.from",
+        _ERR,
+        Stage.SENDTEST,
+        "The From: header is missing or malformed",
+        "RFC 5322 requires exactly one From: header; DMARC needs one address in it. Gmail "
+        "and Microsoft reject messages without it.",
+        "Fix the program that composes the mail so it writes one From: with one address.",
+    ),
+    Entry(
+        "sendtest.header.date",
+        _WARN,
+        Stage.SENDTEST,
+        "The Date: header is missing or wrong",
+        "A message needs one Date: header (RFC 5322 3.6). Missing, unreadable or far off "
+        "it hurts spam scores and sorts the mail wrongly in clients.",
+        "Let the MTA add Date: (Postfix does for local submissions), and keep the sender's "
+        "clock in sync (NTP).",
+    ),
+    Entry(
+        "sendtest.header.message_id",
+        _WARN,
+        Stage.SENDTEST,
+        "The Message-ID: header is missing or malformed",
+        "Gmail requires a Message-ID and others score its absence as spam; threading in "
+        "clients relies on it.",
+        "Let the MTA add Message-ID: (Postfix: always_add_missing_headers = yes) or fix the "
+        "sending application.",
+    ),
+    Entry(
+        "sendtest.domain.other",
+        _WARN,
+        Stage.SENDTEST,
+        "The message came from another domain",
+        "Neither the From: nor the MAIL FROM domain is the domain under test, so this "
+        "verdict describes another domain's setup.",
+        "Send the test message from an address of the domain under test.",
+    ),
+    Entry(
+        "sendtest.dnsbl.listed",
+        _ERR,
+        Stage.SENDTEST,
+        "The sending address is on a blocklist",
+        "Receivers that use this blocklist refuse or junk mail from the address.",
+        "Find and stop the cause (an open relay, a compromised account, a spamming "
+        "customer), then request delisting at the list's website.",
+    ),
+    Entry(
+        "sendtest.dnsbl.inconclusive",
+        _INC,
+        Stage.SENDTEST,
+        "A blocklist gave no usable answer for the sending address",
+        "The blocklist refused the query or answered with an error code, so whether the "
+        "address is listed is unknown.",
+        "Query the list from a resolver of your own (public resolvers are often refused).",
+    ),
 )
 
 CATALOG: Mapping[str, Entry] = {e.code: e for e in _ENTRIES}

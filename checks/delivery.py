@@ -168,7 +168,7 @@ def tagged_message(account: Account, tag: str, helo: str, how: str) -> EmailMess
     return message
 
 
-async def _send(
+async def send_message(
     net: Network,
     endpoint: Endpoint,
     message: EmailMessage,
@@ -239,7 +239,9 @@ async def round_trip(
     target = Target(host=send_via.host, address=send_via.address, port=send_via.port)
     box = Mailbox(ctx.net, mailbox, account)
     async with box.open() as imap:
-        refused, sent = await _send(ctx.net, send_via, message, account if authenticated else None)
+        refused, sent = await send_message(
+            ctx.net, send_via, message, account if authenticated else None
+        )
         if refused is not None:
             ctx.add(
                 "delivery.submit.rejected",
@@ -300,9 +302,9 @@ async def probe_delivery(ctx: ProbeContext) -> None:
     imap = next((ep for ep in logins.working if ep.family == "imap" and ep.tls == "implicit"), None)
     try:  # the profile may name its servers; they win over what the check found
         if account.smtp:
-            submission = await _profile_endpoint(ctx, account.smtp, "smtp")
+            submission = await profile_endpoint(ctx, account.smtp, "smtp")
         if account.imap:
-            imap = await _profile_endpoint(ctx, account.imap, "imap")
+            imap = await profile_endpoint(ctx, account.imap, "imap")
     except (DNSError, TargetRefused, InputError) as exc:
         ctx.add(
             "delivery.skipped",
@@ -337,7 +339,7 @@ async def probe_delivery(ctx: ProbeContext) -> None:
             )
 
 
-async def _profile_endpoint(ctx: ProbeContext, hostport: str, family: str) -> Endpoint:
+async def profile_endpoint(ctx: ProbeContext, hostport: str, family: str) -> Endpoint:
     """An endpoint from a profile's `smtp`/`imap` (465 and IMAP: implicit TLS;
     other submission ports: STARTTLS)."""
     host, port = split_hostport(hostport)

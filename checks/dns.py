@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from checks.errors import NXDomain, ResolverFailure
 from checks.model import Stage, Target
-from checks.net import DNSAnswer
+from checks.net import DNSAnswer, Network
 from checks.runner import Probe, ProbeContext
 
 # -- values passed between probes -----------------------------------------------
@@ -312,17 +312,52 @@ async def probe_ptr(ctx: ProbeContext) -> dict[str, list[str]]:
     return ptrs
 
 
+@dataclass(frozen=True)
+class ReverseDNS:
+    """An address's PTR names, each looked up forward again (FCrDNS)."""
+
+    names: tuple[str, ...]  # the PTR names; () when there is no PTR
+    confirmed: tuple[str, ...]  # those that resolve back to the address
+    lines: tuple[str, ...]  # each forward lookup, for evidence
+    failure: ResolverFailure | None = None  # a forward lookup that got no answer
+
+
+async def reverse_dns(net: Network, address: str) -> ReverseDNS:
+    """PTR of `address` with forward confirmation. Raises ResolverFailure when
+    the PTR lookup itself got no answer; a failed forward lookup stops there
+    and is returned in `failure`."""
+    try:
+        answer = await net.query_ptr(address)
+    except NXDomain:
+        return ReverseDNS((), (), ())
+    names = tuple(hostname(r.target) for r in answer.records)
+    rdtype = "AAAA" if ":" in address else "A"
+    confirmed: list[str] = []
+    lines: list[str] = []
+    for name in names:
+        try:
+            forward = await net.query(name, rdtype)
+        except NXDomain:
+            lines.append(f"{name} does not exist")
+            continue
+        except ResolverFailure as exc:
+            return ReverseDNS(names, tuple(confirmed), tuple(lines), exc)
+        found = {str(ipaddress.ip_address(t)) for t in forward.texts()}
+        lines.append(f"{name} {rdtype} -> {', '.join(sorted(found)) or '(none)'}")
+        if str(ipaddress.ip_address(address)) in found:
+            confirmed.append(name)
+    return ReverseDNS(names, tuple(confirmed), tuple(lines))
+
+
 async def _ptr(ctx: ProbeContext, address: str, owner: str) -> list[str]:
     target = Target(host=owner, address=address)
     reproduce = ctx.net.dig(address, "PTR")
     try:
-        answer = await ctx.net.query_ptr(address)
-    except NXDomain:
-        answer = None
+        found = await reverse_dns(ctx.net, address)
     except ResolverFailure as exc:
         _failure(ctx, exc)
         return []
-    names = [hostname(r.target) for r in answer.records] if answer else []
+    names = list(found.names)
     if not names:
         ctx.add(
             "ptr.missing",
@@ -330,39 +365,24 @@ async def _ptr(ctx: ProbeContext, address: str, owner: str) -> list[str]:
             summary=f"{address} ({owner}) has no PTR record",
             reproduce=reproduce,
         )
-        return []
-
-    rdtype = "AAAA" if ":" in address else "A"
-    confirmed = []
-    lines = []
-    for name in names:
-        try:
-            forward = await ctx.net.query(name, rdtype)
-        except NXDomain:
-            lines.append(f"{name} does not exist")
-            continue
-        except ResolverFailure as exc:
-            _failure(ctx, exc)
-            return names
-        found = {str(ipaddress.ip_address(t)) for t in forward.texts()}
-        lines.append(f"{name} {rdtype} -> {', '.join(sorted(found)) or '(none)'}")
-        if str(ipaddress.ip_address(address)) in found:
-            confirmed.append(name)
-    if confirmed:
+    elif found.failure is not None:
+        _failure(ctx, found.failure)
+    elif found.confirmed:
         ctx.add(
             "ptr.ok",
             target=target,
-            summary=f"{address} ↔ {', '.join(confirmed)}",
+            summary=f"{address} ↔ {', '.join(found.confirmed)}",
             reproduce=reproduce,
         )
     else:
+        rdtype = "AAAA" if ":" in address else "A"
         ctx.add(
             "ptr.mismatch",
             target=target,
             summary=(
                 f"{address} has PTR {', '.join(names)}, which does not resolve back to {address}"
             ),
-            evidence=lines,
+            evidence=found.lines,
             reproduce=f"{reproduce}; {ctx.net.dig(names[0], rdtype)}",
         )
     return names

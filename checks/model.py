@@ -53,6 +53,12 @@ class Stage(enum.Enum):
     AUTH = "auth"
     AUTOCONFIG = "autoconfig"
     DELIVERY = "delivery"
+    SENDTEST = "sendtest"  # a message the domain sent us (checks.sendtest), not a check stage
+
+
+# The stages a check (`mailcheck check`, `/mailcheck DOMAIN stage=`) can run;
+# the send test's is its own command.
+CHECK_STAGES: tuple[Stage, ...] = tuple(s for s in Stage if s is not Stage.SENDTEST)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@
 # iptables makes the "filtered" scenarios drop packets; redis-server backs
 # the bot's queue in tests (run from a config under .lab/redis, never the
 # system service, which policy-rc.d below keeps from starting); nginx-light
-# serves the lab's MTA-STS policies from .lab/web.
+# serves the lab's MTA-STS policies from .lab/web; opendkim signs the mail the
+# lab sends to the send test's receiver (run from a config under .lab/mail).
 APT_PACKAGES=(
     nsd dnsutils python3 python3-venv
     postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd iptables
-    redis-server nginx-light
+    redis-server nginx-light opendkim
 )
 
 # Answers for packages that would otherwise ask (postfix asks for a mail

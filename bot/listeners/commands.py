@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -21,6 +22,7 @@ from bot.commands import (
     DiffCommand,
     HelpCommand,
     HistoryCommand,
+    SendTestCommand,
     UnwatchCommand,
     UsageError,
     WatchCommand,
@@ -31,7 +33,7 @@ from bot.commands import (
 from bot.history import HistoryStore
 from bot.listeners.deps import Deps
 from bot.poster import permalinks
-from bot.queue import CheckJob, QueueUnavailable, enqueue_check
+from bot.queue import ENQUEUE_TIMEOUT, CheckJob, QueueUnavailable, enqueue_check, enqueue_sendtest
 from bot.watches import TooManyWatches, Watch, WatchStore
 from checks.diff import diff_reports
 from checks.errors import InputError
@@ -59,6 +61,9 @@ def register(app: AsyncApp, deps: Deps) -> None:
             return
         if isinstance(parsed, WatchCommand | UnwatchCommand | WatchesCommand):
             await ack(text=await answer_watch(deps, command, parsed))
+            return
+        if isinstance(parsed, SendTestCommand):
+            await ack(text=await answer_sendtest(deps, command, parsed))
             return
         assert isinstance(parsed, CheckCommand)
         job = CheckJob(
@@ -255,6 +260,46 @@ async def submit(deps: Deps, job: CheckJob) -> tuple[bool, str]:
             "already queued or running in this channel; its report will appear here."
         )
     return True, f"Queued a check of {job.display}."
+
+
+async def answer_sendtest(deps: Deps, command: dict[str, Any], parsed: SendTestCommand) -> str:
+    """Queue a send test's start; the worker posts the address in the channel."""
+    settings = deps.settings
+    channel, user = command["channel_id"], command["user_id"]
+    refused = _refusal(deps, channel, user)
+    if refused:
+        return refused
+    if not settings.sendtest_domain:
+        return (
+            ":no_entry: Send tests are not set up here: the operator sets "
+            "MAILCHECK_SENDTEST_DOMAIN and runs `mailcheck receiver` (see the README)."
+        )
+    if parsed.account and parsed.account not in settings.accounts:
+        return f":no_entry: There is no test account named {blocks.code_span(parsed.account, 40)}."
+    shown = parsed.domain.unicode
+    try:
+        if await _over(deps, f"user:{user}", settings.user_rate):
+            return f":hourglass: You have run {settings.user_rate} checks in the last hour."
+        request_id = uuid.uuid4().hex
+        await asyncio.wait_for(
+            enqueue_sendtest(
+                deps.queue,
+                "start",
+                f"sendtest:start:{request_id}",
+                settings,
+                channel=channel,
+                user=user,
+                domain=parsed.domain.ascii,
+                display=shown,
+                request_id=request_id,
+                account=parsed.account,
+            ),
+            ENQUEUE_TIMEOUT,
+        )
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("queue unavailable: %s", exc)
+        return ":warning: The check queue is unavailable right now; please try again in a minute."
+    return f"Starting a send test of {shown}: the address to send to appears in this channel."
 
 
 async def _over(deps: Deps, what: str, limit: int) -> bool:

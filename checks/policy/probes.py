@@ -8,6 +8,7 @@ fetch through the network door and turn verdicts into findings.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from checks.dns import MailHost, txt_strings
 from checks.errors import NXDomain, ResolverFailure
@@ -153,22 +154,42 @@ async def probe_spf(ctx: ProbeContext) -> None:
         )
 
 
-async def probe_dmarc(ctx: ProbeContext) -> None:
-    if ctx.result("dns.mx") is None:
-        return
-    domain = ctx.domain
+@dataclass(frozen=True)
+class DMARCLookup:
+    """Where a receiver finds a domain's DMARC record: at `_dmarc.<domain>`, or
+    at the organisational domain's when the domain has none (RFC 7489 6.6.3)."""
+
+    text: str | None  # the one DMARC record, or None
+    problems: list[str]  # why there is none (several records, a near miss)
+    where: str  # the domain whose record applies
+    name: str  # the name it was found at (or last looked for)
+
+
+async def find_dmarc(ctx: ProbeContext, domain: str) -> DMARCLookup | None:
+    """The DMARC record that applies to mail from `domain`; None when DNS failed."""
     name = f"_dmarc.{domain}"
     txts = await lookup_txts(ctx, name)
     if txts is None:
-        return
+        return None
     text, problems = dmarc.select(txts)
     where = domain
     if text is None and not problems:
         org = dmarc.organizational_domain(domain)
-        if org != domain:  # receivers fall back to the organisational domain's policy
+        if org != domain:
             org_txts = await lookup_txts(ctx, f"_dmarc.{org}")
             text, problems = dmarc.select(org_txts or [])
             where, name = org, f"_dmarc.{org}"
+    return DMARCLookup(text, problems, where, name)
+
+
+async def probe_dmarc(ctx: ProbeContext) -> None:
+    if ctx.result("dns.mx") is None:
+        return
+    domain = ctx.domain
+    found = await find_dmarc(ctx, domain)
+    if found is None:
+        return
+    text, problems, where, name = found.text, found.problems, found.where, found.name
     target = Target(host=where)
     dig = ctx.net.dig(name, "TXT")
     if text is None:
@@ -304,13 +325,18 @@ async def probe_tlsrpt(ctx: ProbeContext) -> None:
     )
 
 
-async def probe_dnsbl(ctx: ProbeContext) -> None:
-    """Every usable MX address against the configured blocklists. Error answers
-    (e.g. Spamhaus refusing a public resolver) are inconclusive, never 'listed'."""
-    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
+def blocklist_zones(ctx: ProbeContext) -> tuple[str, ...]:
     zones = ctx.net.config.dnsbl_zones
-    zones = dnsbl.DEFAULT_ZONES if zones is None else zones
-    addresses = list(dict.fromkeys(a for h in hosts for a in h.usable))
+    return dnsbl.DEFAULT_ZONES if zones is None else zones
+
+
+async def blocklists(
+    ctx: ProbeContext, addresses: list[str], *, listed: str, inconclusive: str
+) -> int:
+    """Look every address up on the configured blocklists and add a `listed` or
+    `inconclusive` finding for each answer that is one. Returns how many
+    (address, list) pairs came back clean."""
+    zones = blocklist_zones(ctx)
     pairs = [(a, z) for a in addresses for z in zones]
 
     async def ask(address: str, zone: str) -> dnsbl.Verdict | None:
@@ -331,14 +357,14 @@ async def probe_dnsbl(ctx: ProbeContext) -> None:
         if verdict is None or verdict.listing is dnsbl.Listing.INCONCLUSIVE:
             reason = verdict.reason if verdict else "the lookup failed"
             ctx.add(
-                "dnsbl.inconclusive",
+                inconclusive,
                 target=target,
                 summary=f"{address} on {zone}: {reason}",
                 reproduce=dig,
             )
         elif verdict.listed:
             ctx.add(
-                "dnsbl.listed",
+                listed,
                 target=target,
                 summary=f"{address} is listed on {zone}: {verdict.reason}",
                 evidence=list(verdict.answers),
@@ -346,7 +372,19 @@ async def probe_dnsbl(ctx: ProbeContext) -> None:
             )
         else:
             clean += 1
-    if pairs and clean == len(pairs):
+    return clean
+
+
+async def probe_dnsbl(ctx: ProbeContext) -> None:
+    """Every usable MX address against the configured blocklists. Error answers
+    (e.g. Spamhaus refusing a public resolver) are inconclusive, never 'listed'."""
+    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
+    addresses = list(dict.fromkeys(a for h in hosts for a in h.usable))
+    clean = await blocklists(
+        ctx, addresses, listed="dnsbl.listed", inconclusive="dnsbl.inconclusive"
+    )
+    zones = blocklist_zones(ctx)
+    if addresses and zones and clean == len(addresses) * len(zones):
         ctx.add(
             "dnsbl.ok",
             target=Target(host=ctx.domain),

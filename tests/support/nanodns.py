@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import dns.message
+import dns.rcode
+import dns.rdatatype
 import dns.rrset
 
 Handler = Callable[[dns.message.Message], "bytes | dns.message.Message | None"]
@@ -85,3 +87,22 @@ def reply(
         name, ttl, rdclass, rdtype, rdata = text.split(None, 4)
         response.answer.append(dns.rrset.from_text(name, int(ttl), rdclass, rdtype, rdata))
     return response
+
+
+def zone(records: dict[tuple[str, str], list[str]]) -> Handler:
+    """A handler that answers from `records`, {(owner with final dot, type):
+    [rdata text]}: NXDOMAIN for a name it does not know, an empty answer for a
+    known name without that type, SERVFAIL for names under `broken.`."""
+
+    def answer(query: dns.message.Message) -> dns.message.Message:
+        question = query.question[0]
+        name = question.name.to_text().lower()
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        if name.startswith("broken."):
+            return reply(query, dns.rcode.SERVFAIL)
+        if not any(n == name for n, _ in records):
+            return reply(query, dns.rcode.NXDOMAIN)
+        found = records.get((name, rdtype), [])
+        return reply(query, answers=[f"{name} 300 IN {rdtype} {r}" for r in found])
+
+    return answer

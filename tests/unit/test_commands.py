@@ -14,6 +14,7 @@ from bot.commands import (
     DiffCommand,
     HelpCommand,
     HistoryCommand,
+    SendTestCommand,
     UnwatchCommand,
     UsageError,
     WatchCommand,
@@ -21,7 +22,7 @@ from bot.commands import (
     describe_every,
     parse,
 )
-from checks.model import Stage
+from checks.model import CHECK_STAGES, Stage
 from checks.names import DomainName, normalize_domain
 
 D, C, T, P = Stage.DNS, Stage.CONNECT, Stage.TLS, Stage.POLICY
@@ -131,7 +132,8 @@ def test_user_input_in_a_message_cannot_ping_anyone() -> None:
         ("example.com stage=tls,connect", {T, C}),
         ("example.com stage=TLS,Connect", {T, C}),
         ("example.com stages=dns", {D}),
-        ("example.com stage=dns,connect,tls,policy,auth,autoconfig,delivery", set(Stage)),
+        ("example.com stage=dns,connect,tls,policy,auth,autoconfig,delivery", set(CHECK_STAGES)),
+        # The send test is a command of its own, not a stage of a check.
         ("example.com stage=smtp", {C}),
         ("example.com stage=imap,pop3,submission", {C}),
         ("example.com stage=mx,ptr,srv", {D}),
@@ -213,8 +215,9 @@ def test_usage_lists_the_forms_with_examples() -> None:
         "/mailcheck help",
     ):
         assert form in USAGE
-    for stage in Stage:
+    for stage in CHECK_STAGES:
         assert f"`{stage.value}`" in USAGE
+    assert "`sendtest`" not in USAGE
     for alias in STAGE_ALIASES:
         assert alias in USAGE
 
@@ -402,3 +405,40 @@ def test_watch_errors_name_the_problem(text: str, complaints: list[str]) -> None
 )
 def test_describe_every(seconds: int, shown: str) -> None:
     assert describe_every(seconds) == shown
+
+
+# --- send tests ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sendtest example.com", SendTestCommand(normalize_domain("example.com"))),
+        (
+            "SendTest alice@Example.com account=ops-test",
+            SendTestCommand(normalize_domain("example.com"), "ops-test"),
+        ),
+        (
+            "sendtest account=ops <http://example.org|example.org>",
+            SendTestCommand(normalize_domain("example.org"), "ops"),
+        ),
+    ],
+)
+def test_sendtest_commands(text: str, expected: object) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "complaints"),
+    [
+        ("sendtest", ["No domain given", "`/mailcheck sendtest example.com`"]),
+        ("sendtest example.com every=6h", ["Unknown option `every=`", "`account=`"]),
+        ("sendtest example.com account=bad/name", ["Bad account name `bad/name`"]),
+        ("sendtest a.example b.example", ["Two domains given"]),
+        ("example.com stage=sendtest", ["Unknown stage `sendtest`"]),
+    ],
+)
+def test_sendtest_errors_name_the_problem(text: str, complaints: list[str]) -> None:
+    problem = usage_error(text)
+    for complaint in complaints:
+        assert complaint in problem, problem

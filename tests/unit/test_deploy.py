@@ -45,3 +45,15 @@ def test_systemd_units_run_the_console_script() -> None:
     assert "ExecStart=/opt/mailcheck/bin/mailcheck bot" in bot
     assert "ExecStart=/opt/mailcheck/bin/mailcheck worker" in worker
     assert "EnvironmentFile=/etc/mailcheck/env" in bot and "KillSignal=SIGTERM" in worker
+
+
+def test_the_receiver_runs_unprivileged_on_port_25() -> None:
+    unit = (DEPLOY / "systemd" / "mailcheck-receiver.service").read_text()
+    assert "ExecStart=/opt/mailcheck/bin/mailcheck receiver" in unit
+    assert "User=mailcheck" in unit and "CAP_NET_BIND_SERVICE" in unit
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    receiver = compose["services"]["receiver"]
+    assert receiver["command"] == ["receiver"]
+    assert receiver["profiles"] == ["sendtest"]  # only for operators who set it up
+    listen = receiver["environment"]["MAILCHECK_RECEIVER_LISTEN"]
+    assert receiver["ports"] == [f"25:{listen.rsplit(':', 1)[1]}"]

@@ -30,7 +30,7 @@ from checks.policy.spfmacro import (
     parse_macro_string,
     target_name,
 )
-from tests.support.nanodns import NanoDNS, reply
+from tests.support.nanodns import NanoDNS, zone
 
 TIMEOUT = object()
 
@@ -480,20 +480,8 @@ ANSWERS = {
 }
 
 
-def answer(query: dns.message.Message) -> dns.message.Message:
-    question = query.question[0]
-    name, rdtype = question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype)
-    if name.startswith("broken."):
-        return reply(query, dns.rcode.SERVFAIL)
-    if not any(n == name for n, _ in ANSWERS):
-        return reply(query, dns.rcode.NXDOMAIN)
-    return reply(
-        query, answers=[f"{name} 300 IN {rdtype} {r}" for r in ANSWERS.get((name, rdtype), [])]
-    )
-
-
 async def test_network_lookup_over_a_real_resolver() -> None:
-    with NanoDNS(answer) as server:
+    with NanoDNS(zone(ANSWERS)) as server:
         config = EngineConfig(
             nameservers=(Nameserver(server.address, server.port),),
             timeouts=Timeouts(dns=2.0, check=10),

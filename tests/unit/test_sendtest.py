@@ -1,0 +1,355 @@
+"""The send test's judgement (checks/sendtest.py): the pure rules, and judge()
+on hand-made messages against a real little DNS server (tests/support/nanodns).
+
+The messages never travel: a Received is built here as the receiver would
+build it, so each case changes exactly one thing a sender can get wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from email.utils import format_datetime, formatdate
+
+import dkim
+import jsonschema
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from checks import jsonreport
+from checks.config import EngineConfig, Nameserver, Timeouts
+from checks.model import Report, Severity
+from checks.sendtest import (
+    Received,
+    TLSInfo,
+    aligned,
+    date_problem,
+    from_domain,
+    helo_problem,
+    judge,
+    parse_headers,
+    request_for,
+    timed_out,
+    token_address,
+    token_of,
+)
+from tests.support.nanodns import NanoDNS, zone
+
+PEER = "192.0.2.25"  # documentation addresses: only ever looked up in the stand-in DNS
+OTHER = "192.0.2.99"
+
+
+# -- pure rules ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("helo", "problem"),
+    [
+        ("mail.example.com", None),
+        ("MAIL.Example.COM.", None),
+        (f"[{PEER}]", None),
+        ("", "no name given"),
+        ("localhost", "not a fully qualified"),
+        ("mail", "not a fully qualified"),
+        ("localhost.localdomain", "local name"),
+        ("box.local", "local name"),
+        (PEER, "bare IP address"),
+        (f"[{OTHER}]", "not the connecting address"),
+        ("[not-an-address]", "not a valid address literal"),
+        ("under_score.example.com", "not a valid host name"),
+        ("-dash.example.com", "not a valid host name"),
+        ("host.123", "numeric label"),
+        ("a" * 64 + ".example.com", "not a valid host name"),
+    ],
+)
+def test_helo_rules(helo: str, problem: str | None) -> None:
+    found = helo_problem(helo, PEER)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+def test_tokens_only_in_our_domain() -> None:
+    address = token_address("abc123", "sendtest.example.net")
+    assert address == "st-abc123@sendtest.example.net"
+    assert token_of(address, "sendtest.example.net") == "abc123"
+    assert token_of("<ST-ABC123@SendTest.Example.NET.>", "sendtest.example.net") == "abc123"
+    assert token_of("st-abc123@elsewhere.example", "sendtest.example.net") is None
+    assert token_of("postmaster@sendtest.example.net", "sendtest.example.net") is None
+    assert token_of("st-@sendtest.example.net", "sendtest.example.net") is None
+    assert token_of("no-at-sign", "sendtest.example.net") is None
+
+
+def test_alignment_relaxed_and_strict() -> None:
+    assert aligned("bounces.example.com", "example.com", "r")
+    assert aligned("example.com", "news.example.com", "r")
+    assert not aligned("bounces.example.com", "example.com", "s")
+    assert aligned("Example.COM.", "example.com", "s")
+    assert not aligned("example.net", "example.com", "r")
+    # The public suffix list decides the organisation: two co.uk companies differ.
+    assert not aligned("alpha.co.uk", "beta.co.uk", "r")
+
+
+def test_date_rules() -> None:
+    now = time.time()
+    assert date_problem(formatdate(now), now) is None
+    assert date_problem(None, now) == "no Date: header"
+    assert "cannot be read" in str(date_problem("yesterday-ish", now))
+    assert date_problem(formatdate(now, localtime=True), now) is None
+    assert "in the future" in str(date_problem(formatdate(now + 3 * 3600), now))
+    assert "old" in str(date_problem(formatdate(now - 3 * 86400), now))
+
+
+@pytest.mark.parametrize(
+    ("headers", "domain", "problem"),
+    [
+        ("From: Alice <alice@Example.COM>\n", "example.com", None),
+        ("Subject: x\n", None, "no From: header"),
+        ("From: a@example.com\nFrom: b@example.com\n", None, "2 From: headers"),
+        ("From: a@example.com, b@example.org\n", None, "exactly one address"),
+        ("From: undisclosed\n", None, "has no domain"),
+    ],
+)
+def test_from_header_rules(headers: str, domain: str | None, problem: str | None) -> None:
+    found, why = from_domain(parse_headers((headers + "\nbody\n").encode()))
+    assert found == domain
+    assert (why is None) if problem is None else (problem in str(why))
+
+
+def test_received_survives_json() -> None:
+    received = _received(b"From: a@example.com\r\n\r\nhi\r\n")
+    assert Received.from_json(received.to_json()) == received
+    plain = replace(received, tls=None, session=())
+    assert Received.from_json(plain.to_json()) == plain
+
+
+# -- judge() against a stand-in DNS ---------------------------------------------------------
+
+
+@functools.cache
+def _key(bits: int = 2048) -> tuple[bytes, str]:
+    """(private key PEM, the DKIM TXT record data) for tests."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    text = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+    return pem, " ".join(f'"{text[i : i + 200]}"' for i in range(0, len(text), 200))
+
+
+ZONE: dict[tuple[str, str], list[str]] = {
+    ("example.com.", "TXT"): [f'"v=spf1 ip4:{PEER} -all"'],
+    ("_dmarc.example.com.", "TXT"): ['"v=DMARC1; p=reject"'],
+    ("mail.example.com.", "A"): [PEER],
+    ("25.2.0.192.in-addr.arpa.", "PTR"): ["mail.example.com."],
+    ("99.2.0.192.in-addr.arpa.", "PTR"): ["elsewhere.example.com."],
+    ("elsewhere.example.com.", "A"): ["192.0.2.200"],
+    ("soft.example.com.", "TXT"): ['"v=spf1 ip4:192.0.2.200 ~all"'],
+    ("hard.example.com.", "TXT"): ['"v=spf1 ip4:192.0.2.200 -all"'],
+    ("bounces.example.org.", "TXT"): [f'"v=spf1 ip4:{PEER} -all"'],
+    ("lax.example.net.", "TXT"): [f'"v=spf1 ip4:{PEER} -all"'],
+    ("_dmarc.lax.example.net.", "TXT"): ['"v=DMARC1; p=none"'],
+    # The blocklist lists OTHER.
+    ("99.2.0.192.bl.example.", "A"): ["127.0.0.2"],
+}
+
+
+@pytest.fixture
+def config() -> Iterator[EngineConfig]:
+    ZONE[("s1._domainkey.example.com.", "TXT")] = [_key()[1]]
+    ZONE[("s1._domainkey.lax.example.net.", "TXT")] = [_key()[1]]
+    with NanoDNS(zone(ZONE)) as server:
+        yield EngineConfig(
+            nameservers=(Nameserver(server.address, server.port),),
+            timeouts=Timeouts(dns=2.0, check=20),
+            dnsbl_zones=("bl.example",),
+        )
+
+
+def _message(
+    author: str = "alice@example.com",
+    *,
+    sign: str | None = "example.com",
+    date: str | None = "now",
+    message_id: str | None = "<1@example.com>",
+    extra: bytes = b"",
+) -> bytes:
+    headers = [f"From: Alice <{author}>", "To: st-abc@sendtest.example.net", "Subject: test"]
+    if date == "now":
+        headers.append(f"Date: {format_datetime(datetime.now(UTC))}")
+    elif date is not None:
+        headers.append(f"Date: {date}")
+    if message_id is not None:
+        headers.append(f"Message-ID: {message_id}")
+    message = extra + ("\r\n".join(headers) + "\r\n\r\nHello from the send test.\r\n").encode()
+    if sign is not None:
+        signature = dkim.sign(
+            message,
+            b"s1",
+            sign.encode(),
+            _key()[0],
+            include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
+        )
+        message = signature + message
+    return message
+
+
+def _received(message: bytes, **changes: object) -> Received:
+    base = Received(
+        token="abc",
+        peer=PEER,
+        helo="mail.example.com",
+        esmtp=True,
+        mail_from="bounce@example.com",
+        recipients=("st-abc@sendtest.example.net",),
+        tls=TLSInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256),
+        received_at=time.time(),
+        message=message,
+        receiver="mx.sendtest.example.net",
+        session=("> EHLO mail.example.com", "< 250-STARTTLS", "> MAIL FROM:<bounce@example.com>"),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def _judge(config: EngineConfig, received: Received, domain: str = "example.com") -> Report:
+    report = await judge(received, request_for(domain), config)
+    _valid(report)
+    return report
+
+
+def _valid(report: Report) -> None:
+    jsonschema.validate(jsonreport.report_to_dict(report), jsonreport.schema())
+
+
+def _codes(report: Report, at_least: Severity = Severity.INFO) -> set[str]:
+    return {f.code for f in report.findings if f.severity >= at_least}
+
+
+async def test_a_healthy_sender_passes_everything(config: EngineConfig) -> None:
+    report = await _judge(config, _received(_message()))
+    assert _codes(report) == set()
+    (ok,) = [f for f in report.findings if f.code == "sendtest.ok"]
+    for part in ("mail.example.com", "TLSv1.3", "SPF pass", "DKIM pass (d=example.com)", "DMARC"):
+        assert part in ok.summary
+    assert report.facts["sendtest.dmarc"] == {
+        "from": "example.com",
+        "spf_aligned": True,
+        "dkim_aligned": True,
+        "p": "reject",
+    }
+    assert report.transcripts["sendtest.summary"][0] == "> EHLO mail.example.com"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message_args", "expect"),
+    [
+        ({"tls": None}, {}, {"sendtest.tls.none"}),
+        ({"tls": TLSInfo("TLSv1", "AES128-SHA", 128)}, {}, {"sendtest.tls.old"}),
+        ({"helo": "localhost"}, {}, {"sendtest.helo.invalid"}),
+        ({"helo": "gone.example.com"}, {}, {"sendtest.helo.unresolvable"}),
+        ({"helo": "elsewhere.example.com"}, {}, {"sendtest.helo.mismatch"}),
+        # No PTR for the peer; SPF and DKIM still pass for example.com's MAIL FROM.
+        (
+            {"peer": "192.0.2.77"},
+            {},
+            {"sendtest.ptr.missing", "sendtest.spf.fail", "sendtest.helo.mismatch"},
+        ),
+        ({"mail_from": "x@soft.example.com"}, {}, {"sendtest.spf.softfail"}),
+        ({"mail_from": "x@nospf.example.com"}, {}, {"sendtest.spf.none"}),
+        (
+            {"mail_from": "x@hard.example.com"},
+            {"sign": None},
+            {"sendtest.spf.fail", "sendtest.dkim.none", "sendtest.dmarc.fail"},
+        ),
+        ({}, {"sign": None}, {"sendtest.dkim.none"}),
+        ({}, {"date": None}, {"sendtest.header.date"}),
+        ({}, {"message_id": None}, {"sendtest.header.message_id"}),
+        ({}, {"message_id": "no-brackets"}, {"sendtest.header.message_id"}),
+        # Signed by (and sent as) another domain: DMARC passes there, but it is not ours.
+        (
+            {"mail_from": "x@lax.example.net"},
+            {"author": "a@lax.example.net", "sign": "lax.example.net"},
+            {"sendtest.domain.other"},
+        ),
+    ],
+)
+async def test_each_mistake_has_its_code(
+    config: EngineConfig,
+    changes: dict[str, object],
+    message_args: dict[str, object],
+    expect: set[str],
+) -> None:
+    report = await _judge(config, _received(_message(**message_args), **changes))  # type: ignore[arg-type]
+    assert _codes(report) == expect
+
+
+async def test_ptr_mismatch_and_blocklist(config: EngineConfig) -> None:
+    report = await _judge(config, _received(_message(), peer=OTHER, helo=f"[{OTHER}]"))
+    assert {"sendtest.ptr.mismatch", "sendtest.dnsbl.listed"} <= _codes(report)
+    (mismatch,) = [f for f in report.findings if f.code == "sendtest.ptr.mismatch"]
+    assert "elsewhere.example.com A -> 192.0.2.200" in mismatch.evidence
+
+
+async def test_a_tampered_message_fails_dkim_with_the_reason(config: EngineConfig) -> None:
+    signed = _message()
+    tampered = signed.replace(b"Hello from", b"Hullo from")
+    report = await _judge(config, _received(tampered))
+    assert _codes(report, Severity.WARNING) == {"sendtest.dkim.fail"}
+    (fail,) = [f for f in report.findings if f.code == "sendtest.dkim.fail"]
+    assert "body hash mismatch" in fail.summary
+    assert fail.target.host == "s1._domainkey.example.com"
+    # DMARC still passes on aligned SPF.
+    assert report.facts["sendtest.dmarc"]["spf_aligned"] is True
+
+
+async def test_a_key_that_is_not_in_dns_fails(config: EngineConfig) -> None:
+    message = _message(sign="example.com").replace(b"s=s1", b"s=gone")
+    report = await _judge(config, _received(message))
+    (fail,) = [f for f in report.findings if f.code == "sendtest.dkim.fail"]
+    assert "gone._domainkey.example.com" in fail.target.label()
+
+
+async def test_dmarc_p_none_failure_is_a_warning(config: EngineConfig) -> None:
+    message = _message("a@lax.example.net", sign=None)
+    report = await _judge(
+        config, _received(message, mail_from="x@hard.example.com"), domain="lax.example.net"
+    )
+    (fail,) = [f for f in report.findings if f.code == "sendtest.dmarc.fail"]
+    assert fail.severity is Severity.WARNING and "p=none" in fail.summary
+
+
+async def test_a_broken_arc_chain_is_reported(config: EngineConfig) -> None:
+    seal = (
+        b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=example.com; s=s1; t=1700000000;\r\n b=AAAA\r\n"
+    )
+    report = await _judge(config, _received(_message(extra=seal)))
+    assert "sendtest.arc.fail" in _codes(report)
+
+
+async def test_hostile_header_text_is_bounded_and_made_visible(config: EngineConfig) -> None:
+    author = "a@example.com"
+    junk = "\x1b[31m" + "x" * 5000
+    message = _message(author, message_id=f"{junk}").replace(b"Subject: test", b"Subject: hi")
+    report = await _judge(config, _received(message, helo=junk))
+    for finding in report.findings:
+        assert "\x1b" not in finding.summary
+        assert len(finding.summary) < 1200
+
+
+def test_timeout_report() -> None:
+    report = timed_out(request_for("example.com"), "st-abc@sendtest.example.net", 1800)
+    (finding,) = report.findings
+    assert finding.code == "sendtest.timeout" and finding.severity is Severity.ERROR
+    assert "st-abc@sendtest.example.net within 30 min" in finding.summary
+    _valid(report)
