@@ -26,7 +26,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from saq import Queue
 
+from bot.queue import enqueue_sendtest
 from bot.sendtests import SendTests
 from bot.settings import Settings
 from checks.sendtest import Received, TLSInfo, token_of
@@ -225,11 +227,24 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
+def judge_on_arrival(tests: SendTests, queue: Queue, settings: Settings) -> Arrived:
+    """What the receiver does with a stored message: a Slack test's gets the
+    workers' judge job; a terminal's waiter is woken by the store itself."""
+
+    async def arrived(received: Received) -> None:
+        test = await tests.get(received.token)
+        if test is not None and test.notify == "job":
+            key = f"sendtest:judge:{received.token}"
+            await enqueue_sendtest(queue, "judge", key, settings, token=received.token)
+
+    return arrived
+
+
 async def run_receiver(settings: Settings) -> None:
     """`mailcheck receiver`: serve until SIGINT/SIGTERM."""
     import signal
 
-    from bot.queue import enqueue_sendtest, make_queue, redis_client
+    from bot.queue import make_queue, redis_client
 
     domain = settings.require_sendtest()
     host, port = settings.receiver_address()
@@ -238,12 +253,7 @@ async def run_receiver(settings: Settings) -> None:
     queue = make_queue(settings)
     await queue.connect()
 
-    async def arrived(received: Received) -> None:
-        test = await tests.get(received.token)
-        if test is not None and test.notify == "job":
-            key = f"sendtest:judge:{received.token}"
-            await enqueue_sendtest(queue, "judge", key, settings, token=received.token)
-
+    arrived = judge_on_arrival(tests, queue, settings)
     tls = None
     if settings.receiver_tls_cert:
         tls = tls_context(settings.receiver_tls_cert, settings.receiver_tls_key)

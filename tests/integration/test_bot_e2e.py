@@ -20,10 +20,11 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 from redis.asyncio import Redis
+from saq.job import Status
 from slack_sdk.signature import SignatureVerifier
 
 from bot.app import build_app, serve_http
-from bot.queue import make_queue, redis_client
+from bot.queue import CheckJob, make_queue, redis_client
 from bot.settings import Settings
 from bot.worker import build_worker
 from checks.config import Nameserver
@@ -360,6 +361,14 @@ async def test_rerun_button_queues_the_same_check(
     await command(bot, slack, "healthy.test stage=dns")
     worker.start()
     (update,) = await slack.wait_for("chat.update", 1, timeout=60)
+    # The job ends just after its verdict (the "changes" post); until then the
+    # same check counts as running and a click would join it.
+    key = CheckJob(CHANNEL, USER, "healthy.test", "healthy.test", ("dns",)).dedupe_key
+    for _ in range(200):
+        job = await worker.worker.queue.job(key)
+        if job is not None and job.status == Status.COMPLETE:
+            break
+        await asyncio.sleep(0.05)
     button = next(
         e for b in update.params["blocks"] if b["type"] == "actions" for e in b["elements"]
     )

@@ -30,7 +30,7 @@ async def test_healthy_domain_has_spf_and_dmarc(lab_config) -> None:
     report = await check("healthy.test", lab_config)
     assert report.at_least(Severity.INFO) == ()
     codes = {f.code: f for f in report.findings}
-    assert codes["spf.ok"].summary == "v=spf1 mx -all (1 of 10 DNS lookups)"
+    assert codes["spf.ok"].summary == "v=spf1 mx a:smtp.healthy.test -all (2 of 10 DNS lookups)"
     assert codes["dmarc.ok"].summary.startswith("v=DMARC1; p=reject")
     assert report.facts["dmarc"]["p"] == "reject"
 

@@ -1,9 +1,11 @@
 """Start and stop the whole lab: PKI, signed DNS, mail, web, Redis.
 
-The order matters: the PKI comes first, because the DNS zones carry TLSA
-records of the lab's certificates; the zones are signed (tests/lab/signing.py)
-with keys made at every start, and the trust anchor of the signed test. zone
-is written to <root>/dns/trust-anchors for clients (`--trust-anchor`).
+The order matters: the PKI and the DKIM keys come first, because the DNS
+zones carry TLSA records of the lab's certificates and the public halves of
+the keys the lab's OpenDKIM signs with (tests/lab/dkim.py); the zones are
+signed (tests/lab/signing.py) with keys made at every start, and the trust
+anchor of the signed test. zone is written to <root>/dns/trust-anchors for
+clients (`--trust-anchor`).
 
 ROOT_MARKER names the root of the lab that runs, so tests and benchmarks
 find its CA file and trust anchors wherever it was started from.
@@ -19,6 +21,14 @@ from .mail import CERTS, LISTENERS, MailLab, MailLabError
 from .nsd import NSDLab, NSDLabError
 from .pki import LabPKI
 from .redis import RedisLab, RedisLabError
+from .senders import (
+    ALL_SENDERS,
+    MILTER_ADDRESS,
+    MILTER_PORT,
+    RECEIVER_ADDRESS,
+    RECEIVER_PORT,
+    SIGNING_DOMAINS,
+)
 from .web import NginxLab, WebLabError
 from .zones import all_zones, dnssec_plan, web_sites
 
@@ -62,7 +72,9 @@ class Lab:
         pki = self.mail.pki
         web_certs = {site.cert.name: site.cert for site in web_sites()}  # sites may share one
         pki.build([*CERTS, *web_certs.values()])
-        zones = all_zones(lambda name, params: tlsa_data(pki, name, params))
+        dkim = self.mail.dkim
+        dkim.build()
+        zones = all_zones(lambda name, params: tlsa_data(pki, name, params), dkim.record)
         unsigned, broken = dnssec_plan()
         signed = sign_lab(zones, unsigned=unsigned, broken=broken)
         self.dns.start(signed.zones)
@@ -72,7 +84,11 @@ class Lab:
             f"({len(zones) - len(unsigned)} signed; trust anchor in {self.trust_anchors})"
         )
         self.mail.start(build_pki=False)
-        said.append(f"lab mail: postfix+dovecot, {len(LISTENERS)} listeners, CA {self.ca_file}")
+        said.append(
+            f"lab mail: postfix+dovecot, {len(LISTENERS)} listeners, CA {self.ca_file}; "
+            f"opendkim on {MILTER_ADDRESS}:{MILTER_PORT} for {len(SIGNING_DOMAINS)} domains, "
+            f"{len(ALL_SENDERS)} senders to {RECEIVER_ADDRESS}:{RECEIVER_PORT}"
+        )
         sites = web_sites()
         self.web.start(sites, pki)
         said.append(f"lab web: nginx on {', '.join(s.address for s in sites)}")

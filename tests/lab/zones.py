@@ -5,27 +5,48 @@ Each scenario is a zone (records relative to its origin) with the reverse
 a check of it must report: exactly these, no more. Integration tests iterate
 over SCENARIOS; `python -m tests.lab up` serves `all_zones()`.
 
+The send test's domains are zones here too, made from tests/lab/senders.py:
+SENDER_SCENARIOS (one per Sender; their `expect` is what the send test's
+receiver reports about mail from that sender, not what `mailcheck check`
+says) and RECEIVER (sendtest.test). They are served, but in no list that
+check tests iterate.
+
 Address plan (all on 127.1.0.0/16, reverse zone 1.127.in-addr.arpa):
-127.1.0.53 lab NSD; 127.1.1.x healthy.test; 127.1.2.x-127.1.5.x one block per
-broken scenario; 127.1.9.x the IDN scenario.
+127.1.0.53 lab NSD; 127.1.1.x healthy.test (127.1.1.10, its submission server,
+also sends its mail to the send test's receiver); 127.1.2.x-127.1.5.x one
+block per broken scenario; 127.1.6.x DNSBL scenarios; 127.1.7.x the lab's
+nginx; 127.1.9.x the IDN scenario; 127.1.20.x-127.1.23.x the mail-server
+scenarios (tests/lab/mail.py); 127.1.40.x the send test: 127.1.40.1-.11 one
+sending server per Sender, 127.1.40.25 the receiver (mx.sendtest.test, run by
+the tests), 127.1.40.99 where send-ptrmismatch.test's PTR name points,
+127.1.40.100 the lab's OpenDKIM milter, 127.1.40.200 an address some SPF
+records allow.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import clients
+from .dkim import txt_record
 from .mail import SUB_CLEARTEXT_ADDRESS
 from .nsd import Zone
 from .pki import CertSpec
+from .senders import (
+    DKIM_SELECTOR,
+    HEALTHY_SENDER,
+    RECEIVER_ADDRESS,
+    RECEIVER_DOMAIN,
+    RECEIVER_HOST,
+    SENDERS,
+    Sender,
+)
 from .web import Site
 
 NS_ADDRESS = "127.1.0.53"
@@ -49,18 +70,17 @@ class Scenario:
     redirects: tuple[tuple[str, str], ...] = ()
     # DNSSEC: "signed", "unsigned", or a breakage tests/lab/signing.py makes.
     dnssec: str = "signed"
+    # Publish the key the lab's OpenDKIM signs this domain's mail with at
+    # DKIM_SELECTOR._domainkey, made when the lab starts (tests/lab/dkim.py).
+    lab_dkim: bool = False
 
 
 @functools.cache
 def dkim_record(bits: int = 2048) -> str:
     """A DKIM key TXT record (zone-file text, split into <=200-character strings),
-    made once per process: public keys are not secrets, but none is committed."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
-    der = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    text = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
-    return " ".join(f'"{text[i : i + 200]}"' for i in range(0, len(text), 200))
+    made once per process: public keys are not secrets, but none is committed.
+    Nothing signs with these; the lab's signing keys are in tests/lab/dkim.py."""
+    return txt_record(rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key())
 
 
 def _scenario(
@@ -72,6 +92,11 @@ def _scenario(
     **more: Any,
 ) -> Scenario:
     return Scenario(domain, frozenset(expect), tuple(records), dict(ptr or {}), about, **more)
+
+
+def _reversed(address: str) -> str:
+    """127.1.40.11 as a DNSBL owner name: 11.40.1.127."""
+    return ".".join(reversed(address.split(".")))
 
 
 # -- MTA-STS: policies served by the lab's nginx (tests/lab/web.py) ----------------------
@@ -114,16 +139,21 @@ _HEALTHY = _scenario(
         "_imaps._tcp IN SRV 0 1 993 imap",
         "_pop3._tcp IN SRV 10 1 110 imap",
         "_pop3s._tcp IN SRV 0 1 995 imap",
-        '@ IN TXT "v=spf1 mx -all"',
+        f'@ IN TXT "{HEALTHY_SENDER.spf}"',  # mx, and the submission server: it sends
         '@ IN TXT "mailconf=https://autoconfig.healthy.test/mail/config-v1.1.xml"',
         '_dmarc IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@healthy.test"',
         f"mail._domainkey IN TXT {dkim_record()}",
         '_smtp._tls IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@healthy.test"',
         *_mtasts("healthy.test", "")["records"],
     ],
-    {"127.1.1.1": "mx1.healthy.test", "127.1.1.2": "mx2.healthy.test"},
+    {
+        "127.1.1.1": "mx1.healthy.test",
+        "127.1.1.2": "mx2.healthy.test",
+        HEALTHY_SENDER.address: "smtp.healthy.test",  # its HELO name too
+    },
     "two MX hosts with confirmed reverse DNS, SRV records, a valid mailconf, MTA-STS "
-    "enforced, a signed zone and DANE TLSA for both MX hosts",
+    "enforced, a signed zone and DANE TLSA for both MX hosts; its submission server "
+    "sends mail out, signed by the lab's OpenDKIM",
     tlsa=(
         ("_25._tcp.mx1", "mx1.healthy.test", "3 1 1"),  # DANE-EE: the server's key
         ("_25._tcp.mx2", "mx2.healthy.test", "2 0 1"),  # DANE-TA: the lab intermediate
@@ -147,6 +177,7 @@ _HEALTHY = _scenario(
             clients.mobileconfig("healthy.test").replace("com.apple.mail.managed", "x.y"),
         ),
     ),
+    lab_dkim=True,
 )
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -973,8 +1004,38 @@ ISPDB = _scenario(
     web=(("ispdb.test", "/v1.1/ac-ispdb.test", clients.autoconfig_xml("ac-ispdb.test")),),
 )
 
+# -- the send test: sending servers (tests/lab/senders.py) and the receiver ----------------
+
+
+def _sender_case(sender: Sender) -> Scenario:
+    records = [
+        *sender.records,
+        *(f"{name} IN A {address}" for name, address in sender.hosts.items()),
+        f'@ IN TXT "{sender.spf}"',
+        f'_dmarc IN TXT "{sender.dmarc}"',
+    ]
+    return _scenario(
+        sender.domain,
+        set(sender.expect),
+        records,
+        {sender.address: sender.ptr} if sender.ptr else {},
+        sender.about,
+        lab_dkim=sender.dkim != "none",
+    )
+
+
+SENDER_SCENARIOS: tuple[Scenario, ...] = tuple(_sender_case(s) for s in SENDERS)
+RECEIVER = _scenario(
+    RECEIVER_DOMAIN,
+    set(),
+    ["@ IN MX 10 mx", f"mx IN A {RECEIVER_ADDRESS}"],
+    {RECEIVER_ADDRESS: RECEIVER_HOST},
+    "the send test's receiver (run by the tests, not the lab)",
+)
+_LISTED_SENDER = next(s for s in SENDERS if s.domain == "send-listed.test")
+
 # The lab's blocklist (checks run with dnsbl_zones=("bl.test",)): RFC 5782 test
-# entries plus the two policy scenarios above.
+# entries, the two policy scenarios above and the listed sender.
 BLOCKLIST = _scenario(
     "bl.test",
     set(),
@@ -983,6 +1044,8 @@ BLOCKLIST = _scenario(
         "1.6.1.127 IN A 127.0.0.2",
         '1.6.1.127 IN TXT "listed in the mailcheck lab"',
         "2.6.1.127 IN A 127.255.255.254",
+        f"{_reversed(_LISTED_SENDER.address)} IN A 127.0.0.2",
+        f'{_reversed(_LISTED_SENDER.address)} IN TXT "sender listed in the mailcheck lab"',
     ],
     about="a DNS blocklist zone",
 )
@@ -998,14 +1061,19 @@ BY_DOMAIN = {
         *AUTH_SCENARIOS,
         ISPDB,
         BLOCKLIST,
+        *SENDER_SCENARIOS,
+        RECEIVER,
     )
 }
 
 
-def all_zones(tlsa: Callable[[str, str], str] | None = None) -> list[Zone]:
+def all_zones(
+    tlsa: Callable[[str, str], str] | None = None, dkim: Callable[[str], str] | None = None
+) -> list[Zone]:
     """The test. parent zone with its delegations, each scenario zone, and the
     reverse zone, unsigned. `tlsa(cert_name, "3 1 1")` gives the TLSA data for
-    a lab certificate; without it, scenarios' TLSA records are left out."""
+    a lab certificate, `dkim(domain)` the TXT data of the lab's signing key for
+    a domain (DKIMKeys.record); without them, those records are left out."""
     served = [s for s in BY_DOMAIN.values() if s.records is not None and s.domain.endswith(".test")]
     parent = ["ns IN A " + NS_ADDRESS]
     parent += [f"{s.domain.removesuffix('.test')} IN NS ns.test." for s in served]
@@ -1014,6 +1082,8 @@ def all_zones(tlsa: Callable[[str, str], str] | None = None) -> list[Zone]:
         records = list(s.records or ())
         if tlsa is not None:
             records += [f"{owner} IN TLSA {tlsa(cert, params)}" for owner, cert, params in s.tlsa]
+        if dkim is not None and s.lab_dkim:
+            records.append(f"{DKIM_SELECTOR}._domainkey IN TXT {dkim(s.domain)}")
         zones.append(Zone(s.domain, tuple(records)))
     reverse = []
     for s in served:

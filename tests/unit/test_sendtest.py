@@ -329,12 +329,20 @@ async def test_dmarc_p_none_failure_is_a_warning(config: EngineConfig) -> None:
     assert fail.severity is Severity.WARNING and "p=none" in fail.summary
 
 
-async def test_a_broken_arc_chain_is_reported(config: EngineConfig) -> None:
+async def test_a_valid_arc_chain_passes_and_a_broken_one_is_reported(config: EngineConfig) -> None:
     seal = (
         b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=example.com; s=s1; t=1700000000;\r\n b=AAAA\r\n"
     )
     report = await _judge(config, _received(_message(extra=seal)))
     assert "sendtest.arc.fail" in _codes(report)
+    # A forwarder's seal over the message, made with dkimpy (as a list server would).
+    forwarded = b"Authentication-Results: fwd.example.com; dkim=pass\r\n" + _message()
+    sealed = b"".join(
+        dkim.arc_sign(forwarded, b"s1", b"example.com", _key()[0], b"fwd.example.com")
+    )
+    report = await _judge(config, _received(sealed + forwarded))
+    assert report.facts["sendtest.arc"] == "pass"
+    assert _codes(report) == set()
 
 
 async def test_hostile_header_text_is_bounded_and_made_visible(config: EngineConfig) -> None:
