@@ -38,6 +38,17 @@ def slack_client(settings: Settings) -> AsyncWebClient:
     return client
 
 
+# Slack errors that no retry will fix: tell the user, and end the job.
+FINAL_ERRORS = {
+    "not_in_channel",
+    "channel_not_found",
+    "is_archived",
+    "invalid_auth",
+    "account_inactive",
+    "missing_scope",
+}
+
+
 class RunState:
     """What one request has already posted (Redis hash + set, expiring)."""
 

@@ -10,7 +10,9 @@ edits what it already posted instead of posting again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -73,6 +75,36 @@ class CheckJob:
                 "sender_ips": tuple(data.get("sender_ips") or ()),
             }
         )
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(ctx: dict[str, Any], settings: Settings) -> AsyncIterator[None]:
+    """Keep the running job's heartbeat while the body runs: the sweepers give
+    a job without one for MAILCHECK_JOB_HEARTBEAT seconds to another worker."""
+    job = ctx.get("job")
+
+    async def beat() -> None:
+        while job is not None:
+            await asyncio.sleep(max(settings.job_heartbeat / 3, 0.5))
+            await job.update()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def raise_if_cancelled() -> None:
+    """For the workers' endless loops (sweeping, scheduling): end the loop if
+    it was cancelled while inside saq or redis-py, which can swallow a
+    cancellation that races a completing wait (asyncio.wait_for before Python
+    3.12); shutdown would otherwise wait for the loop forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def redis_client(url: str) -> Redis:

@@ -19,9 +19,11 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
+
 from bot import blocks
-from bot.poster import Poster, RunState
-from bot.queue import enqueue_sendtest
+from bot.poster import FINAL_ERRORS, Poster, RunState
+from bot.queue import enqueue_sendtest, heartbeat
 from bot.sendtests import SendTest, SendTests
 from bot.settings import Settings
 from checks import sendtest
@@ -41,13 +43,21 @@ def _request(test: SendTest) -> CheckRequest:
 
 async def sendtest_job(ctx: dict[str, Any], *, step: str, **fields: Any) -> dict[str, Any]:
     """The saq job function of every send-test step."""
-    if step == "start":
-        return await _start(ctx, **fields)
-    if step == "judge":
-        return await _judge(ctx, fields["token"])
-    if step == "deadline":
-        return await _deadline(ctx, fields["token"])
-    raise ValueError(f"unknown send-test step {step!r}")
+    if step not in ("start", "judge", "deadline"):
+        raise ValueError(f"unknown send-test step {step!r}")
+    try:
+        async with heartbeat(ctx, ctx["settings"]):
+            if step == "start":
+                return await _start(ctx, **fields)
+            if step == "judge":
+                return await _judge(ctx, **fields)
+            return await _deadline(ctx, **fields)
+    except SlackApiError as exc:
+        error = exc.response.get("error", "")
+        if error in FINAL_ERRORS:  # no retry will post it: the test is over
+            log.warning("send test in %s: cannot post: %s", fields.get("channel", "?"), error)
+            return {"error": error}
+        raise
 
 
 async def _start(
@@ -98,16 +108,17 @@ async def _start(
             _request(test), settings.engine_config(), test.address, test.token
         )
         await state.mark("submitted")
+        # On success the message may already be judged, in a job beside this
+        # one: the verdict's summary says where it came from. A failure is
+        # all the thread will hear, so it is the report.
         if not any(f.code == "sendtest.submitted" for f in report.findings):
             if await tests.time_out(test.token):  # nothing will come: report now
                 await _report(ctx, test, report)
             return {"token": test.token, "submitted": False}
-        for message in blocks.stage_messages(report, Stage.SENDTEST):
-            await poster.post(channel, message, thread_ts=test.thread_ts)
     return {"token": test.token}
 
 
-async def _judge(ctx: dict[str, Any], token: str) -> dict[str, Any]:
+async def _judge(ctx: dict[str, Any], *, token: str) -> dict[str, Any]:
     settings: Settings = ctx["settings"]
     tests = _tests(ctx)
     test = await tests.get(token)
@@ -119,7 +130,7 @@ async def _judge(ctx: dict[str, Any], token: str) -> dict[str, Any]:
     return {"token": token, "worst": report.worst.value}
 
 
-async def _deadline(ctx: dict[str, Any], token: str) -> dict[str, Any]:
+async def _deadline(ctx: dict[str, Any], *, token: str) -> dict[str, Any]:
     tests = _tests(ctx)
     test = await tests.get(token)
     if test is None or not await tests.time_out(token):

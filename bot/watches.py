@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import WatchError as _WatchError
 from saq import Queue
 
-from bot.queue import CheckJob, enqueue_watch
+from bot.queue import CheckJob, enqueue_watch, raise_if_cancelled
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -317,6 +317,7 @@ async def schedule(queue: Queue, redis: Redis, settings: Settings) -> None:
             log.warning("watch scheduling skipped a tick: %s", exc or type(exc).__name__)
         except Exception:  # a bad watch must not end the scheduling
             log.exception("watch scheduling failed")
+        raise_if_cancelled()
         await asyncio.sleep(settings.watch_tick)
 
 

@@ -29,8 +29,8 @@ from slack_sdk.errors import SlackApiError
 from bot import blocks
 from bot.commands import describe_every
 from bot.history import HistoryStore
-from bot.poster import Poster, RunState, permalink, slack_client
-from bot.queue import CheckJob, make_queue, redis_client
+from bot.poster import FINAL_ERRORS, Poster, RunState, permalink, slack_client
+from bot.queue import CheckJob, heartbeat, make_queue, raise_if_cancelled, redis_client
 from bot.sendjobs import sendtest_job
 from bot.settings import Settings
 from bot.watches import WatchStore, expiring_certificates, schedule, should_post
@@ -44,15 +44,6 @@ from checks.runner import stream as run_stream
 
 log = logging.getLogger(__name__)
 
-# Slack errors that no retry will fix: tell the user, and end the job.
-FINAL_ERRORS = {
-    "not_in_channel",
-    "channel_not_found",
-    "is_archived",
-    "invalid_auth",
-    "account_inactive",
-    "missing_scope",
-}
 # Of those, the ones that mean a watch there can never post again.
 CHANNEL_GONE = {"not_in_channel", "channel_not_found", "is_archived"}
 
@@ -93,23 +84,17 @@ async def _sweep(queue: Queue, every: int) -> None:
             await queue.sweep(lock=every)
         except Exception:  # a Redis hiccup must not end the sweeping
             log.exception("sweep failed")
+        raise_if_cancelled()
         await asyncio.sleep(every)
-
-
-async def _heartbeat(ctx: dict[str, Any], every: float) -> None:
-    job = ctx.get("job")
-    while job is not None:
-        await asyncio.sleep(every)
-        await job.update()
 
 
 async def check_job(ctx: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """The saq job function; kwargs are a CheckJob's."""
     job = CheckJob.from_kwargs(kwargs)
     settings: Settings = ctx["settings"]
-    beat = asyncio.create_task(_heartbeat(ctx, max(settings.job_heartbeat / 3, 0.5)))
     try:
-        return await _run(ctx, job, settings)
+        async with heartbeat(ctx, settings):
+            return await _run(ctx, job, settings)
     except SlackApiError as exc:
         error = exc.response.get("error", "")
         if error in FINAL_ERRORS:
@@ -119,10 +104,6 @@ async def check_job(ctx: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
                 log.warning("watch %s ended: the channel is gone (%s)", job.watch, error)
             return {"error": error}
         raise
-    finally:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await beat
 
 
 async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[str, Any]:

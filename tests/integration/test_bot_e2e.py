@@ -36,6 +36,7 @@ pytestmark = pytest.mark.lab
 SECRET = "test-signing-secret"
 TOKEN = "xoxb-test-token"
 BOT_ADDRESS = "127.1.0.81"
+STOP_TIMEOUT = 90.0  # a worker's stop: its grace for running checks (timeout 30 + 30) and more
 CHANNEL, USER = "C0TEST1", "U0TEST1"
 _ports = iter(range(3901, 3999))
 
@@ -105,9 +106,12 @@ class Worker:
 
     async def stop(self) -> None:
         if self.task is not None:
-            await self.worker.stop()
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            # Bounded: a worker that cannot stop fails the test, not the run.
+            try:
+                await asyncio.wait_for(self.worker.stop(), STOP_TIMEOUT)
+            finally:
+                self.task.cancel()
+                await asyncio.wait({self.task}, timeout=STOP_TIMEOUT)
         await self.worker.queue.disconnect()
 
 

@@ -45,11 +45,12 @@ _ADDRESS = re.compile(rf"st-[0-9a-f]+@{re.escape(RECEIVER_DOMAIN)}")
 @pytest.fixture
 async def config(settings: Settings) -> Settings:
     alice = Account(name="alice", address=LAB_USER, password=LAB_PASSWORD)
+    wrong = Account(name="wrong", address=LAB_USER, password="not-alices-password")
     return replace(
         settings,
         sendtest_domain=RECEIVER_DOMAIN,
         sendtest_ttl=120,
-        accounts=Accounts([alice]),
+        accounts=Accounts([alice, wrong]),
         http_port=next(_ports),
     )
 
@@ -179,8 +180,24 @@ async def test_with_an_account_the_worker_sends_the_message(
     assert "smtp.healthy.test" in thread  # where it was submitted
     assert "DKIM pass (d=healthy.test)" in thread
     posted = json.dumps([c.params for c in slack.calls_to("chat.postMessage")])
-    assert LAB_PASSWORD not in posted and "sendtest.submitted" in posted
+    assert "mailcheck sends it now with the test account `alice`" in posted
+    assert LAB_PASSWORD not in posted
     assert await receiver.redis.keys(f"{PREFIX}message:*") == []
+
+
+async def test_a_refused_submission_is_the_verdict(
+    app: Settings, slack: SlackAPIStandIn, worker: Worker, receiver: SendTests
+) -> None:
+    await command(app, slack, "sendtest healthy.test account=wrong")
+    worker.start()
+    parent_ts, address = await the_address(slack)
+    (update,) = await slack.wait_for("chat.update", 1, timeout=90)
+    assert "error" in text_of(update)
+    thread = "\n".join(text_of(c) for c in replies(slack, parent_ts))
+    assert "sendtest.submit.failed" in thread and "logs in at no submission server" in thread
+    assert "not-alices-password" not in json.dumps([c.params for c in slack.calls])
+    token = address.split("@")[0].removeprefix("st-")
+    assert await receiver.get(token) is None  # the test is over: its address is dead
 
 
 async def test_without_a_receiving_domain_it_says_how_to_set_one_up(

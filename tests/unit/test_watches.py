@@ -5,6 +5,7 @@ once, the claim that lets one job run a slot, and when a run is worth a post."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -17,7 +18,7 @@ from saq.queue.redis import RedisQueue
 
 from bot import blocks
 from bot.commands import describe_every
-from bot.queue import QUEUE_NAME, CheckJob
+from bot.queue import QUEUE_NAME, CheckJob, raise_if_cancelled
 from bot.settings import Settings
 from bot.watches import (
     DUE_KEY,
@@ -220,3 +221,24 @@ def test_watches_text_lists_the_channel_watches() -> None:
     )
     assert "next 2027-01-15 14:00 UTC" in lines[2]
     assert json.dumps(text)  # plain text, one line per watch
+
+
+async def test_an_endless_loop_ends_even_when_a_library_swallowed_its_cancel() -> None:
+    """saq's sweep (and asyncio.wait_for before 3.12) can swallow a cancellation
+    that races a completing wait; the workers' loops must end all the same."""
+
+    async def swallowing_step() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # what the library did
+            await asyncio.sleep(10)
+
+    async def endless() -> None:
+        while True:
+            await swallowing_step()
+            raise_if_cancelled()
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(endless())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
