@@ -34,6 +34,7 @@ from slack_sdk.models.blocks import (
 from bot.history import Run
 from bot.watches import Watch
 from checks import catalog
+from checks.consistency import TABLE
 from checks.diff import ReportDiff
 from checks.model import CheckRequest, Finding, Report, Severity, Stage
 
@@ -337,6 +338,15 @@ def _oks(found: Sequence[Finding]) -> list[Block]:
     ]
 
 
+def _tables(found: Sequence[Finding]) -> list[SectionBlock]:
+    """The per-server table (checks.consistency) of the first finding that has one."""
+    for f in found:
+        rows = f.data.get(TABLE)
+        if isinstance(rows, list) and rows:
+            return [_section("*Nameservers*\n" + code_block([str(r) for r in rows], 2800))]
+    return []
+
+
 def stage_messages(report: Report, stage: Stage) -> list[Message]:
     """The thread replies for one stage: a header, every finding above `ok`
     worst first (in full), then the `ok` ones compactly. A finding is never
@@ -349,6 +359,7 @@ def stage_messages(report: Report, stage: Stage) -> list[Message]:
     )
     groups = [_serialise(_problem(f)) for f in problems]
     groups += [[b] for b in _serialise(_oks([f for f in found if f.severity is Severity.OK]))]
+    groups += [_serialise([t]) for t in _tables(found)]
     title = stage.value.upper()
     text = _cut(escape(f"mailcheck {report.request.display}: {title}"), 300)
     messages: list[Message] = []

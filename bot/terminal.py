@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from checks import catalog
+from checks.consistency import TABLE
 from checks.model import Finding, Report, Severity, Stage
 from checks.text import visible
 
@@ -61,6 +62,10 @@ def render(report: Report, *, resolver: str, verbose: bool = False) -> Group:
             mark, style = MARKS[f.severity]
             grid.add_row(Text(mark, style=style), Group(*_finding(f, verbose=verbose)))
         parts.append(grid)
+        rows = next((f.data[TABLE] for f in found if f.data.get(TABLE)), None)
+        if rows:
+            parts.append(Text("  Nameservers", style="bold"))
+            parts.extend(Text(f"    {clean(str(row))}") for row in rows)
     return Group(*parts)
 
 

@@ -77,6 +77,105 @@ _ENTRIES: tuple[Entry, ...] = (
         "Repeat the lookup with the reproduce command. If the domain's nameservers "
         "answer directly but resolvers fail, look at DNSSEC (DS/DNSKEY) and delegation.",
     ),
+    # -- nameservers: each authoritative server asked directly ---------------------------
+    Entry(
+        "dns.ns.ok",
+        _OK,
+        Stage.DNS,
+        "The nameservers agree",
+        "Every nameserver of the zone answers with authority, with the same serial and the "
+        "same mail records; the delegation matches the zone.",
+        "",
+    ),
+    Entry(
+        "dns.ns.serial_mismatch",
+        _WARN,
+        Stage.DNS,
+        "The nameservers serve different versions of the zone",
+        "The SOA serials differ: a secondary has not taken the latest zone (a failed zone "
+        "transfer, a NOTIFY not sent or not allowed, a serial that went down), so resolvers "
+        "get old or new records depending on which server they ask.",
+        "Check the zone transfer from the primary to the server behind (its logs, "
+        "allow-transfer/also-notify, the serial's direction) and make it catch up.",
+    ),
+    Entry(
+        "dns.ns.records_differ",
+        _WARN,
+        Stage.DNS,
+        "The nameservers give different mail records",
+        "Two authoritative servers answer the same question differently, so which MX, SPF "
+        "or DMARC record a sender sees depends on the server its resolver happens to ask: "
+        "mail works for some senders and not others.",
+        "Make every server serve the same zone: fix the transfer (see the serials), or "
+        "update every provider's copy when the zone is kept in two places by hand.",
+    ),
+    Entry(
+        "dns.ns.lame",
+        _WARN,
+        Stage.DNS,
+        "A nameserver is lame",
+        "A server listed as a nameserver of the zone answers without authority (no AA "
+        "flag: a referral or an error) instead of serving the zone. Resolvers that ask it "
+        "waste a round trip or fail, and lookups get slow or time out.",
+        "Load the zone on that server, or remove it from the NS records (in the zone and at "
+        "the registrar).",
+    ),
+    Entry(
+        "dns.ns.refused",
+        _WARN,
+        Stage.DNS,
+        "A nameserver refuses queries for the zone",
+        "A server listed as a nameserver of the zone answers REFUSED: it does not serve "
+        "the zone (removed from the provider, or a typo in the NS record). Resolvers that "
+        "ask it must try another.",
+        "Add the zone on that server, or remove it from the NS records (in the zone and at "
+        "the registrar).",
+    ),
+    Entry(
+        "dns.ns.unreachable",
+        _WARN,
+        Stage.DNS,
+        "A nameserver does not answer",
+        "A nameserver of the zone did not answer at all (down, firewalled, or an address "
+        "that is wrong or has none). Resolvers wait for it before trying another, so "
+        "lookups of the domain are slow and fail when the others are down too.",
+        "Bring the server back or fix its address; remove it from the NS records (zone "
+        "and registrar) if it is gone for good.",
+    ),
+    Entry(
+        "dns.ns.address.private",
+        _WARN,
+        Stage.DNS,
+        "A nameserver has a non-public address",
+        "A nameserver of the zone resolves to a private, loopback or otherwise non-public "
+        "address: resolvers on the internet cannot reach it. mailcheck does not send it "
+        "packets (see Target safety).",
+        "Give the nameserver its public address, or remove it from the NS records (zone "
+        "and registrar). To check an internal zone, allow its network with --allow-target.",
+    ),
+    Entry(
+        "dns.ns.parent_child_mismatch",
+        _WARN,
+        Stage.DNS,
+        "The delegation and the zone list different nameservers",
+        "The parent zone (the registry, through your registrar) delegates the domain to "
+        "one set of nameservers and the zone's own NS records list another. Resolvers use "
+        "either, so a server in only one of the lists gets traffic it may not expect, or "
+        "none when it should.",
+        "Make the NS records at the registrar and in the zone the same list.",
+    ),
+    Entry(
+        "dns.propagation.pending",
+        _INFO,
+        Stage.DNS,
+        "The resolver still serves an older answer",
+        "The nameservers agree on a record, but the resolver serves another one from its "
+        "cache; it will serve the new one once the cached copy's TTL runs out. A "
+        "propagation delay, not a broken server: senders using such resolvers see the old "
+        "record until then.",
+        "Wait for the TTL in the summary. Lower the TTL a day ahead of the next planned "
+        "change, so caches expire quickly around it.",
+    ),
     # -- MX ------------------------------------------------------------------
     Entry(
         "mx.found",

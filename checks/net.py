@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import dns.asyncquery
 import dns.asyncresolver
@@ -53,6 +53,9 @@ from checks.model import Target
 # copies the context into every task a probe starts, so lookups made deep
 # inside gathered sub-tasks still land in their probe's transcript.
 _transcript: ContextVar[list[str] | None] = ContextVar("mailcheck_transcript", default=None)
+
+
+A = TypeVar("A")
 
 
 @contextmanager
@@ -117,6 +120,7 @@ class Network:
         self._resolver = resolver or make_resolver(config)
         self._memo: dict[tuple[str, str], asyncio.Task[DNSAnswer]] = {}
         self._dnssec_memo: dict[tuple[str, str], asyncio.Task[SignedAnswer]] = {}
+        self._server_memo: dict[tuple[str, int, str, str], asyncio.Task[ServerAnswer]] = {}
         # Per-check caches of the stages (e.g. which server settings work).
         self.memo: dict[str, Any] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
@@ -200,19 +204,35 @@ class Network:
         """Look up `name`/`rdtype`. Raises NXDomain or ResolverFailure; an
         existing name without such records gives an empty answer."""
         key = (name.rstrip(".").lower(), rdtype.upper())
-        task = self._memo.get(key)
+
+        def shown(answer: DNSAnswer) -> str:
+            cname = f" via CNAME {answer.canonical_name}" if answer.via_cname else ""
+            return f"{cname} -> {', '.join(answer.texts()) or '(no records)'}"
+
+        what = f"{key[1]} {key[0]}"
+        return await self._remembered(self._memo, key, lambda: self._query(*key), what, shown)
+
+    async def _remembered(
+        self,
+        memo: dict[Any, asyncio.Task[A]],
+        key: Any,
+        ask: Callable[[], Awaitable[A]],
+        what: str,
+        shown: Callable[[A], str],
+    ) -> A:
+        """One question asked once per check (memo), its answer or failure
+        written to the transcript of every probe that asks it."""
+        task = memo.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._query(*key))
-            self._memo[key] = task
+            task = asyncio.ensure_future(ask())
+            memo[key] = task
         started = time.monotonic()
         try:
             answer = await asyncio.shield(task)
         except DNSError as exc:
-            note(f"{_ms(started)}  {key[1]} {key[0]} -> {exc}")
+            note(f"{_ms(started)}  {what} -> {exc}")
             raise
-        shown = ", ".join(answer.texts()) or "(no records)"
-        cname = f" via CNAME {answer.canonical_name}" if answer.via_cname else ""
-        note(f"{_ms(started)}  {key[1]} {key[0]}{cname} -> {shown}")
+        note(f"{_ms(started)}  {what}{shown(answer)}")
         return answer
 
     async def query_ptr(self, address: str) -> DNSAnswer:
@@ -240,6 +260,55 @@ class Network:
             ttl=ans.rrset.ttl if ans.rrset is not None else None,
         )
 
+    async def ask_server(
+        self, address: str, name: str, rdtype: str, port: int = 53
+    ) -> ServerAnswer:
+        """Ask one nameserver directly, without recursion (RD clear): what an
+        admin asks with `dig +norec @server`. The target policy applies to the
+        server's address (TargetRefused). Any rcode is an answer (REFUSED is
+        data here); silence raises ResolverTimeout, a network error or garbage
+        ResolverFailure. Memoised per server and question."""
+        self.policy.check(address)
+        key = (address, port, name.rstrip(".").lower() or ".", rdtype.upper())
+        return await self._remembered(
+            self._server_memo,
+            key,
+            lambda: self._ask_server(*key),
+            f"@{address} {key[3]} {key[2]} +norec",
+            lambda answer: f" -> {answer.summary()}",
+        )
+
+    async def _ask_server(self, address: str, port: int, name: str, rdtype: str) -> ServerAnswer:
+        try:
+            request = dns.message.make_query(name, rdtype, payload=1232)
+        except dns.exception.DNSException as exc:
+            raise ResolverFailure(name, rdtype, f"{type(exc).__name__}: {exc}") from exc
+        request.flags &= ~dns.flags.RD
+        lifetime = self.config.timeouts.dns
+        attempt = max(lifetime / 2, 0.5)
+        deadline = time.monotonic() + lifetime
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                response, tcp = await dns.asyncquery.udp_with_fallback(
+                    request, address, timeout=min(attempt, remaining), port=port
+                )
+            except dns.exception.Timeout:
+                continue
+            except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
+                detail = str(exc).rstrip(".") or type(exc).__name__
+                raise ResolverFailure(name, rdtype, f"{address}: {detail}") from exc
+            return ServerAnswer(
+                qname=name,
+                rdtype=rdtype,
+                server=address,
+                rcode=dns.rcode.to_text(response.rcode()),
+                aa=bool(response.flags & dns.flags.AA),
+                answer=tuple(response.answer),
+                authority=tuple(response.authority),
+                tcp=tcp,
+            )
+        raise ResolverTimeout(name, rdtype, f"{address} did not answer within {lifetime:g} s")
+
     def dig(self, name: str, rdtype: str) -> str:
         """The dig command that repeats a lookup by hand, against the same resolver."""
         server = ""
@@ -256,7 +325,8 @@ class Network:
         return "system resolver"
 
     def close(self) -> None:
-        for task in (*self._memo.values(), *self._dnssec_memo.values()):
+        memos = (self._memo, self._dnssec_memo, self._server_memo)
+        for task in (t for memo in memos for t in memo.values()):
             task.cancel()
 
     # -- DNSSEC ----------------------------------------------------------------
@@ -272,19 +342,13 @@ class Network:
         apart from `query`: the two ask different questions.
         """
         key = (name.rstrip(".").lower() or ".", rdtype.upper())
-        memo = self._dnssec_memo
-        task = memo.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._query_dnssec(*key))
-            memo[key] = task
-        started = time.monotonic()
-        try:
-            answer = await asyncio.shield(task)
-        except DNSError as exc:
-            note(f"{_ms(started)}  {key[1]} {key[0]} +dnssec -> {exc}")
-            raise
-        note(f"{_ms(started)}  {key[1]} {key[0]} +dnssec -> {answer.summary()}")
-        return answer
+        return await self._remembered(
+            self._dnssec_memo,
+            key,
+            lambda: self._query_dnssec(*key),
+            f"{key[1]} {key[0]} +dnssec",
+            lambda answer: f" -> {answer.summary()}",
+        )
 
     async def _query_dnssec(self, name: str, rdtype: str) -> SignedAnswer:
         """Ask each nameserver in turn, as the resolver behind `query` does:
@@ -351,6 +415,46 @@ class Network:
         if not errors and not servers:
             raise ResolverFailure(name, rdtype, "no nameserver to ask")
         raise ResolverTimeout(name, rdtype, f"no answer within {lifetime:g} s")
+
+
+@dataclass(frozen=True)
+class ServerAnswer:
+    """One nameserver's own answer to a non-recursive question."""
+
+    qname: str
+    rdtype: str
+    server: str  # the address asked
+    rcode: str  # "NOERROR", "NXDOMAIN", "REFUSED", "SERVFAIL"...
+    aa: bool  # the Authoritative Answer flag: the server serves this zone
+    answer: tuple[dns.rrset.RRset, ...]
+    authority: tuple[dns.rrset.RRset, ...]
+    tcp: bool
+
+    def records(self, rdtype: str | None = None, name: str | None = None) -> list[Any]:
+        """The rdata in the answer section of `rdtype` (default: the type asked)
+        owned by `name` (default: the name asked)."""
+        owner = dns.name.from_text(name or self.qname)
+        wanted = dns.rdatatype.from_text(rdtype or self.rdtype)
+        return [r for rs in self.answer if rs.name == owner and rs.rdtype == wanted for r in rs]
+
+    def referral(self) -> list[str]:
+        """The NS names of a referral (authority section NS, no AA), lower case."""
+        if self.aa:
+            return []
+        return sorted(
+            r.target.to_text().rstrip(".").lower()
+            for rs in self.authority
+            if rs.rdtype == dns.rdatatype.NS
+            for r in rs
+        )
+
+    def summary(self) -> str:
+        shown = ", ".join(r.to_text() for r in self.records()) or "(no records)"
+        if self.rcode != "NOERROR":
+            shown = self.rcode
+        elif not self.aa and self.referral():
+            shown = "referral to " + ", ".join(self.referral())
+        return shown + ("" if self.aa else " [not authoritative]") + (" [TCP]" if self.tcp else "")
 
 
 @dataclass(frozen=True)

@@ -97,12 +97,13 @@ Event = ProbeStarted | ProbeFinished | CheckDone
 
 def default_probes() -> tuple[Probe, ...]:
     # The stage modules import this one, so they are imported here, late.
-    from checks import auth, autoconfig, delivery, dns, mailbox, smtp, tlsprobe
+    from checks import auth, autoconfig, consistency, delivery, dns, mailbox, smtp, tlsprobe
     from checks.policy import probes as policy
     from checks.policy import transport
 
     return (
         dns.PROBES
+        + consistency.PROBES
         + smtp.PROBES
         + mailbox.PROBES
         + tlsprobe.PROBES

@@ -235,21 +235,22 @@ async def probe_dmarc(ctx: ProbeContext) -> None:
         ctx.add("dmarc.ok", target=target, summary=text, reproduce=dig)
 
 
-async def probe_dkim(ctx: ProbeContext) -> None:
+async def probe_dkim(ctx: ProbeContext) -> list[str]:
     """Keys at the selectors asked for and the common ones. DKIM selectors are
-    not discoverable, so 'none found' is information, not a verdict."""
+    not discoverable, so 'none found' is information, not a verdict. Returns
+    the names where a key record was found."""
     if ctx.result("dns.mx") is None:
-        return
+        return []
     domain = ctx.domain
     selectors = list(dict.fromkeys((*ctx.request.dkim_selectors, *dkim.COMMON_SELECTORS)))
     names = [dkim.selector_name(sel, domain) for sel in selectors]
     answers = await asyncio.gather(*(lookup_txts(ctx, name) for name in names))
-    found = 0
+    keys: list[str] = []
     for selector, name, txts in zip(selectors, names, answers, strict=True):
         records = [t for t in txts or [] if "p=" in t]
         if not records:
             continue
-        found += 1
+        keys.append(name)
         target = Target(host=name)
         dig = ctx.net.dig(name, "TXT")
         try:
@@ -292,7 +293,7 @@ async def probe_dkim(ctx: ProbeContext) -> None:
                 summary=f"selector {selector}: {key.key_type} {key.bits or '?'} bits",
                 reproduce=dig,
             )
-    if not found:
+    if not keys:
         ctx.add(
             "dkim.none_found",
             target=Target(host=domain),
@@ -300,6 +301,7 @@ async def probe_dkim(ctx: ProbeContext) -> None:
             f"({', '.join(selectors[:6])}, ...); give yours with --dkim-selector",
             reproduce=ctx.net.dig(names[0], "TXT"),
         )
+    return keys
 
 
 async def probe_tlsrpt(ctx: ProbeContext) -> None:

@@ -559,3 +559,16 @@ async def test_app_home_shows_how_to_use_it(bot: Settings, slack: SlackAPIStandI
     (publish,) = await slack.wait_for("views.publish", 1, timeout=10)
     assert publish.params["user_id"] == USER
     assert "/mailcheck" in json.dumps(publish.params["view"])
+
+
+async def test_the_thread_shows_which_nameserver_said_what(
+    bot: Settings, slack: SlackAPIStandIn, worker: Worker
+) -> None:
+    await command(bot, slack, "dns-stale.test stage=dns")
+    worker.start()
+    await slack.wait_for("chat.update", 1, timeout=60)
+    (parent,) = top_level(slack)
+    thread = json.dumps([c.params["blocks"] for c in replies(slack, parent.response["ts"])])
+    assert "dns.ns.serial_mismatch" in thread and "dns.ns.records_differ" in thread
+    assert "*Nameservers*" in thread
+    assert "ns2.dns-stale.test [127.1.0.54]  ok           serial 2026112500" in thread

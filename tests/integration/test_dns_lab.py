@@ -16,7 +16,17 @@ from checks.model import CheckRequest, Report, Severity, Stage
 from checks.names import normalize_domain
 from checks.runner import run
 from tests.conftest import LAB_NETWORK, lab_engine_config
-from tests.lab.zones import BY_DOMAIN, NS_ADDRESS, SCENARIOS, Scenario
+from tests.lab.cachedns import StaleCacheResolver
+from tests.lab.zones import (
+    BY_DOMAIN,
+    CACHE_RESOLVER_ADDRESS,
+    CACHE_SCENARIO,
+    CACHE_STALE_MX,
+    NS_ADDRESS,
+    SCENARIOS,
+    UNREACHABLE_NS_ADDRESS,
+    Scenario,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -83,7 +93,10 @@ async def test_loopback_is_refused_unless_the_operator_allows_it(lab_dns) -> Non
 
     closed = replace(lab_engine_config(lab_dns), policy=TargetPolicy())
     report = await check("healthy.test", closed)
-    assert problems(report) == {"mx.address.private"}
+    # The nameservers too are on loopback: named, never asked.
+    assert problems(report) == {"mx.address.private", "dns.ns.address.private"}
+    asked = [line for lines in report.transcripts.values() for line in lines if "+norec" in line]
+    assert asked == []
     assert {f.target.address for f in report.findings if f.code == "mx.address.private"} == {
         "127.1.1.1",
         "127.1.1.2",
@@ -93,7 +106,7 @@ async def test_loopback_is_refused_unless_the_operator_allows_it(lab_dns) -> Non
 
 
 async def test_a_dead_resolver_is_inconclusive(lab_dns) -> None:
-    config = lab_engine_config("127.1.0.54", dns=0.5)  # nothing listens there
+    config = lab_engine_config(UNREACHABLE_NS_ADDRESS, dns=0.5)  # nothing listens there
     report = await check("healthy.test", config)
     assert [(f.code, f.severity) for f in report.findings] == [
         ("dns.resolver.failure", Severity.INCONCLUSIVE)
@@ -186,10 +199,62 @@ def test_settings_from_the_environment(lab_dns) -> None:
     assert result.returncode == 0 and doc["worst"] == "ok" and doc["stages"] == ["dns"]
 
 
+# What a check of CACHE_SCENARIO through the stale-cache resolver reports
+# (test_a_stale_cache_is_a_propagation_delay).
+CACHE_CODES = frozenset({"dns.propagation.pending"})
+
+
+async def test_a_stale_cache_is_a_propagation_delay(lab_dns) -> None:
+    with StaleCacheResolver():
+        cached = await check(CACHE_SCENARIO.domain, lab_engine_config(CACHE_RESOLVER_ADDRESS))
+        healthy = await check("healthy.test", lab_engine_config(CACHE_RESOLVER_ADDRESS))
+    assert problems(cached) == CACHE_CODES
+    (pending,) = [f for f in cached.findings if f.code == "dns.propagation.pending"]
+    old = f"still serves the old MX for dns-cache.test for up to 41 minutes more: {CACHE_STALE_MX}"
+    assert old in pending.summary
+    assert "10 mx-new.dns-cache.test." in pending.summary
+    assert problems(healthy) == set()  # a resolver in front changes nothing by itself
+
+
+async def test_the_nameserver_table_says_which_server_said_what(lab_config) -> None:
+    report = await check("dns-stale.test", lab_config)
+    table = {s["address"]: s for s in report.facts["nameservers"]["servers"]}
+    assert table[NS_ADDRESS]["serial"] == table["127.1.0.54"]["serial"] + 1
+    assert report.facts["nameservers"]["differ"]["MX dns-stale.test"] == {
+        f"ns.test [{NS_ADDRESS}]": ["10 mx-new.dns-stale.test."],
+        "ns2.dns-stale.test [127.1.0.54]": ["10 mx-old.dns-stale.test."],
+    }
+
+
+def test_the_terminal_shows_the_nameserver_table(lab_dns) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "check",
+            "dns-stale.test",
+            "--stage",
+            "dns",
+            "--resolver",
+            NS_ADDRESS,
+            "--allow-target",
+            LAB_NETWORK,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert "Nameservers" in result.stdout
+    assert f"ns.test [{NS_ADDRESS}]" in result.stdout and "serial" in result.stdout
+    assert "dns.ns.serial_mismatch" in result.stdout
+
+
 def test_scenarios_cover_every_dns_stage_code() -> None:
     from checks.catalog import CATALOG
 
-    expected = {c for s in SCENARIOS for c in s.expect}
+    expected = {c for s in SCENARIOS for c in s.expect} | CACHE_CODES
     dns_codes = {
         c
         for c, e in CATALOG.items()

@@ -2,8 +2,10 @@
 
 State lives in $MAILCHECK_LAB_DIR, default .lab/ in the repository: dns/ for
 NSD (dns/trust-anchors is the DNSSEC trust anchor to give --trust-anchor),
-mail/ for Postfix, Dovecot and the lab PKI (mail/pki/ca.pem is the CA to
-trust, --ca-file), web/ for nginx, redis/ for the bot's Redis.
+dns-stale/ and dns-parent/ for the second and third NSD (a stale secondary,
+and a server of the parent zone test. only), mail/ for Postfix, Dovecot,
+OpenDKIM and the lab PKI (mail/pki/ca.pem is the CA to trust, --ca-file),
+web/ for nginx, redis/ for the bot's Redis.
 """
 
 from __future__ import annotations

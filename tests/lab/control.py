@@ -5,7 +5,10 @@ zones carry TLSA records of the lab's certificates and the public halves of
 the keys the lab's OpenDKIM signs with (tests/lab/dkim.py); the zones are
 signed (tests/lab/signing.py) with keys made at every start, and the trust
 anchor of the signed test. zone is written to <root>/dns/trust-anchors for
-clients (`--trust-anchor`).
+clients (`--trust-anchor`). Two more NSDs give the nameserver-consistency
+scenarios (tests/lab/zones.py) servers that disagree with the main one: the
+stale secondary (<root>/dns-stale) and the parent-only server (<root>/dns-parent),
+which serves the very same signed test. zone, so it refers every child name.
 
 ROOT_MARKER names the root of the lab that runs, so tests and benchmarks
 find its CA file and trust anchors wherever it was started from.
@@ -30,7 +33,14 @@ from .senders import (
     SIGNING_DOMAINS,
 )
 from .web import NginxLab, WebLabError
-from .zones import all_zones, dnssec_plan, web_sites
+from .zones import (
+    PARENT_NS_ADDRESS,
+    STALE_NS_ADDRESS,
+    all_zones,
+    dnssec_plan,
+    stale_zone,
+    web_sites,
+)
 
 ROOT_MARKER = Path(tempfile.gettempdir()) / "mailcheck-lab.root"
 LabErrors = (NSDLabError, MailLabError, RedisLabError, WebLabError)
@@ -43,6 +53,14 @@ class Lab:
     @property
     def dns(self) -> NSDLab:
         return NSDLab(self.root / "dns")
+
+    @property
+    def dns_stale(self) -> NSDLab:
+        return NSDLab(self.root / "dns-stale", address=STALE_NS_ADDRESS)
+
+    @property
+    def dns_parent(self) -> NSDLab:
+        return NSDLab(self.root / "dns-parent", address=PARENT_NS_ADDRESS)
 
     @property
     def mail(self) -> MailLab:
@@ -83,6 +101,16 @@ class Lab:
             f"lab dns: nsd on {self.dns.address}:{self.dns.port}, {len(zones)} zones "
             f"({len(zones) - len(unsigned)} signed; trust anchor in {self.trust_anchors})"
         )
+        (parent,) = [zone for zone in signed.zones if zone.origin == "test"]
+        self.dns_parent.start([parent])
+        self.dns_stale.start([stale_zone()])
+        said.append(
+            f"lab dns-parent: nsd on {self.dns_parent.address}:{self.dns_parent.port}, only test."
+        )
+        said.append(
+            f"lab dns-stale: nsd on {self.dns_stale.address}:{self.dns_stale.port}, "
+            "only an older copy of dns-stale.test"
+        )
         self.mail.start(build_pki=False)
         said.append(
             f"lab mail: postfix+dovecot, {len(LISTENERS)} listeners, CA {self.ca_file}; "
@@ -106,6 +134,8 @@ class Lab:
             ("redis", self.redis),
             ("web", self.web),
             ("mail", self.mail),
+            ("dns-stale", self.dns_stale),
+            ("dns-parent", self.dns_parent),
             ("dns", self.dns),
         ):
             was_running = server.is_running()
@@ -124,6 +154,8 @@ class Lab:
     def status(self) -> dict[str, bool]:
         return {
             "dns": self.dns.is_running(),
+            "dns-stale": self.dns_stale.is_running(),
+            "dns-parent": self.dns_parent.is_running(),
             "mail": self.mail.is_running(),
             "web": self.web.is_running(),
             "redis": self.redis.is_running(),

@@ -35,6 +35,7 @@ class Zone:
 
     origin: str
     records: tuple[str, ...]
+    serial: int = SOA_SERIAL  # of the SOA render() adds; a stale copy has an older one
 
     def __post_init__(self) -> None:
         # Accept "example.test." too; everything below assumes no trailing dot.
@@ -46,7 +47,7 @@ class Zone:
         lines = [f"$ORIGIN {self.origin}.", f"$TTL {DEFAULT_TTL}"]
         if not self._has_apex("SOA"):
             lines.append(
-                f"@ IN SOA {SOA_MNAME} {SOA_RNAME} {SOA_SERIAL} 3600 900 604800 {DEFAULT_TTL}"
+                f"@ IN SOA {SOA_MNAME} {SOA_RNAME} {self.serial} 3600 900 604800 {DEFAULT_TTL}"
             )
         if not self._has_apex("NS"):
             lines.append(f"@ IN NS {SOA_MNAME}")

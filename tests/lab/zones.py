@@ -12,10 +12,16 @@ says) and RECEIVER (sendtest.test). They are served, but in no list that
 check tests iterate.
 
 Address plan (all on 127.1.0.0/16, reverse zone 1.127.in-addr.arpa):
-127.1.0.53 lab NSD; 127.1.1.x healthy.test (127.1.1.10, its submission server,
+127.1.0.53 lab NSD (ns.test., every zone); 127.1.0.54 the stale secondary (a
+second NSD serving only an older copy of dns-stale.test, REFUSED for the
+rest); 127.1.0.55 the parent-only NSD (ns-parent.test., serving only test.,
+so it refers every child name); 127.1.0.56 a nameserver where nothing
+listens; 127.1.0.60 the stale-cache resolver stand-in (tests/lab/cachedns.py,
+run by the tests); 127.1.1.x healthy.test (127.1.1.10, its submission server,
 also sends its mail to the send test's receiver); 127.1.2.x-127.1.5.x one
 block per broken scenario; 127.1.6.x DNSBL scenarios; 127.1.7.x the lab's
-nginx; 127.1.9.x the IDN scenario; 127.1.20.x-127.1.23.x the mail-server
+nginx; 127.1.8.x the nameserver-consistency scenarios' MX hosts; 127.1.9.x
+the IDN scenario; 127.1.20.x-127.1.23.x the mail-server
 scenarios (tests/lab/mail.py); 127.1.40.x the send test: 127.1.40.1-.11 one
 sending server per Sender, 127.1.40.25 the receiver (mx.sendtest.test, run by
 the tests), 127.1.40.99 where send-ptrmismatch.test's PTR name points,
@@ -26,7 +32,7 @@ records allow.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -36,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from . import clients
 from .dkim import txt_record
 from .mail import SUB_CLEARTEXT_ADDRESS
-from .nsd import Zone
+from .nsd import SOA_MNAME, SOA_SERIAL, Zone
 from .pki import CertSpec
 from .senders import (
     DKIM_SELECTOR,
@@ -50,7 +56,13 @@ from .senders import (
 from .web import Site
 
 NS_ADDRESS = "127.1.0.53"
+NS_NAME = SOA_MNAME  # ns.test.: the lab NSD, serving every zone
 REVERSE_ZONE = "1.127.in-addr.arpa"
+# More nameservers, for the consistency scenarios below (control.Lab runs them).
+STALE_NS_ADDRESS = "127.1.0.54"  # an NSD serving only stale_zone()
+PARENT_NS_ADDRESS = "127.1.0.55"  # an NSD serving only test. (ns-parent.test.)
+PARENT_NS_NAME = "ns-parent.test."
+UNREACHABLE_NS_ADDRESS = "127.1.0.56"  # nothing listens
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,10 @@ class Scenario:
     # Publish the key the lab's OpenDKIM signs this domain's mail with at
     # DKIM_SELECTOR._domainkey, made when the lab starts (tests/lab/dkim.py).
     lab_dkim: bool = False
+    # The NS set test. delegates this zone to: name -> its glue address in
+    # test., or None for a name that needs no glue (ns.test. has its own A
+    # there). The zone's own apex NS set is in `records` (default: ns.test.).
+    delegation: dict[str, str | None] = field(default_factory=lambda: {NS_NAME: None})
 
 
 @functools.cache
@@ -802,6 +818,139 @@ POLICY_SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
+# -- nameserver consistency (DNS stage): each zone's nameservers queried directly --------
+# Every zone here is unsigned, so the stale copy on STALE_NS_ADDRESS needs no
+# keys of its own, and declares the client services absent (no srv.* finding);
+# each MX host has an address on 127.1.8.x with a confirming PTR.
+
+
+def _ns_records(
+    apex: Iterable[str], mx: str, mx_hosts: dict[str, str], ns_hosts: dict[str, str]
+) -> tuple[str, ...]:
+    """Zone lines: the apex NS set (absolute names), `@ MX 10 mx`, the MX hosts'
+    addresses (relative names) and the in-zone nameservers' (absolute names)."""
+    return (
+        *(f"@ IN NS {name}" for name in apex),
+        f"@ IN MX 10 {mx}",
+        *(f"{host} IN A {address}" for host, address in mx_hosts.items()),
+        *(f"{name} IN A {address}" for name, address in ns_hosts.items()),
+        *NO_CLIENT_SERVICES,
+    )
+
+
+def _ns_case(
+    domain: str,
+    expect: set[str],
+    about: str,
+    *,
+    apex: tuple[str, ...],
+    mx_hosts: dict[str, str],
+    mx: str,
+    ns_hosts: dict[str, str] | None = None,
+    delegation: tuple[str, ...] | None = None,
+) -> Scenario:
+    """A zone whose apex NS set is `apex`; test. delegates it to `delegation`
+    (default: the same set), with glue from `ns_hosts` for in-zone names."""
+    ns_hosts = ns_hosts or {}
+    return _scenario(
+        domain,
+        expect,
+        list(_ns_records(apex, mx, mx_hosts, ns_hosts)),
+        {address: f"{host}.{domain}" for host, address in mx_hosts.items()},
+        about,
+        dnssec="unsigned",
+        delegation={name: ns_hosts.get(name) for name in delegation or apex},
+    )
+
+
+_STALE_APEX = (NS_NAME, "ns2.dns-stale.test.")
+_STALE_MX_HOSTS = {"mx-new": "127.1.8.1", "mx-old": "127.1.8.2"}
+_STALE_NS_HOSTS = {"ns2.dns-stale.test.": STALE_NS_ADDRESS}
+
+SCENARIOS += (
+    _ns_case(
+        "dns-stale.test",
+        {"dns.ns.serial_mismatch", "dns.ns.records_differ"},
+        "the secondary ns2 missed the last update: SOA serial one lower, MX still mx-old",
+        apex=_STALE_APEX,
+        mx_hosts=_STALE_MX_HOSTS,
+        mx="mx-new",
+        ns_hosts=_STALE_NS_HOSTS,
+    ),
+    _ns_case(
+        "dns-lame.test",
+        {"dns.ns.lame"},
+        "a listed nameserver serves only test., so it refers back instead of answering (no AA)",
+        apex=(NS_NAME, "ns.dns-lame.test."),
+        mx_hosts={"mx": "127.1.8.11"},
+        mx="mx",
+        ns_hosts={"ns.dns-lame.test.": PARENT_NS_ADDRESS},
+    ),
+    _ns_case(
+        "dns-refused.test",
+        {"dns.ns.refused"},
+        "a listed nameserver does not serve the zone: it answers REFUSED",
+        apex=(NS_NAME, "ns.dns-refused.test."),
+        mx_hosts={"mx": "127.1.8.21"},
+        mx="mx",
+        ns_hosts={"ns.dns-refused.test.": STALE_NS_ADDRESS},
+    ),
+    _ns_case(
+        "dns-unreachable.test",
+        {"dns.ns.unreachable"},
+        "a listed nameserver's address has nothing listening",
+        apex=(NS_NAME, "ns.dns-unreachable.test."),
+        mx_hosts={"mx": "127.1.8.31"},
+        mx="mx",
+        ns_hosts={"ns.dns-unreachable.test.": UNREACHABLE_NS_ADDRESS},
+    ),
+    _ns_case(
+        "dns-parentchild.test",
+        {"dns.ns.parent_child_mismatch"},
+        "test. delegates to ns.test. and ns-extra (which answers), the zone lists only ns.test.",
+        apex=(NS_NAME,),
+        mx_hosts={"mx": "127.1.8.41"},
+        mx="mx",
+        # In the zone too, so the name resolves, but not in its apex NS set.
+        ns_hosts={"ns-extra.dns-parentchild.test.": NS_ADDRESS},
+        delegation=(NS_NAME, "ns-extra.dns-parentchild.test."),
+    ),
+    _ns_case(
+        "dns-privatens.test",
+        {"dns.ns.address.private"},
+        "a listed nameserver has a private address (10.53.0.1): the target policy, which "
+        "allows only the lab's network, keeps the check from ever sending it a packet",
+        apex=(NS_NAME, "ns.dns-privatens.test."),
+        mx_hosts={"mx": "127.1.8.61"},
+        mx="mx",
+        ns_hosts={"ns.dns-privatens.test.": "10.53.0.1"},
+    ),
+)
+
+
+def stale_zone() -> Zone:
+    """What the stale secondary (STALE_NS_ADDRESS) serves: dns-stale.test as it
+    was one update ago, serial one lower and the MX still on mx-old."""
+    records = _ns_records(_STALE_APEX, "mx-old", _STALE_MX_HOSTS, _STALE_NS_HOSTS)
+    return Zone("dns-stale.test", records, serial=SOA_SERIAL - 1)
+
+
+# A resolver's cache (tests/lab/cachedns.py, on CACHE_RESOLVER_ADDRESS) still
+# holds the MX this healthy zone had before it moved to mx-new, with
+# CACHE_STALE_TTL seconds left. Not in SCENARIOS: only a check through that
+# stand-in sees the difference.
+CACHE_RESOLVER_ADDRESS = "127.1.0.60"
+CACHE_STALE_MX = "10 mx-old.dns-cache.test."
+CACHE_STALE_TTL = 2460
+CACHE_SCENARIO = _ns_case(
+    "dns-cache.test",
+    set(),
+    "healthy at its nameserver; the stale-cache resolver stand-in still serves its old MX",
+    apex=(NS_NAME,),
+    mx_hosts={"mx-new": "127.1.8.51", "mx-old": "127.1.8.52"},
+    mx="mx-new",
+)
+
 # -- client autoconfiguration (checked with the autoconfig stage only) --------------------
 # Each has its own MX name (so Thunderbird's MX-based lookup stays in the
 # domain), a good autoconfig and autodiscover on the lab's nginx unless the
@@ -1061,6 +1210,7 @@ BY_DOMAIN = {
         *AUTH_SCENARIOS,
         ISPDB,
         BLOCKLIST,
+        CACHE_SCENARIO,
         *SENDER_SCENARIOS,
         RECEIVER,
     )
@@ -1070,13 +1220,22 @@ BY_DOMAIN = {
 def all_zones(
     tlsa: Callable[[str, str], str] | None = None, dkim: Callable[[str], str] | None = None
 ) -> list[Zone]:
-    """The test. parent zone with its delegations, each scenario zone, and the
-    reverse zone, unsigned. `tlsa(cert_name, "3 1 1")` gives the TLSA data for
+    """The test. parent zone (served by ns.test. and ns-parent.test.) with each
+    zone's delegation NS set and glue, each scenario zone, and the reverse zone,
+    unsigned. `tlsa(cert_name, "3 1 1")` gives the TLSA data for
     a lab certificate, `dkim(domain)` the TXT data of the lab's signing key for
     a domain (DKIMKeys.record); without them, those records are left out."""
     served = [s for s in BY_DOMAIN.values() if s.records is not None and s.domain.endswith(".test")]
-    parent = ["ns IN A " + NS_ADDRESS]
-    parent += [f"{s.domain.removesuffix('.test')} IN NS ns.test." for s in served]
+    parent = [
+        f"@ IN NS {NS_NAME}",
+        f"@ IN NS {PARENT_NS_NAME}",
+        f"{NS_NAME} IN A {NS_ADDRESS}",
+        f"{PARENT_NS_NAME} IN A {PARENT_NS_ADDRESS}",
+    ]
+    for s in served:
+        label = s.domain.removesuffix(".test")
+        parent += [f"{label} IN NS {name}" for name in s.delegation]
+        parent += [f"{name} IN A {glue}" for name, glue in s.delegation.items() if glue]
     zones = [Zone("test", tuple(parent))]
     for s in served:
         records = list(s.records or ())

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -62,6 +63,11 @@ class NanoDNS:
         self.port = self._transport.get_extra_info("sockname")[1]
         return self
 
+    async def _close(self) -> None:
+        assert self._transport is not None
+        self._transport.close()
+        await asyncio.sleep(0)  # the transport's socket closes on the next loop turn
+
     async def _open(self) -> asyncio.DatagramTransport:
         transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _Protocol(self.handler, self.queries), local_addr=(self.address, self.port)
@@ -70,7 +76,9 @@ class NanoDNS:
 
     def __exit__(self, *exc: object) -> None:
         if self._transport is not None:
-            self._loop.call_soon_threadsafe(self._transport.close)
+            # Closed and its socket released before this returns, so the next
+            # server may bind the same address and port at once.
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -89,20 +97,26 @@ def reply(
     return response
 
 
-def zone(records: dict[tuple[str, str], list[str]]) -> Handler:
+def zone(
+    records: dict[tuple[str, str], list[str]], *, authoritative: bool = False, ttl: int = 300
+) -> Handler:
     """A handler that answers from `records`, {(owner with final dot, type):
     [rdata text]}: NXDOMAIN for a name it does not know, an empty answer for a
-    known name without that type, SERVFAIL for names under `broken.`."""
+    known name without that type, SERVFAIL for names under `broken.`; with the
+    AA flag when `authoritative`, else RA (a resolver's answer)."""
 
     def answer(query: dns.message.Message) -> dns.message.Message:
         question = query.question[0]
         name = question.name.to_text().lower()
         rdtype = dns.rdatatype.to_text(question.rdtype)
         if name.startswith("broken."):
-            return reply(query, dns.rcode.SERVFAIL)
-        if not any(n == name for n, _ in records):
-            return reply(query, dns.rcode.NXDOMAIN)
-        found = records.get((name, rdtype), [])
-        return reply(query, answers=[f"{name} 300 IN {rdtype} {r}" for r in found])
+            response = reply(query, dns.rcode.SERVFAIL)
+        elif not any(n == name for n, _ in records):
+            response = reply(query, dns.rcode.NXDOMAIN)
+        else:
+            found = records.get((name, rdtype), [])
+            response = reply(query, answers=[f"{name} {ttl} IN {rdtype} {r}" for r in found])
+        response.flags |= dns.flags.AA if authoritative else dns.flags.RA
+        return response
 
     return answer
