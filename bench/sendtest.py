@@ -45,7 +45,7 @@ BENCH_PORT = 2525  # the receiver's port for part 3 (Postfix keeps using 25)
 def message(to: str, domain: str = SENDER) -> bytes:
     return (
         f"From: bench@{domain}\r\nTo: {to}\r\nSubject: bench\r\nDate: {formatdate()}\r\n"
-        f"Message-ID: {make_msgid(domain=domain)}\r\n\r\n{'x' * 2000}\r\n"
+        f"Message-ID: {make_msgid(domain=domain)}\r\n\r\n" + ("x" * 98 + "\r\n") * 20
     ).encode()
 
 

@@ -52,21 +52,31 @@ class Server:
         return f"{self.name} [{self.address}]"
 
 
-async def find_zone(net: Network, domain: str) -> str | None:
-    """The zone `domain` is in: the nearest name at or above it with an SOA;
-    None when DNS does not answer."""
+async def find_zones(net: Network, domain: str) -> list[str] | None:
+    """The zones at and above `domain`, nearest first: the names with an SOA,
+    all asked at once (the parent zone's is needed too, for the delegation).
+    None when there is none, or DNS did not answer below the first one."""
     labels = domain.rstrip(".").lower().split(".")
-    for i in range(len(labels)):
-        name = ".".join(labels[i:])
+    names = [".".join(labels[i:]) for i in range(len(labels))]
+
+    async def has_soa(name: str) -> bool | None:
         try:
             answer = await net.query(name, "SOA")
         except NXDomain:
-            continue
+            return False
         except DNSError:  # no answer: the MX probe reports the resolver's failure
             return None
-        if answer.records and not answer.via_cname:
-            return name
-    return None
+        return bool(answer.records) and not answer.via_cname
+
+    zones: list[str] = []
+    for name, soa in zip(names, await asyncio.gather(*map(has_soa, names)), strict=True):
+        if soa is None:
+            if not zones:
+                return None
+            break  # above the zone: its parent stays unknown
+        if soa:
+            zones.append(name)
+    return zones or None
 
 
 async def _ns_names(net: Network, zone: str) -> list[str]:
@@ -78,13 +88,14 @@ async def _ns_names(net: Network, zone: str) -> list[str]:
 
 
 async def _addresses(net: Network, name: str) -> list[str]:
-    found: list[str] = []
-    for rdtype in ("A", "AAAA"):
+    async def of(rdtype: str) -> list[str]:
         try:
-            found += (await net.query(name, rdtype)).texts()
+            return (await net.query(name, rdtype)).texts()
         except DNSError:
-            continue
-    return found
+            return []
+
+    v4, v6 = await asyncio.gather(of("A"), of("AAAA"))
+    return v4 + v6
 
 
 def questions(domain: str, zone: str, mx_hosts: list[str]) -> list[tuple[str, str]]:
@@ -154,15 +165,10 @@ async def _ask_all(net: Network, server: Server, asked: list[tuple[str, str]]) -
     await asyncio.gather(*(one(n, t) for n, t in asked))
 
 
-async def delegation(net: Network, zone: str) -> tuple[list[str], str] | None:
+async def delegation(net: Network, zone: str, parent: str) -> tuple[list[str], str] | None:
     """(the NS set the parent zone delegates `zone` to, the parent server that
     said so), from a referral; None when no parent server gives one (every
     parent server also serves the zone, or none answers)."""
-    if "." not in zone:
-        return None
-    parent = await find_zone(net, zone.split(".", 1)[1])
-    if parent is None:
-        return None
     for name in await _ns_names(net, parent):
         for address in await _addresses(net, name):
             try:
@@ -215,21 +221,28 @@ async def probe_nameservers(ctx: ProbeContext) -> Nameservers | None:
     """Not after dns.mx but beside it: its MX lookup is shared through the memo,
     and the zone's servers are found meanwhile (one round trip less)."""
     net = ctx.net
-    mx_hosts, zone = await asyncio.gather(_mx_hosts(net, ctx.domain), find_zone(net, ctx.domain))
-    if mx_hosts is None or zone is None:  # no such domain, or DNS failed
+    mx_hosts, zones = await asyncio.gather(_mx_hosts(net, ctx.domain), find_zones(net, ctx.domain))
+    if mx_hosts is None or zones is None:  # no such domain, or DNS failed
         return None
-    (names, servers), referral = await asyncio.gather(_servers(net, zone), delegation(net, zone))
+    zone = zones[0]
+    asked = questions(ctx.domain, zone, mx_hosts)
+    # What the resolver serves is asked beside the servers, not after them.
+    served = asyncio.ensure_future(asyncio.gather(*(_cached(net, n, t) for n, t in asked)))
+    (names, servers), referral = await asyncio.gather(
+        _servers(net, zone),
+        delegation(net, zone, zones[1]) if len(zones) > 1 else _nothing(),
+    )
     parent_ns = referral[0] if referral else None
     good = [s for s in servers if s.status == "ok"]
-    asked = questions(ctx.domain, zone, mx_hosts)
     await asyncio.gather(*(_ask_all(net, s, asked) for s in good))
 
     _report_servers(ctx, zone, servers)
     if referral is not None and referral[0] != names:
         _parent_child(ctx, zone, *referral, names, table(servers))
     differ = _compare(ctx, zone, good, asked, table(servers))
+    cached = await served
     if good and not differ:
-        await _against_resolver(ctx, good, asked)
+        _against_resolver(ctx, good, asked, cached)
     ctx.fact(
         "nameservers",
         {
@@ -376,24 +389,34 @@ def _compare(
     return differ
 
 
-async def _against_resolver(
-    ctx: ProbeContext, good: list[Server], asked: list[tuple[str, str]]
+async def _nothing() -> None:
+    return None
+
+
+async def _cached(
+    net: Network, name: str, rdtype: str
+) -> tuple[tuple[str, ...], int | None] | None:
+    """The resolver's answer and its TTL left; None when it gave none, or
+    followed an alias (the servers answer the alias itself)."""
+    try:
+        answer = await net.query(name, rdtype)
+    except NXDomain:
+        return NXDOMAIN, None
+    except DNSError:
+        return None
+    if answer.via_cname:
+        return None
+    return tuple(sorted(r.to_text() for r in answer.records)), answer.ttl
+
+
+def _against_resolver(
+    ctx: ProbeContext,
+    good: list[Server],
+    asked: list[tuple[str, str]],
+    cached: list[tuple[tuple[str, ...], int | None] | None],
 ) -> None:
     """Where the authoritative servers agree, does the resolver serve the same?"""
-
-    async def cached(name: str, rdtype: str) -> tuple[tuple[str, ...], int | None] | None:
-        try:
-            answer = await ctx.net.query(name, rdtype)
-        except NXDomain:
-            return NXDOMAIN, None
-        except DNSError:
-            return None
-        if answer.via_cname:  # the resolver followed an alias; the servers answer the alias
-            return None
-        return tuple(sorted(r.to_text() for r in answer.records)), answer.ttl
-
-    served = await asyncio.gather(*(cached(n, t) for n, t in asked))
-    for (name, rdtype), seen in zip(asked, served, strict=True):
+    for (name, rdtype), seen in zip(asked, cached, strict=True):
         key = _key(name, rdtype)
         authoritative = good[0].answers.get(key, ())
         if seen is None or seen[0] == authoritative:
