@@ -126,25 +126,37 @@ def _real_stderr(config: pytest.Config) -> Any:
 
 @pytest.fixture(autouse=True)
 def _hang_watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test stuck for 5 minutes (MAILCHECK_TEST_WATCHDOG seconds) dumps every
-    thread's stack and ends the run, so a hang shows where it is instead of
-    eating CI's time limit."""
-    import faulthandler
+    """A test stuck for 5 minutes (MAILCHECK_TEST_WATCHDOG seconds), in its body
+    or its fixtures' teardown, dumps every asyncio task and thread stack and
+    ends the run, so a hang shows where it is instead of eating CI's time limit.
+
+    Its own timer thread, not faulthandler.dump_traceback_later: pytest's
+    faulthandler plugin cancels that as soon as a test fails
+    (pytest_exception_interact), and a failed test's teardown can hang too."""
     import os
 
     seconds = float(os.environ.get("MAILCHECK_TEST_WATCHDOG") or 300)
     out = _real_stderr(request.config)
     if os.environ.get("MAILCHECK_TEST_WATCHDOG_TRACE"):  # name each test as it starts
         print(f"\n[watchdog] {request.node.nodeid}", file=out, flush=True)
-    tasks = threading.Timer(max(seconds - 3, 0.5), _dump_tasks, (out,))
-    tasks.daemon = True
-    tasks.start()
-    faulthandler.dump_traceback_later(seconds, exit=True, file=out)
+    timer = threading.Timer(seconds, _expire, (out, request.node.nodeid, seconds))
+    timer.daemon = True
+    timer.start()
     try:
         yield
     finally:
-        faulthandler.cancel_dump_traceback_later()
-        tasks.cancel()
+        timer.cancel()
+
+
+def _expire(out: Any, test: str, seconds: float) -> None:
+    import faulthandler
+    import os
+
+    print(f"\n[watchdog] {test} still running after {seconds:g} s", file=out, flush=True)
+    _dump_tasks(out)
+    faulthandler.dump_traceback(file=out, all_threads=True)
+    print("[watchdog] ending the test run", file=out, flush=True)
+    os._exit(70)
 
 
 def _dump_tasks(out: Any) -> None:
