@@ -428,7 +428,7 @@ def history_text(display: str, runs: Sequence[Run], links: Mapping[str, str | No
     ]
     for run in runs:
         stages = f" · stages {code_span(', '.join(run.stages), 200)}" if run.stages else ""
-        who = "watch set by" if run.trigger == "watch" else "requested by"
+        who = {"watch": "watch set by", "sendtest": "send test by"}.get(run.trigger, "requested by")
         lines.append(
             f"• {link(links.get(run.request_id), when(run.started_at))} · "
             f"{run_verdict(run.worst, run.counts)} · {who} {_requester(run.user)}{stages}"

@@ -44,7 +44,17 @@ class Run:
     counts: dict[str, int] = field(default_factory=dict)  # Severity value -> findings
     parent_ts: str = ""  # the thread's parent message
     stages: tuple[str, ...] | None = None  # None: every stage
-    trigger: str = ""  # "": someone asked; "watch": a watch's scheduled run (user: its setter)
+    trigger: str = ""  # "": someone asked; "watch": a watch's run (user: its setter); "sendtest"
+
+    @property
+    def asked(self) -> bool:
+        """Someone asked for it (a check or a send test), not a watch's schedule."""
+        return self.trigger != "watch"
+
+    @property
+    def sendtest(self) -> bool:
+        """A send test's verdict: compared only with other send tests."""
+        return self.trigger == "sendtest"
 
     @property
     def timestamp(self) -> float:
@@ -138,7 +148,7 @@ class HistoryStore:
         score = run.timestamp
         oldest = self._oldest()
         indexes = [self._domain_key(run.channel, run.domain), self._channel_key(run.channel)]
-        if not run.trigger:  # a user's checks are those they asked for, not their watches'
+        if run.asked:  # a user's checks are those they asked for, not their watches'
             indexes.append(self._user_key(run.channel, run.user))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._run_key(run.request_id), run.to_json(), ex=self.retention)
@@ -146,7 +156,7 @@ class HistoryStore:
                 pipe.zadd(key, {run.request_id: score})
                 pipe.zremrangebyscore(key, "-inf", f"({oldest}")
                 pipe.expire(key, self.retention)
-            if not run.trigger:
+            if run.asked:
                 places = self._user_channels_key(run.user)
                 pipe.zadd(places, {run.channel: score}, gt=True)  # GT still adds new ones
                 pipe.zremrangebyscore(places, "-inf", f"({oldest}")
@@ -199,18 +209,24 @@ class HistoryStore:
         return run
 
     async def previous(self, channel: str, domain: str, before_request_id: str) -> Run | None:
-        """The run of `domain` in `channel` just before `before_request_id`
-        (None when that one is the first, or is not in this channel's history)."""
+        """The run of `domain` in `channel` just before `before_request_id`, of
+        the same kind (a check's before a check, a send test's before a send
+        test); None when that one is the first, or is not in this channel's history."""
         key = self._domain_key(channel, domain)
         rank = await self.redis.zrevrank(key, before_request_id)
         if not isinstance(rank, int):  # None: not in this channel's history
             return None
+        this = await self._load([before_request_id])
+        kind = this[0].sendtest if this else False
         ids = await self.redis.zrevrangebyscore(
             key, "+inf", self._oldest(), start=rank + 1, num=MAX_LIMIT
         )
-        for run in await self._load(ids):
-            return run
-        return None
+        return next((run for run in await self._load(ids) if run.sendtest == kind), None)
+
+    async def checks(self, channel: str, domain: str, limit: int) -> list[Run]:
+        """The last `limit` checks of `domain` in `channel` (no send tests), newest first."""
+        runs = await self.runs(channel, domain, limit=MAX_LIMIT)
+        return [run for run in runs if not run.sendtest][:limit]
 
     async def report(self, request_id: str) -> dict[str, Any] | None:
         """The stored JSON report of `request_id` (None once expired)."""

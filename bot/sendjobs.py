@@ -22,11 +22,12 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
+from bot.history import HistoryStore
 from bot.poster import FINAL_ERRORS, Poster, RunState
 from bot.queue import enqueue_sendtest, heartbeat
 from bot.sendtests import SendTest, SendTests
 from bot.settings import Settings
-from checks import sendtest
+from checks import jsonreport, sendtest
 from checks.model import CheckRequest, Report, Stage
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,15 @@ async def _report(ctx: dict[str, Any], test: SendTest, report: Report) -> None:
             "\n".join(lines),
         )
         await state.mark("transcripts")
+    settings: Settings = ctx["settings"]
+    await HistoryStore(ctx["redis"], settings.retention_days).keep(
+        jsonreport.dumps(report),
+        request_id=test.request_id,
+        channel=test.channel,
+        user=test.user,
+        parent_ts=test.thread_ts,
+        trigger="sendtest",
+    )
     await poster.update(
         test.channel, test.thread_ts, blocks.sendtest_verdict_message(report, test.user)
     )

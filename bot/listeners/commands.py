@@ -210,7 +210,7 @@ async def _diff(
     store: HistoryStore, client: AsyncWebClient, channel: str, domain: DomainName
 ) -> str:
     shown = blocks.code_span(domain.unicode, 300)
-    runs = await store.runs(channel, domain.ascii, limit=2)
+    runs = await store.checks(channel, domain.ascii, limit=2)  # send tests are not diffed
     if len(runs) < 2:
         have = "No check" if not runs else "Only one check"
         return (

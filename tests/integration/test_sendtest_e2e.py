@@ -152,6 +152,9 @@ async def test_sendtest_from_slack_to_a_verdict_in_the_thread(
     assert b"> EHLO mail.send-spffail.test" in uploads[0].data  # the SMTP session as a file
     token = address.split("@")[0].removeprefix("st-")
     await forgotten(receiver, token)  # judged, then deleted (just after the verdict's post)
+    # The verdict is in the channel's history, as a send test, linked to its thread.
+    _, history = await command(app, slack, "history send-spffail.test")
+    assert f"send test by <@{USER}>" in history and "1 error" in history
 
 
 async def test_nothing_arrives_before_the_deadline(

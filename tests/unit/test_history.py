@@ -41,8 +41,10 @@ def run(
     ago: float = 0.0,
     worst: str = "ok",
     counts: dict[str, int] | None = None,
+    trigger: str = "",
 ) -> Run:
     return Run(
+        trigger=trigger,
         request_id=request_id,
         domain=domain,
         display=domain,
@@ -127,6 +129,29 @@ async def test_previous_is_the_run_before_in_the_same_channel(redis: Redis) -> N
     assert await store.previous("C2", "example.com", "b1") is None  # C1's runs are not C2's
     assert await store.previous("C2", "example.com", "a2") is None  # not in C2's history
     assert await store.previous("C1", "example.com", "nope") is None
+
+
+async def test_send_tests_are_kept_but_compared_only_with_send_tests(redis: Redis) -> None:
+    store = HistoryStore(redis, 90)
+    for r in (
+        run("c1", ago=400),
+        run("s1", ago=300, trigger="sendtest"),
+        run("c2", ago=200),
+        run("s2", ago=100, trigger="sendtest"),
+        run("w1", ago=50, trigger="watch"),
+    ):
+        await store.record(r)
+    listed = [r.request_id for r in await store.runs("C1", "example.com")]
+    assert listed == ["w1", "s2", "c2", "s1", "c1"]
+    assert (await store.previous("C1", "example.com", "c2")).request_id == "c1"  # type: ignore[union-attr]
+    assert (await store.previous("C1", "example.com", "s2")).request_id == "s1"  # type: ignore[union-attr]
+    assert await store.previous("C1", "example.com", "s1") is None
+    assert [r.request_id for r in await store.checks("C1", "example.com", 2)] == ["w1", "c2"]
+    # Someone asked for a send test: it is theirs, as a check is; a watch's run is not.
+    mine = [r.request_id for r in await store.user_runs("C1", "U0ONE")]
+    assert mine == ["s2", "c2", "s1", "c1"]
+    text = blocks.history_text("example.com", await store.runs("C1", "example.com"), {})
+    assert text.count("send test by <@U0ONE>") == 2 and text.count("watch set by") == 1
 
 
 async def test_old_entries_are_trimmed_and_keys_expire(redis: Redis) -> None:
