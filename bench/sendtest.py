@@ -28,7 +28,7 @@ from email.utils import formatdate, make_msgid
 from redis.asyncio import Redis
 
 from bot.receiver import Receiver, tls_context
-from bot.sendtests import SendTests
+from bot.sendtests import SendTest, SendTests
 from checks import sendtest
 from checks.config import EngineConfig, Nameserver, Timeouts
 from checks.model import Severity
@@ -84,7 +84,7 @@ async def throughput(tests: SendTests, messages: int, clients: int) -> float:
     """Messages per second accepted from `clients` concurrent plain-SMTP senders."""
     accepted: list[Received] = []
 
-    async def arrived(received: Received) -> None:
+    async def arrived(received: Received, test: SendTest) -> None:
         accepted.append(received)
 
     server = Receiver(
@@ -127,7 +127,7 @@ async def main_async(runs: int, messages: int, clients: int) -> None:
     pki = lab.mail.pki
     receiver = Receiver(
         tests,
-        lambda r: asyncio.sleep(0),
+        lambda r, t: asyncio.sleep(0),
         host=RECEIVER_ADDRESS,
         port=RECEIVER_PORT,
         hostname=RECEIVER_HOST,

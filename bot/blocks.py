@@ -34,7 +34,7 @@ from slack_sdk.models.blocks import (
 from bot.history import Run
 from bot.watches import Watch
 from checks import catalog
-from checks.consistency import TABLE
+from checks.consistency import table_of
 from checks.diff import ReportDiff
 from checks.model import CheckRequest, Finding, Report, Severity, Stage
 
@@ -339,12 +339,9 @@ def _oks(found: Sequence[Finding]) -> list[Block]:
 
 
 def _tables(found: Sequence[Finding]) -> list[SectionBlock]:
-    """The per-server table (checks.consistency) of the first finding that has one."""
-    for f in found:
-        rows = f.data.get(TABLE)
-        if isinstance(rows, list) and rows:
-            return [_section("*Nameservers*\n" + code_block([str(r) for r in rows], 2800))]
-    return []
+    """The per-server table (checks.consistency) of the stage's findings, if any."""
+    rows = table_of(found)
+    return [_section("*Nameservers*\n" + code_block(rows, 2800))] if rows else []
 
 
 def stage_messages(report: Report, stage: Stage) -> list[Message]:

@@ -22,7 +22,6 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from urllib.parse import urlsplit
 
 from rich.console import Console
@@ -295,7 +294,7 @@ async def _wait_and_judge(
     from bot.queue import redis_client
     from checks import sendtest
 
-    request = replace(sendtest.request_for(domain, display), account=account)
+    request = sendtest.request_for(domain, display, account)
     redis = redis_client(_store_url())
     tests = SendTests(redis, settings.require_sendtest(), settings.sendtest_ttl)
     try:

@@ -29,7 +29,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from saq import Queue
 
 from bot.queue import enqueue_sendtest
-from bot.sendtests import SendTests
+from bot.sendtests import SendTest, SendTests
 from bot.settings import Settings
 from checks.sendtest import Received, TLSInfo, token_of
 from checks.text import untrusted
@@ -39,7 +39,7 @@ log = logging.getLogger("mailcheck.receiver")
 MAX_SESSION_LINES = 60
 _RECORDED = ("HELO", "EHLO", "STARTTLS", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY")
 
-Arrived = Callable[[Received], Awaitable[None]]
+Arrived = Callable[[Received, SendTest], Awaitable[None]]
 
 
 class SourceLimits:
@@ -50,10 +50,12 @@ class SourceLimits:
         self.per_hour = per_hour
         self.open: collections.Counter[str] = collections.Counter()
         self.recent: dict[str, collections.deque[float]] = {}
+        self._swept: float | None = None
 
     def admit(self, source: str, now: float | None = None) -> str | None:
         """Count a new connection; the reason to refuse it, or None."""
         now = time.monotonic() if now is None else now
+        self._forget(now)
         if self.open[source] >= self.concurrent:
             return f"too many connections from {source} at once (limit {self.concurrent})"
         seen = self.recent.setdefault(source, collections.deque())
@@ -64,6 +66,15 @@ class SourceLimits:
         seen.append(now)
         self.open[source] += 1
         return None
+
+    def _forget(self, now: float) -> None:
+        """Once an hour, drop the sources not seen for an hour: on port 25 every
+        scanner on the internet is a source, and they must not pile up."""
+        if self._swept is not None and now - self._swept < 3600:
+            return
+        self._swept = now
+        for source in [s for s, seen in self.recent.items() if not seen or seen[-1] <= now - 3600]:
+            del self.recent[source]
 
     def release(self, source: str) -> None:
         self.open[source] -= 1
@@ -127,7 +138,8 @@ class Handler:
             receiver=self.hostname,
             session=tuple(getattr(server, "transcript", ())),
         )
-        if not await self.tests.deliver(received):
+        test = await self.tests.deliver(received)
+        if test is None:
             return "550 5.1.1 This send-test address has expired or already has its message"
         log.info(
             "send test %s: %d bytes from %s (HELO %s, %s)",
@@ -138,7 +150,7 @@ class Handler:
             received.tls.version if received.tls else "no TLS",
         )
         try:
-            await self.arrived(received)
+            await self.arrived(received, test)
         except Exception:  # the message is kept: a waiter or the deadline job still finds it
             log.exception("send test %s: telling the workers failed", token)
         return f"250 2.0.0 OK: send test {token} received"
@@ -227,13 +239,12 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
-def judge_on_arrival(tests: SendTests, queue: Queue, settings: Settings) -> Arrived:
+def judge_on_arrival(queue: Queue, settings: Settings) -> Arrived:
     """What the receiver does with a stored message: a Slack test's gets the
     workers' judge job; a terminal's waiter is woken by the store itself."""
 
-    async def arrived(received: Received) -> None:
-        test = await tests.get(received.token)
-        if test is not None and test.notify == "job":
+    async def arrived(received: Received, test: SendTest) -> None:
+        if test.notify == "job":
             key = f"sendtest:judge:{received.token}"
             await enqueue_sendtest(queue, "judge", key, settings, token=received.token)
 
@@ -253,7 +264,7 @@ async def run_receiver(settings: Settings) -> None:
     queue = make_queue(settings)
     await queue.connect()
 
-    arrived = judge_on_arrival(tests, queue, settings)
+    arrived = judge_on_arrival(queue, settings)
     tls = None
     if settings.receiver_tls_cert:
         tls = tls_context(settings.receiver_tls_cert, settings.receiver_tls_key)

@@ -39,7 +39,7 @@ def _tests(ctx: dict[str, Any]) -> SendTests:
 
 
 def _request(test: SendTest) -> CheckRequest:
-    return replace(sendtest.request_for(test.domain, test.display), account=test.account)
+    return sendtest.request_for(test.domain, test.display, test.account)
 
 
 async def sendtest_job(ctx: dict[str, Any], *, step: str, **fields: Any) -> dict[str, Any]:

@@ -106,22 +106,22 @@ class SendTests:
             return None
         return test
 
-    async def deliver(self, received: Received) -> bool:
-        """Keep the message of a live test and wake its waiters. False when the
-        test expired, timed out or already has its message."""
+    async def deliver(self, received: Received) -> SendTest | None:
+        """Keep the message of a live test and wake its waiters; the test, or
+        None when it expired, timed out or already has its message."""
         token = received.token
         test = await self.live(token)
         if test is None:
-            return False
+            return None
         keep = int(test.left()) + GRACE
         if not await self.redis.set(_key("outcome", token), "arrived", nx=True, ex=keep):
-            return False
+            return None
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(_key("message", token), json.dumps(received.to_json()), ex=keep)
             pipe.rpush(_key("arrived", token), "1")
             pipe.expire(_key("arrived", token), keep)
             await pipe.execute()
-        return True
+        return test
 
     async def time_out(self, token: str) -> bool:
         """Claim the test's outcome for the deadline; False when a message came first."""

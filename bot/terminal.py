@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from checks import catalog
-from checks.consistency import TABLE
+from checks.consistency import table_of
 from checks.model import Finding, Report, Severity, Stage
 from checks.text import visible
 
@@ -62,7 +62,7 @@ def render(report: Report, *, resolver: str, verbose: bool = False) -> Group:
             mark, style = MARKS[f.severity]
             grid.add_row(Text(mark, style=style), Group(*_finding(f, verbose=verbose)))
         parts.append(grid)
-        rows = next((f.data[TABLE] for f in found if f.data.get(TABLE)), None)
+        rows = table_of(found)
         if rows:
             parts.append(Text("  Nameservers", style="bold"))
             parts.extend(Text(f"    {clean(str(row))}") for row in rows)

@@ -22,11 +22,13 @@ nameserver addresses), and the per-server table is kept as the fact
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from checks.dns import SRV_SERVICES, hostname, parse_mx
 from checks.errors import DNSError, NXDomain, TargetRefused
-from checks.model import Severity, Stage, Target
+from checks.model import Finding, Severity, Stage, Target
+from checks.names import within
 from checks.net import Network, ServerAnswer
 from checks.runner import Probe, ProbeContext
 
@@ -109,7 +111,7 @@ def questions(domain: str, zone: str, mx_hosts: list[str]) -> list[tuple[str, st
         *((f"{service}.{domain}", "SRV") for service, _ in SRV_SERVICES),
     ]
     for host in mx_hosts:  # addresses the zone itself serves
-        if host == zone or host.endswith("." + zone):
+        if within(host, zone):
             asked += [(host, "A"), (host, "AAAA")]
     return asked
 
@@ -233,13 +235,15 @@ async def probe_nameservers(ctx: ProbeContext) -> Nameservers | None:
         delegation(net, zone, zones[1]) if len(zones) > 1 else _nothing(),
     )
     parent_ns = referral[0] if referral else None
-    good = [s for s in servers if s.status == "ok"]
+    found = Nameservers(zone, servers)
+    good = found.good
     await asyncio.gather(*(_ask_all(net, s, asked) for s in good))
 
-    _report_servers(ctx, zone, servers)
+    rows = table(servers)
+    _report_servers(ctx, zone, servers, rows)
     if referral is not None and referral[0] != names:
-        _parent_child(ctx, zone, *referral, names, table(servers))
-    differ = _compare(ctx, zone, good, asked, table(servers))
+        _parent_child(ctx, zone, *referral, names, rows)
+    differ = _compare(ctx, zone, good, asked, rows)
     cached = await served
     if good and not differ:
         _against_resolver(ctx, good, asked, cached)
@@ -267,10 +271,20 @@ async def probe_nameservers(ctx: ProbeContext) -> Nameservers | None:
                 f"{len(good)} nameserver address(es) of {zone} answer with authority, serial "
                 f"{good[0].serial}, the same {len(asked)} mail record sets"
             ),
-            evidence=table(servers),
-            data={TABLE: table(servers)},
+            evidence=rows,
+            data={TABLE: rows},
         )
-    return Nameservers(zone, servers)
+    return found
+
+
+def table_of(findings: Iterable[Finding]) -> list[str]:
+    """The per-server table carried by the first of `findings` that has one
+    (for renderers); [] when none does."""
+    for f in findings:
+        rows = f.data.get(TABLE)
+        if isinstance(rows, list) and rows:
+            return [str(row) for row in rows]
+    return []
 
 
 def table(servers: list[Server]) -> list[str]:
@@ -283,11 +297,16 @@ def table(servers: list[Server]) -> list[str]:
     ]
 
 
+def _said(server: Server, key: str) -> str:
+    """What one server answered to one question, as an evidence line."""
+    return f"{server.label}: {', '.join(server.answers.get(key, ())) or '(none)'}"
+
+
 def _dig(server: Server, name: str, rdtype: str) -> str:
     return f"dig +norec @{server.address} {rdtype} {name}"
 
 
-def _report_servers(ctx: ProbeContext, zone: str, servers: list[Server]) -> None:
+def _report_servers(ctx: ProbeContext, zone: str, servers: list[Server], rows: list[str]) -> None:
     """A finding per nameserver name that fails: lame, REFUSED, or not reached on
     any of its addresses (one address of several not reached from here, often
     IPv6 from an IPv4-only network, is only information)."""
@@ -316,10 +335,10 @@ def _report_servers(ctx: ProbeContext, zone: str, servers: list[Server]) -> None
                 protocol="dns",
             ),
             summary=f"nameserver {server.label} of {zone} {server.detail}",
-            evidence=table(servers),
+            evidence=rows,
             reproduce=_dig(server, zone, "SOA") if known else ctx.net.dig(server.name, "A"),
             severity=severity,
-            data={TABLE: table(servers)},
+            data={TABLE: rows},
         )
     serials = {s.serial for s in servers if s.serial is not None}
     if len(serials) > 1:
@@ -332,9 +351,9 @@ def _report_servers(ctx: ProbeContext, zone: str, servers: list[Server]) -> None
                 f"the nameservers of {zone} serve different versions of the zone: serial "
                 f"{newest} at most, {', '.join(f'{s.label} has {s.serial}' for s in behind)}"
             ),
-            evidence=table(servers),
+            evidence=rows,
             reproduce=_dig(behind[0], zone, "SOA"),
-            data={TABLE: table(servers)},
+            data={TABLE: rows},
         )
 
 
@@ -382,7 +401,7 @@ def _compare(
             "dns.ns.records_differ",
             target=Target(host=name),
             summary=f"the nameservers of {zone} give different {rdtype} records for {name}",
-            evidence=[f"{s.label}: {', '.join(s.answers.get(key, ())) or '(none)'}" for s in good],
+            evidence=[_said(s, key) for s in good],
             reproduce="; ".join(_dig(s, name, rdtype) for s in good[:2]),
             data={TABLE: rows},
         )
@@ -436,7 +455,7 @@ def _against_resolver(
             evidence=[
                 f"resolver {ctx.net.resolver_label()}: {', '.join(values) or '(none)'}"
                 + (f" (TTL {ttl} s left)" if ttl else ""),
-                *(f"{s.label}: {', '.join(s.answers.get(key, ())) or '(none)'}" for s in good),
+                *(_said(s, key) for s in good),
             ],
             reproduce=f"{ctx.net.dig(name, rdtype)}; {_dig(good[0], name, rdtype)}",
             data={"ttl": ttl},

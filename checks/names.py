@@ -31,6 +31,12 @@ class DomainName:
         return self.ascii != self.unicode
 
 
+def within(name: str, domain: str) -> bool:
+    """`name` is `domain` or below it, ignoring case and final dots."""
+    name, domain = name.rstrip(".").lower(), domain.rstrip(".").lower()
+    return name == domain or name.endswith("." + domain)
+
+
 def normalize_domain(text: str) -> DomainName:
     """Extract and validate the domain from user input; raises InputError."""
     raw = text.strip()

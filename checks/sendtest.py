@@ -43,6 +43,7 @@ from checks.delivery import profile_endpoint, send_message
 from checks.dns import reverse_dns
 from checks.errors import DNSError, InputError, NetError, NXDomain, ResolverFailure, TargetRefused
 from checks.model import CheckRequest, Report, Severity, Stage, Target
+from checks.names import within
 from checks.policy import dmarc
 from checks.policy.probes import blocklists, find_dmarc
 from checks.policy.spf import NetworkLookup, Result, Verdict, check_host
@@ -215,10 +216,6 @@ def _domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
 
-def _within(name: str, domain: str) -> bool:
-    return name == domain or name.endswith("." + domain)
-
-
 # -- DKIM and ARC through our resolver -----------------------------------------------
 
 
@@ -245,10 +242,10 @@ class _Collect:
     info = warning = debug
 
 
-def _signing_names(message: bytes, header: bytes) -> list[tuple[str, str]]:
+def _signing_names(headers: Message, header: str) -> list[tuple[str, str]]:
     """(d, s) of every `header` (DKIM-Signature, ARC-Seal...) in the message."""
     found = []
-    for line in parse_headers(message).get_all(header.decode()) or []:
+    for line in headers.get_all(header) or []:
         tags: dict[str, str] = {}
         for part in re.sub(r"\s+", "", str(line)).split(";"):
             key, eq, value = part.partition("=")
@@ -289,11 +286,14 @@ def _dnsfunc(keys: Mapping[str, bytes | Exception | None]) -> Any:
 
 
 def verify_signatures(
-    message: bytes, keys: Mapping[str, bytes | Exception | None]
+    message: bytes,
+    signed_by: list[tuple[str, str]],
+    keys: Mapping[str, bytes | Exception | None],
 ) -> list[Signature]:
-    """Every DKIM-Signature of the message, verified with the given keys."""
+    """Every DKIM-Signature of the message ((d, s) of each, in order), verified
+    with the given keys."""
     results = []
-    for idx, (domain, selector) in enumerate(_signing_names(message, b"DKIM-Signature")):
+    for idx, (domain, selector) in enumerate(signed_by):
         log = _Collect()
         verifier = dkim.DKIM(message, logger=log)
         try:
@@ -326,6 +326,7 @@ def _session_lines(received: Received, *starts: str) -> list[str]:
 
 def probes(received: Received) -> tuple[Probe, ...]:
     """The send test's probes, bound to one received message."""
+    parsed = parse_headers(received.message)  # read once, by every probe
 
     async def source(ctx: ProbeContext) -> tuple[str, ...]:
         address = received.peer
@@ -486,14 +487,14 @@ def probes(received: Received) -> tuple[Probe, ...]:
 
     async def signatures(ctx: ProbeContext) -> list[Signature]:
         message = received.message
-        dkim_names = _signing_names(message, b"DKIM-Signature")
+        dkim_names = _signing_names(parsed, "DKIM-Signature")
         arc_names = [
-            *_signing_names(message, b"ARC-Seal"),
-            *_signing_names(message, b"ARC-Message-Signature"),
+            *_signing_names(parsed, "ARC-Seal"),
+            *_signing_names(parsed, "ARC-Message-Signature"),
         ]
         names = sorted({f"{s}._domainkey.{d}".lower() for d, s in (*dkim_names, *arc_names)})
         keys = await _keys(ctx, names)
-        found = verify_signatures(message, keys)
+        found = verify_signatures(message, dkim_names, keys)
         ctx.fact("sendtest.dkim", [asdict(s) for s in found])
         target = _target(received)
         if not found:
@@ -509,7 +510,7 @@ def probes(received: Received) -> tuple[Probe, ...]:
                     "sendtest.dkim.fail" if sig.result == "fail" else "sendtest.dkim.temperror",
                     target=Target(host=name, address=received.peer, protocol="smtp"),
                     summary=f"DKIM signature d={sig.domain} s={sig.selector}: {sig.reason}",
-                    evidence=[untrusted(h, 300) for h in _headers(message, "DKIM-Signature")],
+                    evidence=[untrusted(h, 300) for h in _headers(parsed, "DKIM-Signature")],
                     reproduce=ctx.net.dig(name, "TXT"),
                 )
         if arc_names:
@@ -522,7 +523,7 @@ def probes(received: Received) -> tuple[Probe, ...]:
                     "sendtest.arc.fail",
                     target=target,
                     summary=f"the ARC chain does not validate: {untrusted(str(reason), 300)}",
-                    evidence=[untrusted(h, 300) for h in _headers(message, "ARC-Seal")],
+                    evidence=[untrusted(h, 300) for h in _headers(parsed, "ARC-Seal")],
                 )
         return found
 
@@ -530,8 +531,7 @@ def probes(received: Received) -> tuple[Probe, ...]:
         """DMARC: SPF or DKIM aligned with the From: domain. Returns the verdict."""
         spf_results: dict[str, Result] = ctx.result("sendtest.spf")
         sigs: list[Signature] = ctx.result("sendtest.dkim")
-        headers = parse_headers(received.message)
-        author, _problem = from_domain(headers)
+        author, _problem = from_domain(parsed)
         if author is None:
             return None  # sendtest.headers says why
         found = await find_dmarc(ctx, author)
@@ -592,7 +592,6 @@ def probes(received: Received) -> tuple[Probe, ...]:
         return "fail"
 
     async def headers(ctx: ProbeContext) -> None:
-        parsed = parse_headers(received.message)
         target = _target(received)
         author, problem = from_domain(parsed)
         if problem is not None:
@@ -618,7 +617,7 @@ def probes(received: Received) -> tuple[Probe, ...]:
             )
         domain = ctx.domain
         envelope = _domain_of(received.mail_from) if received.mail_from else ""
-        if not any(d and _within(d, domain) for d in (author, envelope)):
+        if not any(d and within(d, domain) for d in (author, envelope)):
             ctx.add(
                 "sendtest.domain.other",
                 target=Target(host=domain),
@@ -702,16 +701,22 @@ def _tree(result: Result) -> list[str]:
     return result.tree.lines() if result.tree is not None else []
 
 
-def _headers(message: bytes, name: str) -> list[str]:
-    return [str(v) for v in parse_headers(message).get_all(name) or []]
+def _headers(parsed: Message, name: str) -> list[str]:
+    return [str(v) for v in parsed.get_all(name) or []]
 
 
 # -- entry points ------------------------------------------------------------------------
 
 
-def request_for(domain: str, display: str | None = None) -> CheckRequest:
+def request_for(
+    domain: str, display: str | None = None, account: str | None = None
+) -> CheckRequest:
+    """A send test of `domain`; `account`: the test account that submits the message."""
     return CheckRequest(
-        domain=domain, display=display or domain, stages=frozenset({Stage.SENDTEST})
+        domain=domain,
+        display=display or domain,
+        stages=frozenset({Stage.SENDTEST}),
+        account=account,
     )
 
 
@@ -780,12 +785,9 @@ async def submit(request: CheckRequest, config: EngineConfig, address: str, toke
     """Send the test message with the request's account: a Report of the
     submission (`sendtest.submitted` or `sendtest.submit.failed`, and any
     login problem found on the way)."""
-    from checks.runner import default_probes
-
     wanted = replace(request, stages=frozenset({Stage.SENDTEST}))
-    return await runner.run(
-        wanted, config, probes=(*default_probes(), submit_probe(address, token))
-    )
+    probes = (*runner.default_probes(), submit_probe(address, token))
+    return await runner.run(wanted, config, probes=probes)
 
 
 def timed_out(request: CheckRequest, address: str, waited: float) -> Report:

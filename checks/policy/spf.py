@@ -25,6 +25,7 @@ from typing import Protocol, TypeVar
 
 from checks.dns import hostname, txt_strings
 from checks.errors import DNSError, NXDomain, ResolverFailure
+from checks.names import within
 from checks.net import Network
 from checks.policy.spfmacro import (
     MAX_DOMAIN,
@@ -390,7 +391,7 @@ class _Evaluation:
         if not names:
             self._void(mech.text, branch)
         # Only names within the target can match: validate just those (RFC 7208 5.5).
-        candidates = [n for n in names if _within(n, target)]
+        candidates = [n for n in names if within(n, target)]
         branch.address += len(candidates)
         return bool(await self._validate(candidates))
 
@@ -418,7 +419,7 @@ class _Evaluation:
     async def _validated_name(self, domain: str) -> str:
         """%{p}: a validated name, preferring the domain itself, then its subdomains."""
         validated = await self._validate(await self._reverse_names())
-        for wanted in (lambda n: n == domain, lambda n: _within(n, domain), lambda n: True):
+        for wanted in (lambda n: n == domain, lambda n: within(n, domain), lambda n: True):
             match = next((n for n in validated if wanted(n)), None)
             if match is not None:
                 return match
@@ -477,12 +478,6 @@ def _parse_addresses(texts: list[str]) -> list[IPAddress]:
         except ValueError:  # a broken record is no address of the client's
             continue
     return addresses
-
-
-def _within(name: str, domain: str) -> bool:
-    """`name` is `domain` or below it, ignoring case and final dots."""
-    name, domain = name.rstrip(".").lower(), domain.rstrip(".").lower()
-    return name == domain or name.endswith("." + domain)
 
 
 # -- check_host() -----------------------------------------------------------------------

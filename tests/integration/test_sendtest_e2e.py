@@ -71,7 +71,7 @@ async def receiver(lab: Lab, config: Settings) -> AsyncIterator[SendTests]:
     pki = lab.mail.pki
     server = Receiver(
         tests,
-        judge_on_arrival(tests, queue, config),
+        judge_on_arrival(queue, config),
         host=RECEIVER_ADDRESS,
         port=RECEIVER_PORT,
         hostname=RECEIVER_HOST,

@@ -26,7 +26,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.receiver import Receiver, tls_context
-from bot.sendtests import PREFIX, SendTests
+from bot.sendtests import PREFIX, SendTest, SendTests
 from checks import sendtest
 from checks.accounts import Account, Accounts
 from checks.config import EngineConfig
@@ -70,7 +70,7 @@ async def receiver(lab: Lab, redis: Redis) -> AsyncIterator[Running]:
     tests = SendTests(redis, RECEIVER_DOMAIN, ttl=600)
     arrivals: list[Received] = []
 
-    async def arrived(received: Received) -> None:
+    async def arrived(received: Received, test: SendTest) -> None:
         arrivals.append(received)
 
     pki = lab.mail.pki
@@ -157,7 +157,7 @@ async def test_an_account_submits_the_message_itself(
 ) -> None:
     config = alice_config(lab_config)
     test = await receiver.tests.create("healthy.test", "healthy.test", account="alice")
-    request = replace(sendtest.request_for("healthy.test"), account="alice")
+    request = sendtest.request_for("healthy.test", account="alice")
     sent = await sendtest.submit(request, config, test.address, test.token)
     submitted = [f for f in sent.findings if f.code == "sendtest.submitted"]
     assert submitted, [(f.code, f.summary) for f in sent.findings]
@@ -177,7 +177,7 @@ async def test_a_refused_login_says_nothing_was_sent(
     wrong = Account(name="alice", address=LAB_USER, password="not-the-password")
     config = replace(lab_config, accounts=Accounts([wrong]))
     test = await receiver.tests.create("healthy.test", "healthy.test")
-    request = replace(sendtest.request_for("healthy.test"), account="alice")
+    request = sendtest.request_for("healthy.test", account="alice")
     sent = await sendtest.submit(request, config, test.address, test.token)
     (failed,) = [f for f in sent.findings if f.code == "sendtest.submit.failed"]
     assert failed.severity is Severity.ERROR and "logs in at no submission server" in failed.summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from typing import Literal
 
 import dns.message
 import dns.rrset
@@ -22,7 +23,7 @@ from checks.config import EngineConfig, Nameserver, Timeouts
 from checks.model import CheckRequest, Report, Severity, Stage
 from checks.runner import run
 from checks.targets import TargetPolicy, parse_networks
-from tests.support.nanodns import NanoDNS, reply, zone
+from tests.support.nanodns import Handler, NanoDNS, reply, zone
 
 RESOLVER = "127.1.42.53"
 NS1, NS2, PARENT = "127.1.42.1", "127.1.42.2", "127.1.42.10"
@@ -68,7 +69,25 @@ def parent(delegated: list[str]) -> NanoDNS:
 
 
 @contextlib.contextmanager
-def servers(*nanos: NanoDNS) -> Iterator[None]:
+def world(
+    auth: dict,
+    *,
+    resolver: Handler | None = None,
+    ns2: Handler | Literal["auth"] | None = "auth",
+    delegated: list[str] = ["ns1.example.test.", "ns2.example.test."],  # noqa: B006
+) -> Iterator[None]:
+    """The resolver (knowing `auth` and the parent), ns1 serving `auth`, ns2
+    serving `auth` too (or answering with `ns2`; None: not there), and the
+    parent's server delegating to `delegated`."""
+    nanos = [
+        NanoDNS(resolver or zone(resolver_view(auth)), RESOLVER, 53),
+        NanoDNS(zone(auth, authoritative=True), NS1, 53),
+        parent(delegated),
+    ]
+    if ns2 == "auth":
+        nanos.append(NanoDNS(zone(auth, authoritative=True), NS2, 53))
+    elif ns2 is not None:
+        nanos.append(NanoDNS(ns2, NS2, 53))
     with contextlib.ExitStack() as stack:
         for nano in nanos:
             stack.enter_context(nano)
@@ -99,12 +118,7 @@ def finding(report: Report, code: str):  # type: ignore[no-untyped-def]
 
 async def test_agreeing_servers_are_ok_and_tabled() -> None:
     auth = records()
-    with servers(
-        NanoDNS(zone(resolver_view(auth)), RESOLVER, 53),
-        NanoDNS(zone(auth, authoritative=True), NS1, 53),
-        NanoDNS(zone(auth, authoritative=True), NS2, 53),
-        parent(["ns1.example.test.", "ns2.example.test."]),
-    ):
+    with world(auth):
         report = await check()
     assert codes(report) == {"dns.ns.ok"}
     table = report.facts["nameservers"]
@@ -130,12 +144,7 @@ async def test_agreeing_servers_are_ok_and_tabled() -> None:
 async def test_a_stale_secondary() -> None:
     auth = records()
     stale = records(serial=2026112601, mx="10 old.example.test.")
-    with servers(
-        NanoDNS(zone(resolver_view(auth)), RESOLVER, 53),
-        NanoDNS(zone(auth, authoritative=True), NS1, 53),
-        NanoDNS(zone(stale, authoritative=True), NS2, 53),
-        parent(["ns1.example.test.", "ns2.example.test."]),
-    ):
+    with world(auth, ns2=zone(stale, authoritative=True)):
         report = await check()
     assert codes(report) == {"dns.ns.serial_mismatch", "dns.ns.records_differ"}
     serial = finding(report, "dns.ns.serial_mismatch")
@@ -160,12 +169,7 @@ async def test_a_stale_secondary() -> None:
 )
 async def test_a_failing_server_is_named(ns2, code: str, words: str) -> None:  # type: ignore[no-untyped-def]
     auth = records()
-    with servers(
-        NanoDNS(zone(resolver_view(auth)), RESOLVER, 53),
-        NanoDNS(zone(auth, authoritative=True), NS1, 53),
-        NanoDNS(ns2, NS2, 53),
-        parent(["ns1.example.test.", "ns2.example.test."]),
-    ):
+    with world(auth, ns2=ns2):
         report = await check()
     assert codes(report) == {code}
     found = finding(report, code)
@@ -177,12 +181,7 @@ async def test_a_failing_server_is_named(ns2, code: str, words: str) -> None:  #
 
 async def test_a_delegation_that_differs_from_the_zone() -> None:
     auth = records()
-    with servers(
-        NanoDNS(zone(resolver_view(auth)), RESOLVER, 53),
-        NanoDNS(zone(auth, authoritative=True), NS1, 53),
-        NanoDNS(zone(auth, authoritative=True), NS2, 53),
-        parent(["ns1.example.test.", "ns9.example.test."]),
-    ):
+    with world(auth, delegated=["ns1.example.test.", "ns9.example.test."]):
         report = await check()
     assert codes(report) == {"dns.ns.parent_child_mismatch"}
     found = finding(report, "dns.ns.parent_child_mismatch")
@@ -195,12 +194,7 @@ async def test_a_resolver_that_still_caches_the_old_mx() -> None:
     auth = records()
     view = resolver_view(auth)
     view[("example.test.", "MX")] = ["10 old.example.test."]
-    with servers(
-        NanoDNS(zone(view, ttl=2460), RESOLVER, 53),
-        NanoDNS(zone(auth, authoritative=True), NS1, 53),
-        NanoDNS(zone(auth, authoritative=True), NS2, 53),
-        parent(["ns1.example.test.", "ns2.example.test."]),
-    ):
+    with world(auth, resolver=zone(view, ttl=2460)):
         report = await check()
     pending = finding(report, "dns.propagation.pending")
     assert pending.severity is Severity.INFO
@@ -212,11 +206,7 @@ async def test_a_resolver_that_still_caches_the_old_mx() -> None:
 async def test_a_nameserver_outside_the_allowed_networks_is_never_asked() -> None:
     auth = records()
     auth[("ns2.example.test.", "A")] = ["10.9.8.7"]
-    with servers(
-        NanoDNS(zone(resolver_view(auth)), RESOLVER, 53),
-        NanoDNS(zone(auth, authoritative=True), NS1, 53),
-        parent(["ns1.example.test.", "ns2.example.test."]),
-    ):
+    with world(auth, ns2=None):
         report = await check()
     found = finding(report, "dns.ns.address.private")
     assert "non-public address, not asked" in found.summary and "10.9.8.7" in found.summary
@@ -227,12 +217,7 @@ async def test_a_nameserver_outside_the_allowed_networks_is_never_asked() -> Non
 async def test_one_address_of_a_reachable_server_failing_is_information() -> None:
     auth = records()
     auth[("ns2.example.test.", "A")] = [NS2, SILENT]
-    with servers(
-        NanoDNS(zone(resolver_view(auth)), RESOLVER, 53),
-        NanoDNS(zone(auth, authoritative=True), NS1, 53),
-        NanoDNS(zone(auth, authoritative=True), NS2, 53),
-        parent(["ns1.example.test.", "ns2.example.test."]),
-    ):
+    with world(auth):
         report = await check()
     found = finding(report, "dns.ns.unreachable")
     assert found.severity is Severity.INFO and SILENT in found.summary
@@ -244,12 +229,7 @@ async def test_a_dkim_key_that_one_server_does_not_have() -> None:
     auth = records()
     auth[("default._domainkey.example.test.", "TXT")] = [key]
     behind = records()  # this copy has no key at all
-    with servers(
-        NanoDNS(zone(resolver_view(auth)), RESOLVER, 53),
-        NanoDNS(zone(auth, authoritative=True), NS1, 53),
-        NanoDNS(zone(behind, authoritative=True), NS2, 53),
-        parent(["ns1.example.test.", "ns2.example.test."]),
-    ):
+    with world(auth, ns2=zone(behind, authoritative=True)):
         request = CheckRequest(
             "example.test", "example.test", stages=frozenset({Stage.DNS, Stage.POLICY})
         )

@@ -21,7 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.receiver import Receiver, SourceLimits, tls_context
-from bot.sendtests import PREFIX, SendTests
+from bot.sendtests import PREFIX, SendTest, SendTests
 from checks.sendtest import Received
 from tests.lab.pki import CertSpec, LabPKI
 from tests.support.redisdb import empty_db
@@ -60,7 +60,7 @@ async def running(redis: Redis, pki: LabPKI) -> AsyncIterator[Running]:
     tests = SendTests(redis, DOMAIN, ttl=600)
     arrivals: list[Received] = []
 
-    async def arrived(received: Received) -> None:
+    async def arrived(received: Received, test: SendTest) -> None:
         arrivals.append(received)
 
     cert = pki.cert_path("mx.sendtest.example.net")
@@ -279,3 +279,12 @@ async def test_a_waiter_is_woken_by_the_arrival(running: Running) -> None:
     assert not await running.tests.time_out(test.token)
     stored = json.loads(await running.tests.redis.get(f"{PREFIX}message:{test.token}"))
     assert stored["token"] == test.token
+
+
+def test_sources_not_seen_for_an_hour_are_forgotten() -> None:
+    limits = SourceLimits(concurrent=5, per_hour=10)
+    for n in range(100):  # a scan: many sources, one connection each
+        assert limits.admit(f"192.0.2.{n}", now=0) is None
+        limits.release(f"192.0.2.{n}")
+    assert limits.admit("198.51.100.1", now=3700) is None
+    assert list(limits.recent) == ["198.51.100.1"]
