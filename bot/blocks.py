@@ -135,6 +135,11 @@ def _requester(user_id: str) -> str:
     return code_span(user_id, 80) or "someone"
 
 
+def mention(user_id: str) -> str:
+    """A Slack user as a mention, or as code if the ID is not one (never a broadcast)."""
+    return _requester(user_id)
+
+
 def _domain(request: CheckRequest) -> str:
     shown = code_span(request.display, 260)
     if request.display != request.domain:
@@ -301,6 +306,13 @@ def watch_message(
     return Message(_cut(escape(text), 300), _serialise(blocks))
 
 
+def watch_notice(text: str) -> Message:
+    """A one-line message about a watch itself (ended, a run skipped): `text`
+    is mrkdwn built from escaped parts."""
+    plain = re.sub(r"<@([UW][A-Z0-9]+)>", r"@\1", text)  # the fallback mentions nobody
+    return Message(_cut(plain, 300), _serialise([_section(text)]))
+
+
 def _problem(f: Finding) -> list[Block]:
     entry = catalog.entry(f.code)
     # Detail and fix default to the catalog's words, which are ours and may use
@@ -344,37 +356,84 @@ def _tables(found: Sequence[Finding]) -> list[SectionBlock]:
     return [_section("*Nameservers*\n" + code_block(rows, 2800))] if rows else []
 
 
+@dataclass(frozen=True)
+class Page:
+    """One thread reply of a stage, and the findings it shows."""
+
+    message: Message
+    findings: tuple[Finding, ...]
+
+
 def stage_messages(report: Report, stage: Stage) -> list[Message]:
     """The thread replies for one stage: a header, every finding above `ok`
     worst first (in full), then the `ok` ones compactly. A finding is never
     split between messages. [] when the stage has no findings."""
+    return [page.message for page in stage_pages(report, stage)]
+
+
+def stage_pages(report: Report, stage: Stage) -> list[Page]:
+    """`stage_messages`, each with the findings it shows (so a thread cut
+    short can count what it left out)."""
     found = [f for f in report.findings if f.stage is stage]
     if not found:
         return []
     problems = sorted(
         (f for f in found if f.severity > Severity.OK), key=lambda f: -f.severity.rank
     )
-    groups = [_serialise(_problem(f)) for f in problems]
-    groups += [[b] for b in _serialise(_oks([f for f in found if f.severity is Severity.OK]))]
-    groups += [_serialise([t]) for t in _tables(found)]
+    oks = [f for f in found if f.severity is Severity.OK]
+    groups: list[tuple[list[dict[str, Any]], tuple[Finding, ...]]]
+    groups = [(_serialise(_problem(f)), (f,)) for f in problems]
+    groups += [
+        (_serialise([block]), tuple(oks[i * _CONTEXT_ELEMENTS : (i + 1) * _CONTEXT_ELEMENTS]))
+        for i, block in enumerate(_oks(oks))
+    ]
+    groups += [(_serialise([t]), ()) for t in _tables(found)]
     title = stage.value.upper()
     text = _cut(escape(f"mailcheck {report.request.display}: {title}"), 300)
-    messages: list[Message] = []
+    pages: list[Page] = []
     page: list[dict[str, Any]] = []
+    shown: list[Finding] = []
     used = 0
-    for group in groups:
+    for group, covers in groups:
         size = _size(group)
         if page and (len(page) + len(group) > MAX_BLOCKS or used + size > MESSAGE_CHARS):
-            messages.append(Message(text, page))
-            page = []
+            pages.append(Page(Message(text, page), tuple(shown)))
+            page, shown = [], []
         if not page:
-            heading = title if not messages else f"{title} (continued)"
+            heading = title if not pages else f"{title} (continued)"
             page = _serialise([HeaderBlock(text=PlainTextObject(text=heading))])
             used = len(text) + _size(page)
         page += group
+        shown += covers
         used += size
-    messages.append(Message(text, page))
-    return messages
+    pages.append(Page(Message(text, page), tuple(shown)))
+    return pages
+
+
+def left_out_message(left_out: Mapping[tuple[Severity, str], int], replies: int) -> Message:
+    """The last thread reply of a report too long for `replies` replies: how
+    many findings of each code it did not show, the worst first (`left_out`:
+    (severity, code) -> count). The full report goes up beside it as a file."""
+    total = sum(left_out.values())
+    head = (
+        f":scissors: *{total:,} finding{'s' if total != 1 else ''} not shown here*: a report "
+        f"posts at most {replies} replies (`MAILCHECK_SLACK_MAX_REPLIES`). "
+        "The full report is attached."
+    )
+    order = sorted(left_out.items(), key=lambda item: (-item[0][0].rank, -item[1], item[0][1]))
+    lines = [head] + [
+        f"{EMOJI[severity]} {code_span(code, 100)} \u00d7 {count:,}"
+        for (severity, code), count in order
+    ]
+    kept: list[Block] = []
+    total_size = 0
+    for block in sections(lines)[:MAX_BLOCKS]:
+        size = _size(block.to_dict())
+        if total_size + size > MESSAGE_CHARS:
+            break
+        kept.append(block)
+        total_size += size
+    return Message(f"{total:,} findings not shown; the full report is attached", _serialise(kept))
 
 
 def report_messages(report: Report) -> list[Message]:
@@ -533,7 +592,9 @@ def watch_line(w: Watch, every: Callable[[int], str]) -> str:
         last = f"last {when(_iso(w.last_run_at))}: {severity_label(w.last_worst)}"
     else:
         last = "not run yet"
-    nxt = w.slot_start(max(w.last_slot + 1, 0))
+    if w.skipped_slot > w.last_slot:
+        last += " · last run skipped: the domain's hourly limit"
+    nxt = w.slot_start(max(w.last_slot, w.skipped_slot) + 1)
     return (
         f"{code_span(w.display, 300)} every {escape(every(w.every))}{stages} · set by "
         f"{_requester(w.user)} · {last} · next {when(_iso(nxt))}"

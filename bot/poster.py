@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -23,9 +25,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import blocks, terminal
 from bot.blocks import Message
 from bot.history import Run
 from bot.settings import Settings
+from checks.model import Report, Severity, Stage
 
 log = logging.getLogger(__name__)
 RUN_TTL = 7 * 24 * 3600  # bookkeeping outlives any retry by far
@@ -56,6 +60,7 @@ class RunState:
         self.redis = redis
         self.key = f"mailcheck:run:{request_id}"
         self.parts_key = f"{self.key}:posted"
+        self.left_out_key = f"{self.key}:left_out"
 
     async def get(self, field: str) -> str | None:
         value = await self.redis.hget(self.key, field)
@@ -75,6 +80,38 @@ class RunState:
             pipe.sadd(self.parts_key, part)
             pipe.expire(self.parts_key, RUN_TTL)
             await pipe.execute()
+
+    # A report's thread replies are counted, so that a long one stops at
+    # MAILCHECK_SLACK_MAX_REPLIES and a retry neither posts a page twice nor
+    # counts a left-out finding twice.
+
+    async def replies(self) -> int:
+        """Thread replies of findings posted so far."""
+        return int(await self.get("replies") or 0)
+
+    async def page_posted(self, part: str, pages: int) -> None:
+        """One more reply of `part` is up: `pages` of its pages in all."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key, part, pages)
+            pipe.hincrby(self.key, "replies", 1)
+            pipe.expire(self.key, RUN_TTL)
+            await pipe.execute()
+
+    async def finish(self, part: str, left_out: Mapping[str, int]) -> None:
+        """`part` is done; `left_out` counts what it did not show, per
+        "severity code" (added once, with the mark, in one transaction)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for field, count in left_out.items():
+                pipe.hincrby(self.left_out_key, field, count)
+            pipe.expire(self.left_out_key, RUN_TTL)
+            pipe.sadd(self.parts_key, part)
+            pipe.expire(self.parts_key, RUN_TTL)
+            await pipe.execute()
+
+    async def left_out(self) -> dict[str, int]:
+        """What the thread did not show: "severity code" -> count."""
+        found = await self.redis.hgetall(self.left_out_key)
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in found.items()}
 
 
 class Poster:
@@ -116,6 +153,67 @@ class Poster:
         await self.client.files_upload_v2(
             channel=channel, thread_ts=thread_ts, filename=filename, title=title, content=content
         )
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    """How a report too long for its thread is attached in full."""
+
+    filename: str
+    title: str
+    resolver: str  # as the report's head names it
+
+    @classmethod
+    def of(cls, settings: Settings, filename: str, title: str) -> ReportFile:
+        resolver = ", ".join(str(ns) for ns in settings.resolvers) or "system resolver"
+        return cls(filename, title, resolver)
+
+
+class Thread:
+    """One report's thread replies, at most `max_replies` of them (the last
+    kept for `left_out`): stage by stage, each page once, a retry going on
+    from the page it stopped at; what does not fit is counted per code."""
+
+    def __init__(
+        self, poster: Poster, state: RunState, channel: str, ts: str, max_replies: int
+    ) -> None:
+        self.poster = poster
+        self.state = state
+        self.channel = channel
+        self.ts = ts
+        self.max_replies = max_replies
+
+    async def stage(self, report: Report, stage: Stage) -> None:
+        """The replies of one stage (none when it found nothing), once per request."""
+        part = f"stage:{stage.value}"
+        if not any(f.stage is stage for f in report.findings) or await self.state.posted(part):
+            return
+        pages = blocks.stage_pages(report, stage)
+        shown = int(await self.state.get(part) or 0)
+        while shown < len(pages) and await self.state.replies() < self.max_replies - 1:
+            await self.poster.post(self.channel, pages[shown].message, thread_ts=self.ts)
+            shown += 1
+            await self.state.page_posted(part, shown)
+        left = Counter(f"{f.severity.value} {f.code}" for p in pages[shown:] for f in p.findings)
+        await self.state.finish(part, left)
+
+    async def left_out(self, report: Report, file: ReportFile) -> None:
+        """When the thread could not show every finding: a last reply counting
+        those it left out per code, the worst first, and the full report as a file."""
+        left: dict[tuple[Severity, str], int] = {}
+        for key, count in (await self.state.left_out()).items():
+            severity, _, code = key.partition(" ")
+            left[(Severity(severity), code)] = count
+        if not left:
+            return
+        if not await self.state.posted("left_out"):
+            message = blocks.left_out_message(left, self.max_replies)
+            await self.poster.post(self.channel, message, thread_ts=self.ts)
+            await self.state.mark("left_out")
+        if not await self.state.posted("report_file"):
+            text = await asyncio.to_thread(terminal.plain_text, report, resolver=file.resolver)
+            await self.poster.upload(self.channel, self.ts, file.filename, file.title, text)
+            await self.state.mark("report_file")
 
 
 async def permalink(client: AsyncWebClient, channel: str, ts: str) -> str | None:

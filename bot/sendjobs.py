@@ -23,7 +23,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import blocks
 from bot.history import HistoryStore
-from bot.poster import FINAL_ERRORS, Poster, RunState
+from bot.poster import FINAL_ERRORS, Poster, ReportFile, RunState, Thread
 from bot.queue import enqueue_sendtest, heartbeat
 from bot.sendtests import SendTest, SendTests
 from bot.settings import Settings
@@ -145,11 +145,19 @@ async def _deadline(ctx: dict[str, Any], *, token: str) -> dict[str, Any]:
 async def _report(ctx: dict[str, Any], test: SendTest, report: Report) -> None:
     """Post the verdict in the test's thread, edit the parent, forget the test."""
     poster: Poster = ctx["poster"]
+    settings: Settings = ctx["settings"]
     state = RunState(ctx["redis"], test.request_id)
-    if not await state.posted("stage:sendtest"):
-        for message in blocks.stage_messages(report, Stage.SENDTEST):
-            await poster.post(test.channel, message, thread_ts=test.thread_ts)
-        await state.mark("stage:sendtest")
+    # A hostile message can make thousands of findings: the thread stays short.
+    thread = Thread(poster, state, test.channel, test.thread_ts, settings.slack_max_replies)
+    await thread.stage(report, Stage.SENDTEST)
+    await thread.left_out(
+        report,
+        ReportFile.of(
+            settings,
+            f"mailcheck-sendtest-{test.domain}-report.txt",
+            f"Full verdict: send test of {test.display}",
+        ),
+    )
     lines = [line for probe in report.transcripts.values() for line in probe]
     if lines and not await state.posted("transcripts"):
         await poster.upload(
@@ -160,7 +168,6 @@ async def _report(ctx: dict[str, Any], test: SendTest, report: Report) -> None:
             "\n".join(lines),
         )
         await state.mark("transcripts")
-    settings: Settings = ctx["settings"]
     await HistoryStore(ctx["redis"], settings.retention_days).keep(
         jsonreport.dumps(report),
         request_id=test.request_id,

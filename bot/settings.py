@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from checks.accounts import Accounts
-from checks.config import EngineConfig, Nameserver, Timeouts
+from checks.budget import BUDGETS
+from checks.config import Budgets, EngineConfig, Nameserver, Timeouts
 from checks.dnssec import parse_anchors
 from checks.errors import InputError
 from checks.names import normalize_domain
@@ -38,11 +39,14 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_ACCOUNTS_FILE": "",
     "MAILCHECK_DELIVERY_TIMEOUT": "120",
     "MAILCHECK_DELIVERY_SLOW": "30",
+    # Per-check budgets (checks.budget): MAILCHECK_MAX_MX_HOSTS, MAILCHECK_MAX_ADDRESSES, ...
+    **{spec.setting: str(getattr(Budgets(), name)) for name, spec in BUDGETS.items()},
     "SLACK_BOT_TOKEN": "",
     "SLACK_APP_TOKEN": "",
     "SLACK_SIGNING_SECRET": "",
     "SLACK_API_URL": "https://slack.com/api/",
     "MAILCHECK_SLACK_MODE": "socket",
+    "MAILCHECK_SLACK_MAX_REPLIES": "20",
     "MAILCHECK_HTTP_HOST": "127.0.0.1",
     "MAILCHECK_HTTP_PORT": "3000",
     "MAILCHECK_REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -52,6 +56,7 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_SWEEP_INTERVAL": "10",
     "MAILCHECK_ALLOWED_CHANNELS": "",
     "MAILCHECK_ALLOWED_USERS": "",
+    "MAILCHECK_ADMIN_USERS": "",
     "MAILCHECK_USER_RATE": "20",
     "MAILCHECK_DOMAIN_RATE": "30",
     "MAILCHECK_RETENTION_DAYS": "90",
@@ -67,6 +72,11 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_RECEIVER_MAX_SIZE": "10485760",
     "MAILCHECK_RECEIVER_MAX_CONNECTIONS": "5",
     "MAILCHECK_RECEIVER_RATE": "60",
+    "MAILCHECK_RECEIVER_TOTAL_CONNECTIONS": "20",
+    "MAILCHECK_RECEIVER_MAX_COMMANDS": "100",
+    "MAILCHECK_RECEIVER_MAX_RECIPIENTS": "5",
+    "MAILCHECK_RECEIVER_PREFIX_V4": "24",
+    "MAILCHECK_RECEIVER_PREFIX_V6": "64",
 }
 
 
@@ -91,12 +101,14 @@ class Settings:
     accounts: Accounts = field(default_factory=Accounts, repr=False)  # test accounts (secrets)
     delivery_timeout: float = 120.0
     delivery_slow: float = 30.0
+    budgets: Budgets = field(default_factory=Budgets)  # what one check may do at most
     # -- Slack -------------------------------------------------------------------
     slack_bot_token: str = field(default="", repr=False)
     slack_app_token: str = field(default="", repr=False)
     slack_signing_secret: str = field(default="", repr=False)
     slack_api_url: str = "https://slack.com/api/"
     slack_mode: str = "socket"  # or "http"
+    slack_max_replies: int = 20  # thread replies of one report, its summary included
     http_host: str = "127.0.0.1"
     http_port: int = 3000
     # -- queue and workers ---------------------------------------------------------
@@ -108,6 +120,7 @@ class Settings:
     # -- who may ask, how often -------------------------------------------------------
     allowed_channels: frozenset[str] = frozenset()  # empty: every channel
     allowed_users: frozenset[str] = frozenset()  # empty: everyone
+    admin_users: frozenset[str] = frozenset()  # may stop or replace anyone's watch
     user_rate: int = 20  # checks per user per hour
     domain_rate: int = 30  # checks of one domain per hour
     retention_days: int = 90  # stored reports and the history of runs
@@ -123,8 +136,13 @@ class Settings:
     receiver_tls_cert: str = ""
     receiver_tls_key: str = ""
     receiver_max_size: int = 10 * 1024 * 1024
-    receiver_max_connections: int = 5  # per source address at once
-    receiver_rate: int = 60  # connections per source address per hour (0: no limit)
+    receiver_max_connections: int = 5  # per source network at once
+    receiver_rate: int = 60  # connections per source network per hour (0: no limit)
+    receiver_total_connections: int = 20  # from all sources at once
+    receiver_max_commands: int = 100  # per session
+    receiver_max_recipients: int = 5  # RCPTs per message (each may be a Redis lookup)
+    receiver_prefix_v4: int = 24  # a source network: the sender's /24
+    receiver_prefix_v6: int = 64  # ... or /64
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -149,11 +167,18 @@ class Settings:
             accounts=_accounts(get("MAILCHECK_ACCOUNTS_FILE"), env),
             delivery_timeout=_number("MAILCHECK_DELIVERY_TIMEOUT", get),
             delivery_slow=_number("MAILCHECK_DELIVERY_SLOW", get),
+            budgets=Budgets(
+                **{
+                    name: int(_number(spec.setting, get, whole=True))
+                    for name, spec in BUDGETS.items()
+                }
+            ),
             slack_bot_token=get("SLACK_BOT_TOKEN"),
             slack_app_token=get("SLACK_APP_TOKEN"),
             slack_signing_secret=get("SLACK_SIGNING_SECRET"),
             slack_api_url=get("SLACK_API_URL"),
             slack_mode=get("MAILCHECK_SLACK_MODE").lower(),
+            slack_max_replies=int(_number("MAILCHECK_SLACK_MAX_REPLIES", get, whole=True)),
             http_host=get("MAILCHECK_HTTP_HOST"),
             http_port=int(_number("MAILCHECK_HTTP_PORT", get, whole=True)),
             redis_url=get("MAILCHECK_REDIS_URL"),
@@ -163,6 +188,7 @@ class Settings:
             sweep_interval=int(_number("MAILCHECK_SWEEP_INTERVAL", get, whole=True)),
             allowed_channels=frozenset(_items(get("MAILCHECK_ALLOWED_CHANNELS"))),
             allowed_users=frozenset(_items(get("MAILCHECK_ALLOWED_USERS"))),
+            admin_users=frozenset(_items(get("MAILCHECK_ADMIN_USERS"))),
             user_rate=int(_number("MAILCHECK_USER_RATE", get, whole=True)),
             domain_rate=int(_number("MAILCHECK_DOMAIN_RATE", get, whole=True)),
             retention_days=int(_number("MAILCHECK_RETENTION_DAYS", get, whole=True)),
@@ -180,6 +206,15 @@ class Settings:
                 _number("MAILCHECK_RECEIVER_MAX_CONNECTIONS", get, whole=True)
             ),
             receiver_rate=int(_number("MAILCHECK_RECEIVER_RATE", get, whole=True)),
+            receiver_total_connections=int(
+                _number("MAILCHECK_RECEIVER_TOTAL_CONNECTIONS", get, whole=True)
+            ),
+            receiver_max_commands=int(_number("MAILCHECK_RECEIVER_MAX_COMMANDS", get, whole=True)),
+            receiver_max_recipients=int(
+                _number("MAILCHECK_RECEIVER_MAX_RECIPIENTS", get, whole=True)
+            ),
+            receiver_prefix_v4=int(_number("MAILCHECK_RECEIVER_PREFIX_V4", get, whole=True)),
+            receiver_prefix_v6=int(_number("MAILCHECK_RECEIVER_PREFIX_V6", get, whole=True)),
         ).validated()
 
     def override(self, **changes: Any) -> Settings:
@@ -223,6 +258,7 @@ class Settings:
         for name, ids in (
             ("MAILCHECK_ALLOWED_CHANNELS", self.allowed_channels),
             ("MAILCHECK_ALLOWED_USERS", self.allowed_users),
+            ("MAILCHECK_ADMIN_USERS", self.admin_users),
         ):
             bad = sorted(i for i in ids if not _SLACK_ID.match(i))
             if bad:
@@ -238,6 +274,8 @@ class Settings:
             ("MAILCHECK_RETENTION_DAYS", self.retention_days, 1),
             ("MAILCHECK_WATCH_MIN_INTERVAL", self.watch_min_interval, 1),
             ("MAILCHECK_MAX_WATCHES", self.max_watches, 0),
+            ("MAILCHECK_SLACK_MAX_REPLIES", self.slack_max_replies, 2),  # a page and a summary
+            *((spec.setting, getattr(self.budgets, n), spec.least) for n, spec in BUDGETS.items()),
         ):
             if number < low:
                 raise InputError(f"{name} must be at least {low}, not {number}")
@@ -264,9 +302,19 @@ class Settings:
             ("MAILCHECK_RECEIVER_MAX_SIZE", self.receiver_max_size, 1024),
             ("MAILCHECK_RECEIVER_MAX_CONNECTIONS", self.receiver_max_connections, 1),
             ("MAILCHECK_RECEIVER_RATE", self.receiver_rate, 0),
+            ("MAILCHECK_RECEIVER_TOTAL_CONNECTIONS", self.receiver_total_connections, 1),
+            # EHLO, STARTTLS, EHLO, MAIL, RCPT, DATA, QUIT, and a few to spare
+            ("MAILCHECK_RECEIVER_MAX_COMMANDS", self.receiver_max_commands, 10),
+            ("MAILCHECK_RECEIVER_MAX_RECIPIENTS", self.receiver_max_recipients, 1),
         ):
             if number < low:
                 raise InputError(f"{name} must be at least {low}, not {number}")
+        for name, prefix, low, high in (
+            ("MAILCHECK_RECEIVER_PREFIX_V4", self.receiver_prefix_v4, 16, 32),
+            ("MAILCHECK_RECEIVER_PREFIX_V6", self.receiver_prefix_v6, 32, 128),
+        ):
+            if not low <= prefix <= high:
+                raise InputError(f"{name} must be a prefix length of {low} to {high}, not {prefix}")
         if bool(self.receiver_tls_cert) != bool(self.receiver_tls_key):
             raise InputError(
                 "set both MAILCHECK_RECEIVER_TLS_CERT and MAILCHECK_RECEIVER_TLS_KEY, or neither"
@@ -331,6 +379,7 @@ class Settings:
             accounts=self.accounts if len(self.accounts) else None,
             delivery_timeout=self.delivery_timeout,
             delivery_slow=self.delivery_slow,
+            budgets=self.budgets,
         )
 
     def trust_anchors(self) -> tuple[str, ...] | None:

@@ -8,6 +8,8 @@ neither restyle the report nor drive the terminal.
 
 from __future__ import annotations
 
+import io
+
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -87,3 +89,12 @@ def _finding(f: Finding, *, verbose: bool) -> list[Text]:
 
 def print_report(console: Console, report: Report, *, resolver: str, verbose: bool) -> None:
     console.print(render(report, resolver=resolver, verbose=verbose), soft_wrap=False)
+
+
+def plain_text(report: Report, *, resolver: str) -> str:
+    """The report as `mailcheck check -v` prints it, without colour: the file
+    a Slack thread too long to show every finding attaches."""
+    out = io.StringIO()
+    console = Console(file=out, width=120, color_system=None, force_terminal=False)
+    print_report(console, report, resolver=resolver, verbose=True)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"

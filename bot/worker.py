@@ -26,14 +26,22 @@ from saq import Queue, Worker
 from saq.types import PartialTimersDict
 from slack_sdk.errors import SlackApiError
 
-from bot import blocks
+from bot import access, blocks
 from bot.commands import describe_every
 from bot.history import HistoryStore
-from bot.poster import FINAL_ERRORS, Poster, RunState, permalink, slack_client
+from bot.poster import (
+    FINAL_ERRORS,
+    Poster,
+    ReportFile,
+    RunState,
+    Thread,
+    permalink,
+    slack_client,
+)
 from bot.queue import CheckJob, heartbeat, make_queue, raise_if_cancelled, redis_client
 from bot.sendjobs import sendtest_job
 from bot.settings import Settings
-from bot.watches import WatchStore, expiring_certificates, schedule, should_post
+from bot.watches import Watch, WatchStore, expiring_certificates, schedule, should_post
 from checks import jsonreport
 from checks.diff import diff_reports
 from checks.model import CheckRequest, Finding, Report, Stage
@@ -60,6 +68,7 @@ def rerun_value(job: CheckJob) -> str:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["redis"] = redis_client(settings.redis_url)
+    await access.publish_accounts(ctx["redis"], settings.accounts)  # names and domains only
     ctx["poster"] = Poster(slack_client(settings), ctx["redis"])
     ctx["sweeper"] = asyncio.create_task(_sweep(ctx["worker"].queue, settings.sweep_interval))
     ctx["scheduler"] = asyncio.create_task(schedule(ctx["worker"].queue, ctx["redis"], settings))
@@ -125,13 +134,14 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
     order = list(Stage)
     report: Report | None = None
     outbox: asyncio.Queue[tuple[Stage, tuple[Finding, ...]] | None] = asyncio.Queue()
+    thread = Thread(poster, state, job.channel, parent, settings.slack_max_replies)
 
     async def post_stages() -> None:
         # Posting waits on Slack's pace: it runs beside the check, not in its way.
         while (item := await outbox.get()) is not None:
             stage, findings = item
             partial = Report(request, datetime.now(UTC), 0.0, findings)
-            await _post_stage(poster, state, job, parent, partial, stage)
+            await thread.stage(partial, stage)
 
     def complete(stage: Stage) -> bool:
         """No probe of this stage, or of an earlier one, is still running."""
@@ -161,6 +171,7 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
     finally:
         posting.cancel()
 
+    await thread.left_out(report, _report_file(job, settings))
     await _post_transcripts(poster, state, job, parent, report)
 
     history = HistoryStore(ctx["redis"], settings.retention_days)
@@ -192,17 +203,10 @@ def _request(job: CheckJob) -> CheckRequest:
     )
 
 
-async def _post_stage(
-    poster: Poster, state: RunState, job: CheckJob, parent: str, report: Report, stage: Stage
-) -> None:
-    """The thread reply (or replies) of one stage, once per request; none
-    when the stage found nothing."""
-    part = f"stage:{stage.value}"
-    if not any(f.stage is stage for f in report.findings) or await state.posted(part):
-        return
-    for message in blocks.stage_messages(report, stage):
-        await poster.post(job.channel, message, thread_ts=parent)
-    await state.mark(part)
+def _report_file(job: CheckJob, settings: Settings) -> ReportFile:
+    return ReportFile.of(
+        settings, f"mailcheck-{job.domain}-report.txt", f"Full report: {job.display}"
+    )
 
 
 async def _post_transcripts(
@@ -232,6 +236,8 @@ async def _run_watch(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> 
     watch = await watches.get(job.watch)
     if watch is None or watch.generation != job.watch_generation:
         return {"skipped": "unwatched"}
+    if access.refusal(settings, watch.channel, watch.user):
+        return await _end_unallowed(ctx, watches, watch, settings)
     state = RunState(redis, job.request_id)
     if await state.posted("done"):
         return {"skipped": "done"}
@@ -260,6 +266,16 @@ async def _watch_slot(
         return {"skipped": "unwatched"}
     if watch.last_slot > job.slot:
         return {"skipped": "a later slot ran first"}
+    # Each run is a check of the domain: it counts against the domain's hourly
+    # limit like a command's. Decided once per request, so a retry of this job
+    # neither counts twice nor changes its mind.
+    rated = await state.get("rate")
+    if rated is None:
+        over = await access.over(redis, f"domain:{watch.domain}", settings.domain_rate)
+        rated = "over" if over else "within"
+        await state.set("rate", rated)
+    if rated == "over":
+        return await _skip_over_rate(poster, watches, state, watch, job.slot, settings)
 
     report = await run_check(_request(job), settings.engine_config())
     report_dict = jsonreport.report_to_dict(report)
@@ -287,8 +303,10 @@ async def _watch_slot(
             )
             parent = await poster.post(job.channel, message)
             await state.set("parent_ts", parent)
+        thread = Thread(poster, state, job.channel, parent, settings.slack_max_replies)
         for stage in Stage:
-            await _post_stage(poster, state, job, parent, report, stage)
+            await thread.stage(report, stage)
+        await thread.left_out(report, _report_file(job, settings))
         await _post_transcripts(poster, state, job, parent, report)
 
     history = HistoryStore(redis, settings.retention_days)
@@ -305,6 +323,57 @@ async def _watch_slot(
     await watches.finished(watch, job.slot, job.request_id, worst, expiring, bool(decided), now)
     await state.mark("done")
     return {"worst": worst, "posted": decided, "slot": job.slot, "parent_ts": parent}
+
+
+async def _end_unallowed(
+    ctx: dict[str, Any], watches: WatchStore, watch: Watch, settings: Settings
+) -> dict[str, Any]:
+    """The watch's channel or setter is no longer allowed (the allow-lists
+    changed since it was set): end it rather than run checks in their name,
+    and say so in the channel once (the job that removed it says it)."""
+    if await watches.remove(watch.channel, watch.domain) is None:
+        return {"skipped": "unwatched"}
+    setter = blocks.mention(watch.user)
+    if settings.allowed_channels and watch.channel not in settings.allowed_channels:
+        why = "mailcheck is no longer enabled in this channel."
+    else:
+        why = f"{setter} is no longer on the list of mailcheck users."
+    log.warning("watch %s ended: %s", watch.id, why)
+    text = (
+        f":no_entry: Stopped watching {blocks.code_span(watch.display, 300)} "
+        f"(every {blocks.escape(describe_every(watch.every))}, set by {setter}): {why}"
+    )
+    poster: Poster = ctx["poster"]
+    await poster.post(watch.channel, blocks.watch_notice(text))
+    return {"skipped": "not allowed", "ended": True}
+
+
+async def _skip_over_rate(
+    poster: Poster,
+    watches: WatchStore,
+    state: RunState,
+    watch: Watch,
+    slot: int,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Skip this slot: the domain was checked as often as allowed this hour.
+    Told in the channel when a run of skipped slots begins, not at every one."""
+    log.info("watch %s: slot %d skipped, the domain's hourly limit is reached", watch.id, slot)
+    first = watch.skipped_slot <= watch.last_slot  # it ran since the last skip, if any
+    await watches.skipped(watch, slot)
+    if first and not await state.posted("skipped"):
+        shown = blocks.code_span(watch.display, 300)
+        text = (
+            f":hourglass: Skipped the watch of {shown} (every "
+            f"{blocks.escape(describe_every(watch.every))}, set by "
+            f"{blocks.mention(watch.user)}): {shown} was checked {settings.domain_rate} times "
+            "in the last hour, the most allowed. Its runs resume when the hour is over; "
+            "the next is told here only if its verdict changes."
+        )
+        await poster.post(watch.channel, blocks.watch_notice(text))
+        await state.mark("skipped")
+    await state.mark("done")
+    return {"skipped": "domain rate", "slot": slot}
 
 
 async def post_changes(

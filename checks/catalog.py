@@ -54,6 +54,18 @@ _ENTRIES: tuple[Entry, ...] = (
         "The overall deadline passed before this probe finished; its result is unknown.",
         "Re-run with a longer `--timeout`, or look for a server that answers very slowly.",
     ),
+    Entry(
+        "engine.budget.exceeded",
+        _INC,
+        Stage.DNS,
+        "The check reached one of its budgets",
+        "The domain's DNS names more hosts, addresses, redirects or lookups than one check "
+        "follows, so mailcheck stopped at its budget rather than flood the servers they "
+        "point at. What was skipped is unknown; the rest of the report stands.",
+        "Publish fewer records (a handful of MX hosts, a few addresses each, an SPF record "
+        "within 10 lookups). If the domain really needs more, raise the setting the "
+        "summary names (`MAILCHECK_MAX_*`).",
+    ),
     # -- DNS: the domain and the resolver -----------------------------------
     Entry(
         "dns.domain.nxdomain",
@@ -1138,6 +1150,41 @@ _ENTRIES: tuple[Entry, ...] = (
         "Offer STARTTLS (or implicit TLS) and allow AUTH only after it (Postfix: "
         "smtpd_tls_auth_only = yes; Dovecot: disable_plaintext_auth = yes).",
     ),
+    Entry(
+        "auth.withheld",
+        _ERR,
+        Stage.AUTH,
+        "Password withheld: the server's certificate does not verify",
+        "The server's TLS certificate does not lead to a trusted root, does not name the "
+        "host the client connects to, or is out of date (or the server cannot do TLS 1.2). "
+        "A mail client refuses such a server, or warns and teaches users to click through; "
+        "an attacker in the path, or a hostile DNS record, can present exactly this. "
+        "mailcheck hung up without sending the test account's password.",
+        "Serve a certificate from a public CA (or your internal CA, given to mailcheck with "
+        "MAILCHECK_CA_FILE) that names the host clients use, with its intermediates. A lab "
+        "account may opt out with tls_verify = false in its profile.",
+    ),
+    Entry(
+        "auth.unverified",
+        _WARN,
+        Stage.AUTH,
+        "Password sent over TLS that does not verify",
+        "The test account's profile sets tls_verify = false, so its password was sent "
+        "although the certificate would make a mail client refuse the server. Anyone who "
+        "can answer for that host could have taken it.",
+        "Fix the certificate, then remove tls_verify = false from the profile.",
+    ),
+    Entry(
+        "auth.account.refused",
+        _ERR,
+        Stage.AUTH,
+        "Test account not used for a domain that is not its own",
+        "A test account is used only for checks of its own domains (its address's domain "
+        "and the domains its profile lists): any other domain's servers would receive its "
+        "password.",
+        "Check the account's own domain, or list this domain in the profile's domains if "
+        "it is yours too.",
+    ),
     # -- delivery: a message sent now, and when it arrives -----------------------------------
     Entry(
         "delivery.ok",
@@ -1354,6 +1401,20 @@ _ENTRIES: tuple[Entry, ...] = (
         "account.",
         "Regenerate the profile with Apple Configurator (or fix the keys named in the "
         "summary) and serve it as application/x-apple-aspen-config over https.",
+    ),
+    Entry(
+        "mobileconfig.signature.unverified",
+        _WARN,
+        Stage.AUTOCONFIG,
+        "Apple configuration profile is signed, but the signature does not verify",
+        "A signature only says who made a profile when it matches the profile and the "
+        "signer's certificate leads to a trusted root. This one does not (the summary says "
+        "why: changed after signing, signed with another key than the certificate's, "
+        "self-signed, unknown CA, missing intermediate or expired), so anyone could have "
+        "made it, and iOS shows it as Not Verified.",
+        "Sign the profile as served with a certificate from a CA devices trust, include its "
+        "intermediate certificates, and change nothing after signing; the reproduce "
+        "command shows OpenSSL's verdict.",
     ),
     # -- TLS ---------------------------------------------------------------------------------
     Entry(
@@ -1644,6 +1705,19 @@ _ENTRIES: tuple[Entry, ...] = (
         "The DKIM key could not be looked up",
         "DNS gave no answer for the signature's key, so the signature could not be checked.",
         "Repeat the lookup with the reproduce command; check the domain's nameservers.",
+    ),
+    Entry(
+        "sendtest.dkim.skipped",
+        _INC,
+        Stage.SENDTEST,
+        "Some DKIM or ARC signatures were not verified",
+        "Every signature hashes the whole body again, so mailcheck bounds the work per "
+        "message: the first few DKIM signatures, a short ARC chain, a cap on bytes hashed, "
+        "and a deadline. Signatures past a bound are not judged, and neither is DMARC "
+        "alignment that rests on them; receivers bound their work too, and may ignore them.",
+        "Sign each message once or twice (your domain, perhaps your provider), keep ARC "
+        "chains short, and find out what adds extra signatures. A huge body is verified "
+        "only within the bounds: test with a normal-sized message.",
     ),
     Entry(
         "sendtest.arc.fail",

@@ -75,6 +75,61 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Budgets:
+    """What one check may do at most, whatever the domain's DNS says: a hostile
+    zone must not turn a check into a flood against a third party. Each is a
+    setting (checks.budget.BUDGETS names it); hitting one is one
+    `engine.budget.exceeded` finding saying what was skipped."""
+
+    mx_hosts: int = 10  # MX hosts checked, in preference order
+    addresses: int = 8  # addresses tried per host name and address family
+    srv_targets: int = 10  # targets per SRV name
+    redirects: int = 2  # autodiscover redirects followed (Outlook follows two)
+    dkim_selectors: int = 20  # selectors looked up (the user's, then the common ones)
+    dnsbl_zones: int = 10  # blocklists asked per address
+    connections: int = 200  # TCP connections per check
+    dns_queries: int = 1500  # DNS questions per check (a full check asks about 100)
+    spf_queries: int = 100  # of those, the SPF diagnosis' own walk of the record tree
+    prefix_connections: int = 4  # open at once to one /24 (IPv4) or /64 (IPv6)
+
+
+@dataclass(frozen=True)
+class CPULimits:
+    """Bounds on the CPU-heavy work one check may be made to do. A hostile zone
+    or message can ask for thousands of signature checks at milliseconds each
+    (KeyTrap, CVE-2023-50387); past a bound the verdict is inconclusive and
+    names the bound, as validating resolvers have done since February 2024.
+    The work itself runs off the event loop (checks.dnssec, checks.dkimverify)."""
+
+    # DNSKEYs sharing one key tag and algorithm tried per RRSIG: PowerDNS
+    # Recursor's max-dnskeys (2, since 4.8.6/4.9.3/5.0.2).
+    dnssec_keys_per_tag: int = 2
+    # Signature checks per RRset: Unbound's MAX_VALIDATE_RRSIGS (8, since 1.19.1).
+    dnssec_signatures_per_rrset: int = 8
+    # Signature checks per check. BIND makes 16 per fetch (max-validations-per-
+    # fetch), PowerDNS 30 per query (max-signature-validations-per-query); a
+    # check validates the MX and each MX host's TLSA, each with its own chain.
+    dnssec_validations: int = 100
+    # NSEC/NSEC3 records checked in one denial: a real proof needs 3 at most;
+    # Unbound hashes at most 8 NSEC3 names per message (MAX_NSEC3_CALCULATIONS).
+    dnssec_denial_records: int = 8
+    # NSEC3 extra hash iterations: RFC 9276 asks for 0, and validators give up
+    # above a limit: 50 in BIND 9.20 (DNS_NSEC3_MAXITERATIONS), 150 in Unbound.
+    nsec3_iterations: int = 50
+    # DKIM-Signatures verified per message, from the top: OpenDKIM's
+    # MaximumSignaturesToVerify default.
+    dkim_signatures: int = 3
+    # ARC sets verified per message: RFC 8617 allows 50, real chains have a hop
+    # or three; each set hashes the body once more.
+    arc_sets: int = 8
+    # Bytes hashed per message, all DKIM signatures and ARC sets together (each
+    # hashes the whole body): twice the receiver's default message size.
+    dkim_hash_bytes: int = 20 * 1024 * 1024
+    # Seconds one message's DKIM/ARC verification may take in its child process.
+    dkim_seconds: float = 20.0
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     nameservers: tuple[Nameserver, ...] = ()  # empty: the system resolver
     policy: TargetPolicy = field(default_factory=TargetPolicy)
@@ -85,7 +140,9 @@ class EngineConfig:
     # Thunderbird's ISPDB: the domain is appended; "" skips it.
     ispdb_url: str = "https://autoconfig.thunderbird.net/v1.1/"
     limits: Limits = field(default_factory=Limits)
+    cpu: CPULimits = field(default_factory=CPULimits)  # signature checks and hashing
     accounts: Accounts | None = None  # test accounts (server-side secrets), by name
     delivery_timeout: float = 120.0  # seconds a round-trip message may take to arrive
     delivery_slow: float = 30.0  # seconds after which an arrival is reported as slow
     trust_anchors: tuple[str, ...] | None = None  # DS/DNSKEY lines; None: dnssec.ROOT_ANCHORS
+    budgets: Budgets = field(default_factory=Budgets)  # per-check caps (checks.budget)

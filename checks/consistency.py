@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from checks.dns import SRV_SERVICES, hostname, parse_mx
-from checks.errors import DNSError, NXDomain, TargetRefused
+from checks.errors import BudgetExceeded, DNSError, NXDomain, TargetRefused
 from checks.model import Finding, Severity, Stage, Target
 from checks.names import within
 from checks.net import Network, ServerAnswer
@@ -134,6 +134,9 @@ async def _soa(net: Network, server: Server, zone: str) -> None:
         server.status = "private"
         server.detail = f"has a non-public address, not asked: {exc.reason}"
         return
+    except BudgetExceeded as exc:  # says nothing of the server: no finding, not compared
+        server.status, server.detail = "not asked", str(exc)
+        return
     except DNSError as exc:
         server.status, server.detail = "unreachable", str(exc)
         return
@@ -159,6 +162,8 @@ async def _ask_all(net: Network, server: Server, asked: list[tuple[str, str]]) -
     async def one(name: str, rdtype: str) -> None:
         try:
             answer = await net.ask_server(server.address, name, rdtype)
+        except BudgetExceeded:
+            return  # not asked: the question is compared on no server (see _compare)
         except DNSError as exc:
             server.answers[_key(name, rdtype)] = (f"no answer: {exc}",)
             return
@@ -201,7 +206,8 @@ async def _mx_hosts(net: Network, domain: str) -> list[str] | None:
         answer = await net.query(domain, "MX")
     except DNSError:
         return None
-    return [mx.host for mx in parse_mx(answer.records) if mx.host]
+    hosts = [mx.host for mx in parse_mx(answer.records) if mx.host]
+    return hosts[: net.budget.budgets.mx_hosts]  # as dns.mx checks them (it reports the rest)
 
 
 async def _servers(net: Network, zone: str) -> tuple[list[str], list[Server]]:
@@ -393,7 +399,9 @@ def _compare(
     differ = []
     for name, rdtype in asked:
         key = _key(name, rdtype)
-        seen = {s.answers.get(key, ()) for s in good}
+        if any(key not in s.answers for s in good):
+            continue  # the check's query budget ran out before every server was asked
+        seen = {s.answers[key] for s in good}
         if len(seen) <= 1:
             continue
         differ.append(key)
@@ -437,7 +445,9 @@ def _against_resolver(
     """Where the authoritative servers agree, does the resolver serve the same?"""
     for (name, rdtype), seen in zip(asked, cached, strict=True):
         key = _key(name, rdtype)
-        authoritative = good[0].answers.get(key, ())
+        if key not in good[0].answers:
+            continue  # not asked: the check's query budget was spent
+        authoritative = good[0].answers[key]
         if seen is None or seen[0] == authoritative:
             continue
         if any(a.startswith("no answer") for a in authoritative):

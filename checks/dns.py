@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from checks.errors import NXDomain, ResolverFailure
+from checks.errors import BudgetExceeded, NXDomain, ResolverFailure
 from checks.model import Stage, Target
 from checks.net import DNSAnswer, Network
 from checks.runner import Probe, ProbeContext
@@ -139,6 +139,8 @@ def parse_mailconf(txts: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _failure(ctx: ProbeContext, exc: ResolverFailure) -> None:
+    if isinstance(exc, BudgetExceeded):
+        return  # not asked: the check reports its spent budget once
     ctx.add(
         "dns.resolver.failure",
         target=Target(host=exc.qname),
@@ -157,6 +159,23 @@ def _about_mx(ctx: ProbeContext, code: str, summary: str, *, evidence: bool = Tr
         evidence=ctx.transcript if evidence else (),
         reproduce=ctx.net.dig(ctx.domain, "MX"),
     )
+
+
+def capped_addresses(net: Network, host: str, a: DNSAnswer, aaaa: DNSAnswer) -> list[str]:
+    """The A then AAAA addresses of `host`, at most the budget of each family:
+    its lowest ones, so that every check of a large set picks the same. The
+    rest are recorded as skipped (checks.budget)."""
+    kept: list[str] = []
+    for answer in (a, aaaa):
+        texts = answer.texts()
+        if len(texts) > net.budget.budgets.addresses:
+            texts = sorted(texts, key=ipaddress.ip_address)
+
+        def label(address: str, rdtype: str = answer.rdtype) -> str:
+            return f"{host} {rdtype} {address}"
+
+        kept += net.budget.cap("addresses", texts, label)
+    return kept
 
 
 async def _addresses(ctx: ProbeContext, name: str) -> tuple[DNSAnswer, DNSAnswer]:
@@ -183,7 +202,13 @@ async def probe_mx(ctx: ProbeContext) -> MXSet | None:
         return await _implicit_mx(ctx)
 
     null = [mx for mx in records if not mx.host]
+    published = len(records)
+    # Senders try the most preferred first: those are the ones worth checking.
+    kept = ctx.net.budget.cap("mx_hosts", [mx for mx in records if mx.host], lambda mx: mx.host)
+    records = tuple(mx for mx in records if not mx.host or mx in kept)
     listing = ", ".join(f"{mx.preference} {mx.host or '.'}" for mx in records)
+    if published > len(records):
+        listing += f" (and {published - len(records)} more)"
     if null and len(records) == 1:
         _about_mx(ctx, "mx.null", f"{domain} publishes a null MX: it takes no mail")
         return MXSet(records)
@@ -260,7 +285,7 @@ async def _mail_host(ctx: ProbeContext, mx: MX) -> MailHost | None:
         _failure(ctx, exc)
         return None
 
-    addresses = tuple(a.texts() + aaaa.texts())
+    addresses = tuple(capped_addresses(ctx.net, mx.host, a, aaaa))
     alias = next((ans for ans in (a, aaaa) if ans.via_cname), None)
     if alias is not None:
         ctx.add(
@@ -433,7 +458,13 @@ async def _srv(ctx: ProbeContext, service: str) -> tuple[SRVTarget, ...]:
     except ResolverFailure as exc:
         _failure(ctx, exc)
         return ()
-    targets = parse_srv(service, answer.records)
+    targets = tuple(
+        ctx.net.budget.cap(
+            "srv_targets",
+            parse_srv(service, answer.records),
+            lambda t: f"{name} -> {t.host or '.'}:{t.port}",
+        )
+    )
     await asyncio.gather(*(_srv_target(ctx, name, t) for t in targets if t.host))
     return targets
 

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from checks.dns import MailHost, SRVTarget
+from checks.dns import MailHost, SRVTarget, capped_addresses
 from checks.errors import DNSError
 from checks.model import Target
 from checks.runner import ProbeContext
@@ -141,4 +141,4 @@ async def _addresses(ctx: ProbeContext, name: str) -> list[str]:
         a, aaaa = await asyncio.gather(ctx.net.query(name, "A"), ctx.net.query(name, "AAAA"))
     except DNSError:
         return []
-    return a.texts() + aaaa.texts()
+    return capped_addresses(ctx.net, name, a, aaaa)

@@ -4,6 +4,8 @@
      ├── InputError                  the user's input is not something we can check
  ├── DocumentError               a published record or document readers would reject
      ├── TargetRefused               the target policy forbids an address
+     │    └── ConnectBudgetExceeded  ...or the check's connection budget is spent
+     │                               (also a NetError and a BudgetExceeded)
      ├── NetError                    a conversation with a server went wrong
      │    ├── ConnectRefused         nothing listens (RST)
      │    ├── ConnectTimeout         no answer to the SYN in time (also a TimeoutError)
@@ -17,7 +19,12 @@
                                      not an error: the answer is just empty)
           ├── NXDomain               the name does not exist (authoritative)
           └── ResolverFailure        no usable answer: SERVFAIL, REFUSED, garbage...
-               └── ResolverTimeout   ...or no answer in time (also a TimeoutError)
+               ├── ResolverTimeout   ...or no answer in time (also a TimeoutError)
+               └── QueryBudgetExceeded  ...or not asked: the check's query budget
+                                     is spent (also a BudgetExceeded)
+     BudgetExceeded                  a per-check budget is spent (checks.budget); the
+                                     network door raises the two above, which every
+                                     probe already handles as a refusal or a failed lookup
 
 Third-party exceptions (dnspython's, later the protocol libraries') are
 translated into these in one place, the network door, always `from exc`.
@@ -54,6 +61,7 @@ class TargetRefused(MailcheckError):
         )
         self.address = address
         self.reason = reason
+        self.url: str | None = None  # the URL whose host it is, for an HTTP fetch
 
 
 class NetError(MailcheckError):
@@ -105,3 +113,34 @@ class ResolverFailure(DNSError):
 
 class ResolverTimeout(ResolverFailure, TimeoutError):
     pass
+
+
+class BudgetExceeded(MailcheckError):
+    """A per-check budget (checks.config.Budgets) is spent: the work was not
+    done. The check reports each budget once (`engine.budget.exceeded`), so a
+    probe need not add a finding of its own for what it could not do."""
+
+    def __init__(self, budget: str, message: str) -> None:
+        # Not super(): in the subclasses below it would be TargetRefused's or
+        # DNSError's __init__, which take other arguments.
+        Exception.__init__(self, message)
+        self.budget = budget
+
+
+class ConnectBudgetExceeded(BudgetExceeded, TargetRefused, NetError):
+    """Not connected: the check's connection budget is spent. A TargetRefused
+    and a NetError, so code that handles either handles this."""
+
+    def __init__(self, budget: str, address: str, message: str) -> None:
+        BudgetExceeded.__init__(self, budget, message)
+        self.address = address
+        self.reason = message
+
+
+class QueryBudgetExceeded(BudgetExceeded, ResolverFailure):
+    """Not asked: the check's (or the SPF diagnosis') query budget is spent."""
+
+    def __init__(self, budget: str, qname: str, rdtype: str, message: str) -> None:
+        BudgetExceeded.__init__(self, budget, message)
+        self.qname = qname
+        self.rdtype = rdtype

@@ -35,6 +35,7 @@ import dns.resolver
 import dns.reversename
 import dns.rrset
 
+from checks.budget import Ledger
 from checks.config import EngineConfig
 from checks.conn import Connection
 from checks.errors import (
@@ -44,6 +45,7 @@ from checks.errors import (
     DNSError,
     NetError,
     NXDomain,
+    QueryBudgetExceeded,
     ResolverFailure,
     ResolverTimeout,
 )
@@ -124,6 +126,7 @@ class Network:
         # Per-check caches of the stages (e.g. which server settings work).
         self.memo: dict[str, Any] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self.budget = Ledger(config.budgets)  # this check's budgets (checks.budget)
 
     # -- connections ---------------------------------------------------------------
 
@@ -131,12 +134,18 @@ class Network:
     async def _turn(self, target: Target) -> AsyncIterator[tuple[str, int, str]]:
         """The gate every connection passes: the target policy before any
         packet, then this address:port's lock. Yields (address, port, the
-        transcript header)."""
+        transcript header). Every connection spends the check's budget
+        (ConnectBudgetExceeded once it is spent) and waits for a slot of its
+        /24 or /64."""
         address, port = target.address, target.port
         if address is None or port is None:
             raise ValueError("a connection needs an address and a port")
         self.policy.check(address)
-        async with self._locks.setdefault((address, port), asyncio.Lock()):
+        self.budget.spend_connection(address, port)
+        async with (
+            self._locks.setdefault((address, port), asyncio.Lock()),
+            self.budget.prefix_slot(address),
+        ):
             yield address, port, f"== {target.protocol or 'tcp'} {target.label()}"
 
     @asynccontextmanager
@@ -224,6 +233,11 @@ class Network:
         written to the transcript of every probe that asks it."""
         task = memo.get(key)
         if task is None:
+            try:  # a new question spends the check's query budget; every key ends (name, type)
+                self.budget.spend_query(*key[-2:])
+            except QueryBudgetExceeded as exc:
+                note(f"{what} -> {exc}")
+                raise
             task = asyncio.ensure_future(ask())
             memo[key] = task
         started = time.monotonic()

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from checks import catalog
+from checks.budget import charging
 from checks.config import EngineConfig
 from checks.model import CheckRequest, Finding, ProbeTiming, Report, Severity, Stage, Target
 from checks.net import Network, recording
@@ -196,7 +197,7 @@ async def stream(
         timings[probe.name] = timing
         if not request.wants(probe.stage):
             # Run only to feed a requested stage: keep what the user must know.
-            found = [f for f in found if f.severity >= Severity.WARNING]
+            found = [f for f in found if f.severity >= Severity.WARNING or f.code in _ALWAYS]
         findings.extend(found)
         events.put_nowait(ProbeFinished(timing, tuple(found)))
 
@@ -209,7 +210,7 @@ async def stream(
         events.put_nowait(ProbeStarted(probe.name, probe.stage))
         ctx = ProbeContext(request, net, {d: tasks[d].result().value for d in probe.needs})
         try:
-            with recording(ctx.transcript):
+            with recording(ctx.transcript), charging(probe.name, probe.stage):
                 value = await probe.run(ctx)
         except Exception as exc:  # a bug in a probe must not sink the check
             log.exception("probe %s failed", probe.name)
@@ -225,6 +226,8 @@ async def stream(
             status, value = "failed", None
         else:
             status = "done"
+        for hit in net.budget.findings(request.domain, probe.name):  # once per budget
+            ctx.emit(hit)
         lines = ctx.transcript if redact is None else [redact(line) for line in ctx.transcript]
         transcripts[probe.name] = tuple(lines)
         facts.update(ctx.facts if redact is None else redact.deep(ctx.facts))
@@ -252,7 +255,8 @@ async def stream(
                                 f"{config.timeouts.check:g} s deadline"
                             ),
                             stage=probe.stage,
-                        )
+                        ),
+                        *net.budget.findings(request.domain, probe.name),
                     ],
                 )
 
@@ -273,6 +277,9 @@ async def stream(
         if network is None:
             net.close()
 
+    findings.extend(net.budget.findings(request.domain))  # any hit no probe reported
+    if net.budget.exceeded:
+        facts["budgets"] = net.budget.usage()
     report = Report(
         request=request,
         started_at=started_at,
@@ -312,6 +319,8 @@ def dedupe(findings: Iterable[Finding]) -> list[Finding]:
 
 
 _STAGE_ORDER = {s: i for i, s in enumerate(Stage)}
+# Kept even from a stage the user did not ask for: a check cut short says so.
+_ALWAYS = frozenset({"engine.budget.exceeded"})
 
 
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:

@@ -27,6 +27,7 @@ from checks.conn import Connection, TLSSession
 from checks.dns import MailHost
 from checks.endpoints import Endpoint, ServiceSpec, discover
 from checks.errors import (
+    BudgetExceeded,
     ConnectFailed,
     ConnectionClosed,
     ConnectRefused,
@@ -152,7 +153,8 @@ async def same_conversation(net: Network, endpoint: Endpoint) -> Session | None:
 async def converse(ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect) -> Session | None:
     """Run the conversation; emit findings for what broke. None if it never
     got as far as a greeting. Other stages can read its outcome with
-    `same_conversation`."""
+    `same_conversation`. Raises TargetRefused (ConnectBudgetExceeded among
+    them) when it may not connect at all."""
     key = (endpoint.host, endpoint.address, endpoint.port, endpoint.tls)
     conversations = _conversations(ctx.net)
     outcome: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
@@ -195,6 +197,8 @@ async def _converse(ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect) -> 
             session = replace(session, complete=True)
             await dialect.quit(conn)
     except NetError as exc:
+        if isinstance(exc, BudgetExceeded):
+            raise  # not connected at all: for the caller, a refused target
         transcript = tuple(conn.transcript) if conn is not None else ()
         _report_failure(ctx, endpoint, dialect, step, exc, transcript, session)
         if step == "quit":  # a rude goodbye is no problem
@@ -278,6 +282,8 @@ async def converse_or_refuse(
     try:
         return await converse(ctx, endpoint, dialect)
     except TargetRefused as exc:
+        if isinstance(exc, BudgetExceeded):
+            return None  # the check reports its spent budget once
         if endpoint.advertised and endpoint.role != "mx":  # MX: mx.address.private said it
             ctx.add(
                 "connect.target.refused",

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from checks.dns import MailHost, txt_strings
-from checks.errors import NXDomain, ResolverFailure
+from checks.errors import BudgetExceeded, NXDomain, ResolverFailure
 from checks.model import Severity, Stage, Target
 from checks.policy import dkim, dmarc, dnsbl, tlsrpt
 from checks.policy.spf import NetworkLookup, Verdict, check_host
@@ -28,6 +28,8 @@ async def lookup_txts(ctx: ProbeContext, name: str) -> list[str] | None:
         return txt_strings(await ctx.net.query(name, "TXT"))
     except NXDomain:
         return []
+    except BudgetExceeded:
+        return None  # not asked: the check reports its spent budget once
     except ResolverFailure as exc:
         ctx.add(
             "dns.resolver.failure",
@@ -65,7 +67,8 @@ async def probe_spf(ctx: ProbeContext) -> None:
         )
         return
     lookup = NetworkLookup(ctx.net)
-    report = await diagnose(domain, lookup)
+    report = await diagnose(domain, lookup, max_queries=ctx.net.config.budgets.spf_queries)
+    ctx.net.budget.skip("spf_queries", report.unasked)
     tree = report.tree.lines()
     ctx.fact(
         "spf", {"record": record, "lookups": report.lookups, "void_lookups": report.void_lookups}
@@ -243,6 +246,7 @@ async def probe_dkim(ctx: ProbeContext) -> list[str]:
         return []
     domain = ctx.domain
     selectors = list(dict.fromkeys((*ctx.request.dkim_selectors, *dkim.COMMON_SELECTORS)))
+    selectors = ctx.net.budget.cap("dkim_selectors", selectors)
     names = [dkim.selector_name(sel, domain) for sel in selectors]
     answers = await asyncio.gather(*(lookup_txts(ctx, name) for name in names))
     keys: list[str] = []
@@ -329,7 +333,7 @@ async def probe_tlsrpt(ctx: ProbeContext) -> None:
 
 def blocklist_zones(ctx: ProbeContext) -> tuple[str, ...]:
     zones = ctx.net.config.dnsbl_zones
-    return dnsbl.DEFAULT_ZONES if zones is None else zones
+    return tuple(ctx.net.budget.cap("dnsbl_zones", dnsbl.DEFAULT_ZONES if zones is None else zones))
 
 
 async def blocklists(
@@ -340,6 +344,7 @@ async def blocklists(
     (address, list) pairs came back clean."""
     zones = blocklist_zones(ctx)
     pairs = [(a, z) for a in addresses for z in zones]
+    unasked: set[tuple[str, str]] = set()  # the check's query budget was spent
 
     async def ask(address: str, zone: str) -> dnsbl.Verdict | None:
         name = dnsbl.query_name(address, zone)
@@ -347,6 +352,9 @@ async def blocklists(
             answer = await ctx.net.query(name, "A")
         except NXDomain:
             return dnsbl.interpret(zone, [])
+        except BudgetExceeded:
+            unasked.add((address, zone))
+            return None
         except ResolverFailure:
             return None
         return dnsbl.interpret(zone, answer.texts())
@@ -354,6 +362,8 @@ async def blocklists(
     verdicts = await asyncio.gather(*(ask(a, z) for a, z in pairs))
     clean = 0
     for (address, zone), verdict in zip(pairs, verdicts, strict=True):
+        if (address, zone) in unasked:
+            continue  # the check reports its spent budget once
         target = Target(host=zone, address=address)
         dig = ctx.net.dig(dnsbl.query_name(address, zone), "A")
         if verdict is None or verdict.listing is dnsbl.Listing.INCONCLUSIVE:

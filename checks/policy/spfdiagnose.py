@@ -5,6 +5,12 @@
     report.problems       # +all, over the limit, includes without a record, ...
 
 Shares the evaluator's lookup seam and tree types (`checks.policy.spf`).
+
+RFC 7208's limits (10 lookups, 2 void) bound an evaluation, not this walk:
+a diagnosis shows the whole tree, so a hostile record of many includes of
+many terms would have it ask thousands of questions about names the record
+chooses (a victim's). `max_queries` bounds the questions it asks; what it
+did not ask is in `Diagnosis.unasked`.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from checks.errors import ResolverFailure
+from checks.errors import QueryBudgetExceeded, ResolverFailure
 from checks.policy.spf import (
     MAX_LOOKUPS,
     MAX_NAMES,
@@ -39,6 +45,7 @@ class Diagnosis:
     syntax_errors: tuple[str, ...]  # "domain: message naming the term"
     missing_includes: tuple[str, ...]  # include targets without an SPF record
     problems: tuple[str, ...]  # everything above and more, one sentence each
+    unasked: tuple[str, ...] = ()  # questions over the query budget: "TXT example.net"
 
     @property
     def lookups(self) -> int:
@@ -58,15 +65,20 @@ class Diagnosis:
         return self.record is not None and self.all_term not in ("-all", "~all")
 
 
-async def diagnose(domain: str, lookup: SPFLookup, *, max_records: int = 40) -> Diagnosis:
+async def diagnose(
+    domain: str, lookup: SPFLookup, *, max_records: int = 40, max_queries: int = 100
+) -> Diagnosis:
     """Walk a domain's SPF record without a client: the include/redirect tree
     with the lookups each branch costs if no mechanism matches first, void
     lookups, syntax errors, weak endings and includes of domains without SPF.
 
     Terms whose target depends on the client or sender (%{i}, %{s}, ...) and
-    ptr are counted but not queried. Walks at most `max_records` records.
+    ptr are counted but not queried. Walks at most `max_records` records and
+    asks at most `max_queries` distinct questions (the lookups of the terms
+    beyond are counted, their answers unknown).
     """
-    survey = _Survey(lookup, max_records)
+    metered = _Metered(lookup, max_queries)
+    survey = _Survey(metered, max_records)
     name = domain.removesuffix(".").lower()
     root = _Branch(name)
     all_term = await survey.walk(name, root, (name,))
@@ -94,6 +106,7 @@ async def diagnose(domain: str, lookup: SPFLookup, *, max_records: int = 40) -> 
         syntax_errors=tuple(survey.syntax_errors),
         missing_includes=tuple(dict.fromkeys(survey.missing)),
         problems=tuple(problems),
+        unasked=tuple(metered.unasked),
     )
 
 
@@ -105,7 +118,7 @@ _WEAK_ALL = {
 
 
 class _Survey:
-    def __init__(self, lookup: SPFLookup, max_records: int) -> None:
+    def __init__(self, lookup: _Metered, max_records: int) -> None:
         self.lookup = lookup
         self.budget = max_records
         self.problems: list[str] = []
@@ -197,6 +210,9 @@ class _Survey:
             if not _dynamic(str(mech.domain_spec)):
                 self._problem(branch, f"{mech.text}: not a name DNS can look up")
             return
+        if self.lookup.spent:  # thousands of terms may follow: no task, no exception each
+            self.lookup.unasked += [f"{t} {target}" for t in _QUESTIONS[mech.name]]
+            return
         try:
             if mech.name == "mx":
                 hosts = [h for _, h in await _answer(self.lookup.mx(target))]
@@ -213,12 +229,66 @@ class _Survey:
                 void = not any(found)
             else:  # exists
                 void = not await _answer(self.lookup.a(target))
+        except QueryBudgetExceeded:
+            return  # counted in Diagnosis.unasked; one problem a term would be thousands
         except ResolverFailure as exc:
             self._problem(branch, f"{mech.text}: {exc}")
             return
         if void:
             branch.void += 1
             self._problem(branch, f"{mech.text}: {target} has no records (a void lookup)")
+
+
+_QUESTIONS = {"a": ("A", "AAAA"), "mx": ("MX",), "exists": ("A",)}  # what each term asks
+
+
+class _Metered:
+    """The SPFLookup a diagnosis asks through: each distinct question counts
+    once; past `limit`, QueryBudgetExceeded without asking."""
+
+    def __init__(self, lookup: SPFLookup, limit: int) -> None:
+        self._lookup = lookup
+        self._limit = limit
+        self._asked: set[tuple[str, str]] = set()
+        self.unasked: list[str] = []
+
+    def _spend(self, rdtype: str, name: str) -> None:
+        question = (rdtype, name.rstrip(".").lower())
+        if question in self._asked:
+            return
+        if len(self._asked) >= self._limit:
+            self.unasked.append(f"{rdtype} {name}")
+            raise QueryBudgetExceeded(
+                "spf_queries",
+                name,
+                rdtype,
+                f"not asked: the diagnosis asks at most {self._limit} questions",
+            )
+        self._asked.add(question)
+
+    @property
+    def spent(self) -> bool:
+        return len(self._asked) >= self._limit
+
+    async def txt(self, name: str) -> list[str]:
+        self._spend("TXT", name)
+        return await self._lookup.txt(name)
+
+    async def a(self, name: str) -> list[str]:
+        self._spend("A", name)
+        return await self._lookup.a(name)
+
+    async def aaaa(self, name: str) -> list[str]:
+        self._spend("AAAA", name)
+        return await self._lookup.aaaa(name)
+
+    async def mx(self, name: str) -> list[tuple[int, str]]:
+        self._spend("MX", name)
+        return await self._lookup.mx(name)
+
+    async def ptr(self, address: str) -> list[str]:
+        self._spend("PTR", address)
+        return await self._lookup.ptr(address)
 
 
 def _dynamic(spec: str) -> bool:
