@@ -19,11 +19,22 @@ parent, are accepted when the denial carries NSEC or NSEC3 records whose
 RRSIGs verify against the zone's keys; that those records actually cover the
 name (and that no wildcard could have matched) is not proven. Wildcard
 expansions of positive answers are likewise accepted on their RRSIG alone.
+
+Bounded, like a resolver since KeyTrap (CVE-2023-50387, CVE-2023-50868): a
+hostile zone can pair many RRSIGs with many DNSKEYs sharing one key tag, and
+every combination is a public-key operation of milliseconds. So a validator
+tries a few keys per tag, a few signature checks per RRset and a budget per
+check, and skips denials with too many NSEC/NSEC3 records or NSEC3 iterations
+(EngineConfig.cpu, checks.config.CPULimits). Past a bound the verdict is
+INDETERMINATE, naming the bound. The checks themselves run in worker threads
+(the RSA and ECDSA arithmetic releases the GIL), so the event loop, and with
+it the check deadline and the worker's heartbeat, never waits on them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +55,7 @@ from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 from dns.rdtypes.ANY.RRSIG import RRSIG
 
+from checks.config import CPULimits
 from checks.errors import DNSError, InputError
 from checks.net import Network, SignedAnswer
 
@@ -64,6 +76,7 @@ _DIGESTS = frozenset({1, 2, 4})  # SHA-1, SHA-256, SHA-384
 
 # Bounds against hostile answers.
 _MAX_CNAMES = 16
+_SHOWN = 6  # keys, DS records or problems named in one reason; the rest are counted
 
 _T = TypeVar("_T")
 
@@ -196,6 +209,23 @@ class _Step:
     answer: SignedAnswer  # the one it came in (a denial's proof is in its authority)
 
 
+class _Work:
+    """Signature checks made for one check, counted across worker threads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Count one more check, or False when the budget is spent."""
+        with self._lock:
+            if self.done >= self.limit:
+                return False
+            self.done += 1
+            return True
+
+
 class Validator:
     """Validates answers for one check, memoising each zone's links of the chain."""
 
@@ -213,11 +243,22 @@ class Validator:
             anchors = ROOT_ANCHORS
         self.net = net
         self.anchors = parse_anchors(anchors)
+        self.limits: CPULimits = net.config.cpu
         self._now = now or time.time
+        self._work = _Work(self.limits.dnssec_validations)
+        # One worker thread at a time per check: threads running Python code
+        # take turns at the GIL with the event loop, and several would make
+        # the loop wait for several turns.
+        self._one_thread = asyncio.Lock()
         self._zones: dict[dns.name.Name, asyncio.Task[_ZoneFound]] = {}
         self._trust: dict[dns.name.Name, asyncio.Task[_ZoneTrust]] = {}
 
     # -- the public face ------------------------------------------------------------
+
+    @property
+    def verifications(self) -> int:
+        """Signature checks made so far (public-key operations), all answers together."""
+        return self._work.done
 
     async def validate(self, name: str, rdtype: str) -> Validated:
         """The DNSSEC status of `name`/`rdtype`, following CNAMEs; never raises
@@ -306,11 +347,11 @@ class Validator:
             return trust.status, trust.reason, trust.chain
         try:
             if step.rrset is not None:
-                line = self._verify(step.rrset, step.sigs, trust.zone, trust.keys, what)
+                line = await self._verify(step.rrset, step.sigs, trust.zone, trust.keys, what)
             else:
                 nx = step.answer.rcode == dns.rcode.NXDOMAIN
                 denied = f"{what}: {'NXDOMAIN' if nx else 'no such records (NODATA)'}"
-                line = self._verify_denial(step.answer, trust, denied)
+                line = await self._verify_denial(step.answer, trust, denied)
         except _Broken as broken:
             return broken.status, broken.reason, trust.chain
         return Security.SECURE, "", (*trust.chain, line)
@@ -391,7 +432,8 @@ class Validator:
                 f"{zone} counts as unsigned: every trust anchor for it uses an algorithm "
                 f"or digest type this validator cannot check ({_ds_list(anchor.ds)})",
             )
-        for ds, key in _ds_matches(zone, usable, dnskeys):
+        per_tag = self.limits.dnssec_keys_per_tag
+        for ds, key in await asyncio.to_thread(_ds_matches, zone, usable, dnskeys, per_tag):
             proven.append(key)
             chain.append(
                 f"{zone} DNSKEY tag {key.key_id()} alg {key.algorithm} matches the trust anchor "
@@ -403,7 +445,9 @@ class Validator:
                 f"no DNSKEY of {zone} matches the trust anchor ({_anchor_list(anchor)}); "
                 f"{zone} publishes {_key_list(dnskeys)}",
             )
-        chain.append(self._verify_keys(zone, dnskeys, sigs, proven, "the trust anchor points to"))
+        chain.append(
+            await self._verify_keys(zone, dnskeys, sigs, proven, "the trust anchor points to")
+        )
         return _ZoneTrust(zone, Security.SECURE, "", tuple(chain), dnskeys)
 
     async def _trust_delegated(self, zone: dns.name.Name, anchor: TrustAnchor) -> _ZoneTrust:
@@ -430,7 +474,7 @@ class Validator:
         dsset, ds_sigs = _rrset_and_sigs(ds_answer, zone, dns.rdatatype.DS)
         try:
             if dsset is None:
-                line = self._verify_denial(
+                line = await self._verify_denial(
                     ds_answer, parent_trust, f"{zone} DS: none at {parent}, an insecure delegation"
                 )
                 chain.append(line)
@@ -444,7 +488,9 @@ class Validator:
                             f"delegated securely, so validators treat it as unsigned"
                         )
                 return broken(Security.INSECURE, reason)
-            chain.append(self._verify(dsset, ds_sigs, parent, parent_trust.keys, f"{zone} DS"))
+            chain.append(
+                await self._verify(dsset, ds_sigs, parent, parent_trust.keys, f"{zone} DS")
+            )
         except _Broken as exc:
             return broken(exc.status, exc.reason)
 
@@ -467,7 +513,8 @@ class Validator:
                 f"{parent} has a DS for {zone} ({_ds_list(usable)}) but {zone} publishes "
                 f"no DNSKEY records",
             )
-        matches = _ds_matches(zone, usable, dnskeys)
+        per_tag = self.limits.dnssec_keys_per_tag
+        matches = await asyncio.to_thread(_ds_matches, zone, usable, dnskeys, per_tag)
         if not matches:
             return broken(
                 Security.BOGUS,
@@ -481,7 +528,9 @@ class Validator:
         ]
         try:
             proven = [k for _, k in matches]
-            chain.append(self._verify_keys(zone, dnskeys, key_sigs, proven, "the DS points to"))
+            chain.append(
+                await self._verify_keys(zone, dnskeys, key_sigs, proven, "the DS points to")
+            )
         except _Broken as exc:
             return broken(exc.status, exc.reason)
         return _ZoneTrust(zone, Security.SECURE, "", tuple(chain), dnskeys)
@@ -502,7 +551,7 @@ class Validator:
 
     # -- signatures -----------------------------------------------------------------
 
-    def _verify_keys(
+    async def _verify_keys(
         self,
         zone: dns.name.Name,
         dnskeys: dns.rrset.RRset,
@@ -514,9 +563,9 @@ class Validator:
         trusted = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.DNSKEY)
         for key in proven:
             trusted.add(key)
-        return self._verify(dnskeys, sigs, zone, trusted, f"{zone} DNSKEY", role)
+        return await self._verify(dnskeys, sigs, zone, trusted, f"{zone} DNSKEY", role)
 
-    def _verify(
+    async def _verify(
         self,
         rrset: dns.rrset.RRset,
         sigs: dns.rrset.RRset | None,
@@ -526,7 +575,8 @@ class Validator:
         role: str = "in the DNSKEY set",
     ) -> str:
         """An evidence line for the first RRSIG over `rrset` by `signer`'s `keys`
-        that verifies now; _Broken(BOGUS) naming every RRSIG's problem otherwise."""
+        that verifies now; _Broken(BOGUS) naming the RRSIGs' problems otherwise,
+        or _Broken(INDETERMINATE) when a bound stopped the checks first."""
         signatures = [s for s in sigs or () if isinstance(s, RRSIG)]
         if not signatures:
             raise _Broken(
@@ -534,10 +584,35 @@ class Validator:
                 f"{what}: the answer carries no RRSIG although {signer} is signed: "
                 f"a server or resolver on the path strips DNSSEC records",
             )
+        # Off the loop: even bounded, a hostile rrset costs tens of milliseconds.
+        async with self._one_thread:
+            return await asyncio.to_thread(
+                self._check_signatures, rrset, signatures, signer, keys, what, role
+            )
+
+    def _check_signatures(
+        self,
+        rrset: dns.rrset.RRset,
+        signatures: Sequence[RRSIG],
+        signer: dns.name.Name,
+        keys: dns.rdataset.Rdataset,
+        what: str,
+        role: str,
+    ) -> str:
+        """_verify's work, in a worker thread. Tries each RRSIG in turn with at
+        most `dnssec_keys_per_tag` keys of its tag, stopping after
+        `dnssec_signatures_per_rrset` checks or when the check's budget is spent."""
+        limits = self.limits
         now = self._now()
+        index = _key_index(keys)
         problems: list[str] = []
-        for sig in signatures:
+        crowded: dict[tuple[int, int], int] = {}
+        made = 0
+        stop: str | None = None  # "rrset" or "budget": the bound that ended the checks
+        untried = 0
+        for position, sig in enumerate(signatures):
             tag = sig.key_tag
+            candidates = index.get((tag, sig.algorithm), [])
             if sig.signer != signer:
                 problems.append(f"the RRSIG by tag {tag} names signer {sig.signer}, not {signer}")
             elif not _algorithm_usable(sig.algorithm):
@@ -545,9 +620,7 @@ class Validator:
                     f"the RRSIG by tag {tag} uses algorithm {sig.algorithm}, "
                     f"which this validator cannot check"
                 )
-            elif not any(
-                k.key_id() == tag and k.algorithm == sig.algorithm for k in _dnskeys(keys)
-            ):
+            elif not candidates:
                 problems.append(
                     f"the RRSIG by tag {tag} alg {sig.algorithm} is by no key {role} "
                     f"({_key_list(keys)})"
@@ -563,15 +636,56 @@ class Validator:
                     f"(until {_when(sig.expiration)})"
                 )
             else:
-                try:
-                    dns.dnssec.validate_rrsig(rrset, sig, {signer: keys}, now=now)
-                except (dns.exception.DNSException, ValueError) as exc:
-                    problems.append(f"the RRSIG by tag {tag} does not verify ({exc})")
-                else:
-                    return f"{what} RRSIG by tag {tag} valid until {_day(sig.expiration)}"
-        raise _Broken(Security.BOGUS, f"{what}: " + "; ".join(problems))
+                tried = candidates[: limits.dnssec_keys_per_tag]
+                if len(candidates) > len(tried):
+                    crowded[(tag, sig.algorithm)] = len(candidates)
+                failure = ""
+                for key in tried:
+                    if made >= limits.dnssec_signatures_per_rrset:
+                        stop = "rrset"
+                    elif not self._work.take():
+                        stop = "budget"
+                    if stop is not None:
+                        break
+                    made += 1
+                    one = dns.rdataset.from_rdata(rrset.ttl, key)
+                    try:
+                        dns.dnssec.validate_rrsig(rrset, sig, {signer: one}, now=now)
+                    except (dns.exception.DNSException, ValueError) as exc:
+                        failure = str(exc)
+                    else:
+                        return f"{what} RRSIG by tag {tag} valid until {_day(sig.expiration)}"
+                if stop is not None:
+                    untried = len(signatures) - position
+                    break
+                problems.append(f"the RRSIG by tag {tag} does not verify ({failure})")
+        bounds = [
+            f"{count} DNSKEYs share tag {tag} alg {alg} and a validator tries "
+            f"{limits.dnssec_keys_per_tag} of them"
+            for (tag, alg), count in crowded.items()
+        ]
+        if stop == "rrset":
+            bounds.append(
+                f"{len(signatures)} RRSIGs cover it and a validator makes "
+                f"{limits.dnssec_signatures_per_rrset} signature checks per RRset "
+                f"({untried} not tried)"
+            )
+        elif stop == "budget":
+            bounds.append(
+                f"mailcheck's budget of {limits.dnssec_validations} signature checks per "
+                f"check is spent ({untried} of its {len(signatures)} RRSIGs not tried)"
+            )
+        if bounds:
+            tried_text = f"; the checks made failed: {_some(_tally(problems))}" if problems else ""
+            raise _Broken(
+                Security.INDETERMINATE,
+                f"{what}: too costly to validate, not judged (KeyTrap bounds, "
+                f"CVE-2023-50387; validating resolvers answer SERVFAIL here): "
+                f"{'; '.join(bounds)}{tried_text}",
+            )
+        raise _Broken(Security.BOGUS, f"{what}: {_some(_tally(problems))}")
 
-    def _verify_denial(self, answer: SignedAnswer, trust: _ZoneTrust, what: str) -> str:
+    async def _verify_denial(self, answer: SignedAnswer, trust: _ZoneTrust, what: str) -> str:
         """A denial from a secure zone must carry signed NSEC or NSEC3 records;
         their signatures are verified, whether they prove the denial is not."""
         assert trust.keys is not None
@@ -587,11 +701,33 @@ class Validator:
                 f"{what}, but the answer carries no NSEC/NSEC3 records although {trust.zone} "
                 f"is signed: a server or resolver on the path strips DNSSEC records",
             )
+        limits = self.limits
+        if len(proofs) > limits.dnssec_denial_records:
+            raise _Broken(
+                Security.INDETERMINATE,
+                f"{what}, with {len(proofs)} NSEC/NSEC3 records as proof, more than the "
+                f"{limits.dnssec_denial_records} mailcheck checks (a proof needs 3 at most; "
+                f"piles of them are the NSEC3 attack on validators, CVE-2023-50868): "
+                f"not judged",
+            )
+        iterations = max(
+            (r.iterations for p in proofs if p.rdtype == dns.rdatatype.NSEC3 for r in p),
+            default=0,
+        )
+        if iterations > limits.nsec3_iterations:
+            raise _Broken(
+                Security.INDETERMINATE,
+                f"{what}, by NSEC3 records with {iterations} extra hash iterations, over the "
+                f"{limits.nsec3_iterations} validators accept (RFC 9276 asks for 0; BIND and "
+                f"Unbound treat such answers as insecure): not judged",
+            )
         lines = []
         for proof in proofs:
             sigs = answer.find(proof.name, dns.rdatatype.RRSIG, proof.rdtype, authority=True)
             kind = dns.rdatatype.to_text(proof.rdtype)
-            lines.append(self._verify(proof, sigs, trust.zone, trust.keys, f"{proof.name} {kind}"))
+            lines.append(
+                await self._verify(proof, sigs, trust.zone, trust.keys, f"{proof.name} {kind}")
+            )
         kinds = "/".join(sorted({dns.rdatatype.to_text(p.rdtype) for p in proofs}))
         return f"{what}, denied by {'; '.join(lines)} (the {kinds} proof itself is not checked)"
 
@@ -707,14 +843,14 @@ def _zone_name_for(owner: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> dns
 
 
 def _ds_matches(
-    zone: dns.name.Name, dsset: Iterable[DS], dnskeys: dns.rrset.RRset
+    zone: dns.name.Name, dsset: Iterable[DS], dnskeys: dns.rrset.RRset, per_tag: int
 ) -> list[tuple[DS, DNSKEY]]:
-    """(DS, DNSKEY) pairs where the key is a zone key hashing to the DS digest."""
+    """(DS, DNSKEY) pairs where the key is a zone key hashing to the DS digest;
+    of the keys sharing a DS's tag and algorithm, only the first `per_tag` are hashed."""
+    index = _key_index(dnskeys)
     found = []
     for ds in dsset:
-        for key in _dnskeys(dnskeys):
-            if key.key_id() != ds.key_tag or key.algorithm != ds.algorithm:
-                continue
+        for key in index.get((ds.key_tag, ds.algorithm), [])[:per_tag]:
             if not key.flags & 0x0100 or key.protocol != 3:  # ZONE flag, RFC 4034 §2.1
                 continue
             try:
@@ -724,6 +860,14 @@ def _ds_matches(
             if made == ds:
                 found.append((ds, key))
     return found
+
+
+def _key_index(rdataset: Iterable[Any]) -> dict[tuple[int, int], list[DNSKEY]]:
+    """The DNSKEYs by (key tag, algorithm): each key's tag computed once."""
+    index: dict[tuple[int, int], list[DNSKEY]] = {}
+    for key in _dnskeys(rdataset):
+        index.setdefault((key.key_id(), key.algorithm), []).append(key)
+    return index
 
 
 def _ds_usable(ds: DS) -> bool:
@@ -748,14 +892,31 @@ def _key_list(rdataset: Iterable[Any]) -> str:
     keys = _dnskeys(rdataset)
     if not keys:
         return "no DNSKEY"
-    shown = ", ".join(f"tag {k.key_id()} alg {k.algorithm}" for k in keys)
-    return f"DNSKEY {shown}"
+    return "DNSKEY " + _some(
+        [f"tag {k.key_id()} alg {k.algorithm}" for k in keys[:_SHOWN]], ", ", len(keys)
+    )
 
 
 def _ds_list(dsset: Iterable[DS]) -> str:
-    return ", ".join(
-        f"DS tag {ds.key_tag} alg {ds.algorithm} digest {ds.digest_type}" for ds in dsset
-    )
+    found = list(dsset)
+    shown = [f"DS tag {d.key_tag} alg {d.algorithm} digest {d.digest_type}" for d in found[:_SHOWN]]
+    return _some(shown, ", ", len(found))
+
+
+def _tally(items: Iterable[str]) -> list[str]:
+    """Each distinct item once, with how often it came when more than once."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return [item if n == 1 else f"{item} ({n} times)" for item, n in counts.items()]
+
+
+def _some(items: Sequence[str], sep: str = "; ", total: int | None = None) -> str:
+    """The first few items joined, and how many more there are: a hostile answer
+    can carry hundreds of records, and a reason is one sentence."""
+    total = len(items) if total is None else total
+    shown = sep.join(items[:_SHOWN])
+    return shown if total <= _SHOWN else f"{shown}{sep}and {total - _SHOWN} more"
 
 
 def _anchor_list(anchor: TrustAnchor) -> str:

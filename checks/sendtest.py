@@ -34,12 +34,11 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
-import dkim  # type: ignore[import-untyped]
-
-from checks import catalog, runner
+from checks import catalog, dkimverify, runner
 from checks.auth import Logins, account_of
 from checks.config import EngineConfig
 from checks.delivery import profile_endpoint, send_message
+from checks.dkimverify import Signature
 from checks.dns import reverse_dns
 from checks.errors import DNSError, InputError, NetError, NXDomain, ResolverFailure, TargetRefused
 from checks.model import CheckRequest, Report, Severity, Stage, Target
@@ -192,8 +191,9 @@ def _hours(seconds: float) -> str:
 
 def parse_headers(message: bytes) -> Message:
     """The header section only, leniently (compat32: a malformed header is kept
-    as text, never an exception)."""
-    return BytesHeaderParser(policy=compat32).parsebytes(message)
+    as text, never an exception). The body is not read: it can be 10 MB."""
+    end = len(message) - dkimverify.body_size(message)
+    return BytesHeaderParser(policy=compat32).parsebytes(message[:end])
 
 
 def from_domain(headers: Message) -> tuple[str | None, str | None]:
@@ -219,29 +219,6 @@ def _domain_of(address: str) -> str:
 # -- DKIM and ARC through our resolver -----------------------------------------------
 
 
-@dataclass(frozen=True)
-class Signature:
-    domain: str  # d=
-    selector: str  # s=
-    result: str  # "pass", "fail", "temperror"
-    reason: str = ""
-
-
-class _Collect:
-    """A logger for dkimpy that keeps its error messages: the reasons."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def error(self, message: str, *args: object) -> None:
-        self.errors.append(message % args if args else message)
-
-    def debug(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    info = warning = debug
-
-
 def _signing_names(headers: Message, header: str) -> list[tuple[str, str]]:
     """(d, s) of every `header` (DKIM-Signature, ARC-Seal...) in the message."""
     found = []
@@ -256,59 +233,23 @@ def _signing_names(headers: Message, header: str) -> list[tuple[str, str]]:
     return found
 
 
-async def _keys(ctx: ProbeContext, names: list[str]) -> dict[str, bytes | Exception | None]:
-    """The TXT record at each `<s>._domainkey.<d>` name, as dkimpy wants it."""
+async def _keys(ctx: ProbeContext, names: list[str]) -> dict[str, dkimverify.Key]:
+    """The TXT record at each `<s>._domainkey.<d>` name, as dkimpy wants it
+    (None: no record; text: why the lookup failed)."""
 
-    async def one(name: str) -> bytes | Exception | None:
+    async def one(name: str) -> dkimverify.Key:
         try:
             answer = await ctx.net.query(name, "TXT")
         except NXDomain:
             return None
         except ResolverFailure as exc:
-            return exc
+            return str(exc)
         for record in answer.records:
             return b"".join(record.strings)
         return None
 
     values = await asyncio.gather(*(one(n) for n in names))
     return dict(zip(names, values, strict=True))
-
-
-def _dnsfunc(keys: Mapping[str, bytes | Exception | None]) -> Any:
-    def lookup(name: bytes | str, timeout: float = 5) -> bytes | None:
-        key = (name.decode() if isinstance(name, bytes) else name).lower().rstrip(".")
-        value = keys.get(key)
-        if isinstance(value, Exception):
-            raise dkim.DnsTimeoutError(f"{key}: {value}")
-        return value
-
-    return lookup
-
-
-def verify_signatures(
-    message: bytes,
-    signed_by: list[tuple[str, str]],
-    keys: Mapping[str, bytes | Exception | None],
-) -> list[Signature]:
-    """Every DKIM-Signature of the message ((d, s) of each, in order), verified
-    with the given keys."""
-    results = []
-    for idx, (domain, selector) in enumerate(signed_by):
-        log = _Collect()
-        verifier = dkim.DKIM(message, logger=log)
-        try:
-            good = verifier.verify(idx=idx, dnsfunc=_dnsfunc(keys))
-        except dkim.DKIMException as exc:
-            good, log.errors = False, [*log.errors, str(exc)]
-        key = keys.get(f"{selector}._domainkey.{domain}".lower())
-        if good:
-            results.append(Signature(domain, selector, "pass"))
-        elif isinstance(key, Exception):
-            results.append(Signature(domain, selector, "temperror", str(key)))
-        else:
-            reason = log.errors[-1] if log.errors else "the signature does not match"
-            results.append(Signature(domain, selector, "fail", untrusted(reason, 300)))
-    return results
 
 
 # -- probes ---------------------------------------------------------------------------
@@ -324,9 +265,11 @@ def _session_lines(received: Received, *starts: str) -> list[str]:
     return [line for line in received.session if line.upper().lstrip("<> ").startswith(wanted)]
 
 
-def probes(received: Received) -> tuple[Probe, ...]:
-    """The send test's probes, bound to one received message."""
-    parsed = parse_headers(received.message)  # read once, by every probe
+def probes(received: Received, parsed: Message | None = None) -> tuple[Probe, ...]:
+    """The send test's probes, bound to one received message (and its header
+    section, `parse_headers(received.message)`, when already parsed)."""
+    if parsed is None:
+        parsed = parse_headers(received.message)  # read once, by every probe
 
     async def source(ctx: ProbeContext) -> tuple[str, ...]:
         address = received.peer
@@ -488,15 +431,36 @@ def probes(received: Received) -> tuple[Probe, ...]:
     async def signatures(ctx: ProbeContext) -> list[Signature]:
         message = received.message
         dkim_names = _signing_names(parsed, "DKIM-Signature")
-        arc_names = [
-            *_signing_names(parsed, "ARC-Seal"),
-            *_signing_names(parsed, "ARC-Message-Signature"),
-        ]
-        names = sorted({f"{s}._domainkey.{d}".lower() for d, s in (*dkim_names, *arc_names)})
-        keys = await _keys(ctx, names)
-        found = verify_signatures(message, dkim_names, keys)
+        seals = _signing_names(parsed, "ARC-Seal")
+        arc_names = [*seals, *_signing_names(parsed, "ARC-Message-Signature")]
+        limits = ctx.net.config.cpu
+        arc_sets = max(len(seals), len(arc_names) - len(seals))
+        planned = dkimverify.plan(message, dkim_names, arc_sets, limits)
+        # Keys only for the signatures verified: a message can name thousands.
+        wanted = [*planned.dkim, *(arc_names if planned.arc else ())]
+        keys = await _keys(ctx, sorted({f"{s}._domainkey.{d}".lower() for d, s in wanted}))
+        verified = await dkimverify.verify(message, planned, keys, limits)
+        found = list(verified.signatures)
         ctx.fact("sendtest.dkim", [asdict(s) for s in found])
+        ctx.fact(
+            "sendtest.dkim.work",
+            {
+                "verified": sum(s.result != "skipped" for s in found),
+                "skipped": sum(s.result == "skipped" for s in found),
+                "body_bytes_hashed": verified.hashed,
+            },
+        )
         target = _target(received)
+        if verified.skipped:
+            ctx.add(
+                "sendtest.dkim.skipped",
+                target=target,
+                summary="; ".join(verified.skipped),
+                evidence=[
+                    f"{s.result}: d={untrusted(s.domain, 100)} s={untrusted(s.selector, 100)}"
+                    for s in found[:20]
+                ],
+            )
         if not found:
             ctx.add(
                 "sendtest.dkim.none",
@@ -505,25 +469,24 @@ def probes(received: Received) -> tuple[Probe, ...]:
             )
         elif not any(s.result == "pass" for s in found):
             for sig in found:
+                if sig.result == "skipped":
+                    continue  # sendtest.dkim.skipped says why
                 name = f"{sig.selector}._domainkey.{sig.domain}"
                 ctx.add(
                     "sendtest.dkim.fail" if sig.result == "fail" else "sendtest.dkim.temperror",
                     target=Target(host=name, address=received.peer, protocol="smtp"),
                     summary=f"DKIM signature d={sig.domain} s={sig.selector}: {sig.reason}",
-                    evidence=[untrusted(h, 300) for h in _headers(parsed, "DKIM-Signature")],
+                    evidence=[untrusted(h, 300) for h in _headers(parsed, "DKIM-Signature")[:5]],
                     reproduce=ctx.net.dig(name, "TXT"),
                 )
-        if arc_names:
-            log = _Collect()
-            cv, _, reason = dkim.arc_verify(message, logger=log, dnsfunc=_dnsfunc(keys))
-            verdict = (cv or b"fail").decode().lower() if isinstance(cv, bytes) else "fail"
-            ctx.fact("sendtest.arc", verdict)
-            if verdict != "pass":
+        if verified.arc:
+            ctx.fact("sendtest.arc", verified.arc)
+            if verified.arc not in ("pass", "skipped"):
                 ctx.add(
                     "sendtest.arc.fail",
                     target=target,
-                    summary=f"the ARC chain does not validate: {untrusted(str(reason), 300)}",
-                    evidence=[untrusted(h, 300) for h in _headers(parsed, "ARC-Seal")],
+                    summary=f"the ARC chain does not validate: {verified.arc_reason}",
+                    evidence=[untrusted(h, 300) for h in _headers(parsed, "ARC-Seal")[:5]],
                 )
         return found
 
@@ -571,6 +534,8 @@ def probes(received: Received) -> tuple[Probe, ...]:
         )
         if spf_ok or dkim_ok:
             return "pass"
+        if any(s.result == "skipped" and aligned(s.domain, author, record.adkim) for s in sigs):
+            return None  # an aligned signature was not verified: sendtest.dkim.skipped says so
         why = [
             f"SPF: {mail.result.value} for {mail.domain}"
             + ("" if mail.result is not Verdict.PASS else f", not aligned with {author}"),
@@ -722,7 +687,9 @@ def request_for(
 
 async def judge(received: Received, request: CheckRequest, config: EngineConfig) -> Report:
     """The verdict on one received message, as a Report of the sendtest stage."""
-    return await runner.run(request, config, probes=probes(received))
+    # Parsed in a thread: a sender can make the header section megabytes long.
+    parsed = await asyncio.to_thread(parse_headers, received.message)
+    return await runner.run(request, config, probes=probes(received, parsed))
 
 
 def test_message(author: str, to: str, token: str, helo: str) -> EmailMessage:

@@ -68,6 +68,17 @@ class DKIMKeys:
             _write(self.dir / f"{domain}.txt", txt_record(published).encode(), 0o644)
 
 
+def signing_key(bits: int = KEY_BITS) -> tuple[bytes, str]:
+    """A new RSA signing key: (its private key PEM, its DKIM TXT record data)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return pem, txt_record(key.public_key())
+
+
 def txt_record(key: rsa.RSAPublicKey) -> str:
     """A DKIM key TXT record for key (zone-file text, split into <=200-character
     strings, as one TXT string may hold 255 at most)."""

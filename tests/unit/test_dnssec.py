@@ -21,7 +21,9 @@ import dns.rrset
 import dns.zone
 import pytest
 
-from checks.config import EngineConfig, Nameserver, Timeouts
+from checks import dns as dns_stage
+from checks import runner
+from checks.config import CPULimits, EngineConfig, Nameserver, Timeouts
 from checks.dnssec import (
     ROOT_ANCHORS,
     Security,
@@ -31,9 +33,13 @@ from checks.dnssec import (
     validator_for,
 )
 from checks.errors import InputError, ResolverFailure
+from checks.model import CheckRequest, Stage
 from checks.net import Network, recording
+from checks.policy import transport
 from tests.lab.nsd import Zone
 from tests.lab.signing import BREAKAGES, sign_lab
+from tests.support.keytrap import Trap, keytrap_zone, nsec3_records
+from tests.support.lagprobe import LagProbe
 
 ADDRESS = "127.1.0.97"  # port 0: the kernel picks; nothing of the lab's lives here
 DAY = 86400
@@ -299,13 +305,17 @@ def resolver() -> Iterator[Server]:
 
 
 def door(
-    server: Server, anchors: Iterable[str] | None = LAB.anchors, dns_timeout: float = 2.0
+    server: Server,
+    anchors: Iterable[str] | None = LAB.anchors,
+    dns_timeout: float = 2.0,
+    cpu: CPULimits | None = None,
 ) -> Network:
     return Network(
         EngineConfig(
             nameservers=(Nameserver(server.address, server.port),),
             timeouts=Timeouts(dns=dns_timeout, check=10),
             trust_anchors=None if anchors is None else tuple(anchors),
+            cpu=cpu or CPULimits(),
         )
     )
 
@@ -693,3 +703,115 @@ def test_nsd_loads_the_signed_zones(tmp_path: Any) -> None:
             [NSD_CHECKZONE, zone.origin, str(path)], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, (zone.origin, result.stdout + result.stderr)
+
+
+# -- CPU bounds: KeyTrap (CVE-2023-50387) and its NSEC3 variant (CVE-2023-50868) ----------
+#
+# Each attack runs through the real validator against the resolver stand-in,
+# with a lag probe on the event loop: the work must be bounded (a count of
+# signature checks within the caps) and done off the loop (its wake-ups stay
+# under 100 ms late).
+
+
+def _nsec3_denial(trap: Trap, records: list[dns.rrset.RRset]) -> Fault:
+    """Answers TLSA questions with NODATA whose proof is `records`."""
+
+    def fault(query: dns.message.Message) -> dns.message.Message | bool:
+        if query.question[0].rdtype != dns.rdatatype.TLSA:
+            return True
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.RA
+        soa = dns.rrset.from_text(
+            trap.origin, 300, "IN", "SOA", "ns.test. hostmaster.test. 1 3600 900 604800 300"
+        )
+        response.authority = [soa, *records]
+        return response
+
+    return fault
+
+
+async def test_keytrap_is_bounded_and_leaves_the_loop_free() -> None:
+    trap = keytrap_zone(keys=12, signatures=40, now=NOW)
+    with Server(Resolver([trap.zone])) as server:
+        validator = validator_for(door(server, anchors=[trap.anchor]))
+        async with LagProbe() as lag:
+            v = await validator.validate("trap.test", "MX")
+    assert lag.worst < 0.1, str(lag)
+    assert v.status is Security.INDETERMINATE, v.reason
+    assert f"12 DNSKEYs share tag {trap.tag} alg 8" in v.reason
+    assert "40 RRSIGs cover it" in v.reason and "KeyTrap" in v.reason
+    limits = CPULimits()
+    # One check of the DNSKEY rrset, then at most one RRset's worth for the MX.
+    assert 1 < validator.verifications <= 1 + limits.dnssec_signatures_per_rrset
+
+
+async def test_keytrap_in_a_check_is_dnssec_inconclusive_naming_the_limit() -> None:
+    trap = keytrap_zone(now=NOW)
+    wanted = {"dns.mx", "policy.dnssec"}
+    probes = [p for p in (*dns_stage.PROBES, *transport.PROBES) if p.name in wanted]
+    request = CheckRequest(
+        domain="trap.test", display="trap.test", stages=frozenset({Stage.POLICY})
+    )
+    with Server(Resolver([trap.zone])) as server:
+        config = door(server, anchors=[trap.anchor]).config
+        async with LagProbe() as lag:
+            report = await runner.run(request, config, probes=probes)
+    assert lag.worst < 0.1, str(lag)
+    (finding,) = [f for f in report.findings if f.code.startswith("dnssec.")]
+    assert finding.code == "dnssec.inconclusive", finding.summary
+    assert "KeyTrap" in finding.summary and "share tag" in finding.summary
+
+
+async def test_keytrap_spread_over_many_rrsets_stops_at_the_check_budget() -> None:
+    # Six rrsets of 40 junk RRSIGs each: 6 x 8 checks allowed per RRset, over
+    # the budget of 20 per check set here (the default, 100, works alike with
+    # more rrsets; fewer big answers at once keep the resolver stand-in quick).
+    trap = keytrap_zone(keys=12, signatures=40, hosts=6, now=NOW)
+    limits = CPULimits(dnssec_validations=20)
+    with Server(Resolver([trap.zone])) as server:
+        validator = validator_for(door(server, anchors=[trap.anchor], cpu=limits))
+        async with LagProbe() as lag:
+            found = await asyncio.gather(
+                *(validator.validate(f"h{i}.trap.test", "A") for i in range(6))
+            )
+    assert lag.worst < 0.1, str(lag)
+    assert all(v.status is Security.INDETERMINATE for v in found)
+    assert validator.verifications == limits.dnssec_validations
+    spent = [v for v in found if "signature checks per check is spent" in v.reason]
+    assert spent and all("budget of 20 signature checks" in v.reason for v in spent)
+
+
+async def test_nsec3_with_many_iterations_is_inconclusive_unverified() -> None:
+    trap = keytrap_zone(keys=2, signatures=1, now=NOW)
+    proof = nsec3_records(trap, count=2, iterations=500)
+    with Server(Resolver([trap.zone], fault=_nsec3_denial(trap, proof))) as server:
+        validator = validator_for(door(server, anchors=[trap.anchor]))
+        v = await validator.validate("trap.test", "TLSA")
+    assert v.status is Security.INDETERMINATE, v.reason
+    assert "500 extra hash iterations" in v.reason and "RFC 9276" in v.reason
+    assert validator.verifications == 1  # the DNSKEY rrset; nothing of the denial
+
+
+async def test_a_denial_with_hundreds_of_nsec3_records_is_inconclusive() -> None:
+    trap = keytrap_zone(keys=2, signatures=1, now=NOW)
+    proof = nsec3_records(trap, count=150, iterations=0)
+    with Server(Resolver([trap.zone], fault=_nsec3_denial(trap, proof))) as server:
+        validator = validator_for(door(server, anchors=[trap.anchor]))
+        async with LagProbe() as lag:
+            v = await validator.validate("trap.test", "TLSA")
+    assert lag.worst < 0.1, str(lag)
+    assert v.status is Security.INDETERMINATE, v.reason
+    assert "150 NSEC/NSEC3 records" in v.reason
+    assert validator.verifications == 1
+
+
+async def test_a_healthy_zone_stays_within_the_bounds(resolver: Server) -> None:
+    validator = validator_for(door(resolver))
+    found = await asyncio.gather(
+        validator.validate("good.test", "MX"),
+        validator.validate("hop.good.test", "A"),
+        validator.validate("nothere.good.test", "A"),
+        validator.validate("deep.good.test", "MX"),
+    )
+    assert all(v.status is Security.SECURE for v in found)
+    assert validator.verifications <= 12

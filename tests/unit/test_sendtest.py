@@ -7,22 +7,21 @@ build it, so each case changes exactly one thing a sender can get wrong.
 
 from __future__ import annotations
 
-import base64
 import functools
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate
+from pathlib import Path
 
 import dkim
 import jsonschema
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from checks import jsonreport
-from checks.config import EngineConfig, Nameserver, Timeouts
+from checks.config import CPULimits, EngineConfig, Nameserver, Timeouts
 from checks.model import Report, Severity
 from checks.sendtest import (
     Received,
@@ -38,6 +37,8 @@ from checks.sendtest import (
     token_address,
     token_of,
 )
+from tests.lab.dkim import signing_key
+from tests.support.lagprobe import LagProbe
 from tests.support.nanodns import NanoDNS, zone
 
 PEER = "192.0.2.25"  # documentation addresses: only ever looked up in the stand-in DNS
@@ -134,18 +135,8 @@ def test_received_survives_json() -> None:
 
 @functools.cache
 def _key(bits: int = 2048) -> tuple[bytes, str]:
-    """(private key PEM, the DKIM TXT record data) for tests."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    text = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
-    return pem, " ".join(f'"{text[i : i + 200]}"' for i in range(0, len(text), 200))
+    """(private key PEM, the DKIM TXT record data), one per size per run."""
+    return signing_key(bits)
 
 
 ZONE: dict[tuple[str, str], list[str]] = {
@@ -361,3 +352,137 @@ def test_timeout_report() -> None:
     assert finding.code == "sendtest.timeout" and finding.severity is Severity.ERROR
     assert "st-abc@sendtest.example.net within 30 min" in finding.summary
     _valid(report)
+
+
+# -- CPU bounds: signatures verified per message, bytes hashed, a deadline ------------------
+#
+# A sender chooses how many signatures its message carries and how big its
+# body is; each signature hashes the whole body. The verification must be
+# capped, run off the event loop (a lag probe watches it) and end by a deadline.
+
+MB = 1024 * 1024
+SIGNED = [b"from", b"to", b"subject", b"date", b"message-id"]
+
+
+def _signed_copies(body: bytes, copies: int, canonicalize: tuple[bytes, bytes]) -> bytes:
+    """A message whose DKIM-Signature is repeated `copies` times: each copy
+    verifies on its own (none signs the others), and each hashes the body."""
+    headers = [
+        "From: Alice <alice@example.com>",
+        "To: st-abc@sendtest.example.net",
+        "Subject: big",
+        f"Date: {format_datetime(datetime.now(UTC))}",
+        "Message-ID: <big@example.com>",
+    ]
+    message = ("\r\n".join(headers) + "\r\n\r\n").encode() + body
+    signature = dkim.sign(
+        message, b"s1", b"example.com", _key()[0], include_headers=SIGNED, canonicalize=canonicalize
+    )
+    return signature * copies + message
+
+
+def _lines(size: int, line: bytes) -> bytes:
+    return line * (size // len(line))
+
+
+def _children() -> list[int]:
+    """Our child processes still alive or unreaped, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _dkim_facts(report: Report) -> tuple[list[dict[str, str]], dict[str, int]]:
+    return report.facts["sendtest.dkim"], report.facts["sendtest.dkim.work"]
+
+
+async def test_twenty_signatures_over_ten_megabytes_are_bounded(config: EngineConfig) -> None:
+    body = _lines(10 * MB, b"The quick brown fox jumps over the lazy dog, again and again.\r\n")
+    message = _signed_copies(body, 20, (b"relaxed", b"simple"))
+    limits = CPULimits()
+    async with LagProbe() as lag:
+        report = await _judge(config, _received(message))
+    assert lag.worst < 0.1, str(lag)
+    results, work = _dkim_facts(report)
+    verified = [r for r in results if r["result"] != "skipped"]
+    assert verified and all(r["result"] == "pass" for r in verified)
+    assert len(verified) <= limits.dkim_signatures and len(results) == 20
+    assert work["body_bytes_hashed"] <= limits.dkim_hash_bytes
+    (skipped,) = [f for f in report.findings if f.code == "sendtest.dkim.skipped"]
+    assert f"{20 - len(verified)} of its 20 DKIM signatures" in skipped.summary
+    assert "MB hashed per message" in skipped.summary
+    assert "DKIM pass (d=example.com" in next(
+        f.summary for f in report.findings if f.code == "sendtest.ok"
+    )
+
+
+async def test_many_signatures_on_a_small_message_are_capped(config: EngineConfig) -> None:
+    message = _signed_copies(b"Hello.\r\n", 20, (b"relaxed", b"relaxed"))
+    report = await _judge(config, _received(message))
+    results, work = _dkim_facts(report)
+    limits = CPULimits()
+    assert [r["result"] for r in results] == ["pass"] * limits.dkim_signatures + ["skipped"] * (
+        20 - limits.dkim_signatures
+    )
+    assert work["verified"] == limits.dkim_signatures
+    (skipped,) = [f for f in report.findings if f.code == "sendtest.dkim.skipped"]
+    assert "17 of its 20 DKIM signatures" in skipped.summary
+    assert f"the first {limits.dkim_signatures}" in skipped.summary
+    assert report.facts["sendtest.dmarc"]["dkim_aligned"] is True
+
+
+async def test_a_verification_that_overruns_is_stopped_and_inconclusive(
+    config: EngineConfig,
+) -> None:
+    # Lines of spaces make dkimpy's relaxed body canonicalisation (a regular
+    # expression with backtracking) quadratic: seconds of CPU per megabyte, in
+    # one C call that keeps the GIL, so no thread could be interrupted.
+    message = _signed_copies(b"Hello.\r\n", 1, (b"relaxed", b"relaxed"))
+    message = message.replace(b"Hello.\r\n", _lines(4 * MB, b" " * 998 + b"x\r\n"))
+    bounded = replace(config, cpu=CPULimits(dkim_seconds=1.0))
+    async with LagProbe() as lag:
+        report = await _judge(bounded, _received(message))
+    assert lag.worst < 0.1, str(lag)
+    (skipped,) = [f for f in report.findings if f.code == "sendtest.dkim.skipped"]
+    assert skipped.severity is Severity.INCONCLUSIVE
+    assert "did not finish within 1 s" in skipped.summary
+    assert [r["result"] for r in report.facts["sendtest.dkim"]] == ["skipped"]
+    assert "sendtest.dkim.fail" not in _codes(report)
+    assert _children() == []  # the child was ended, not left behind
+
+
+async def test_dmarc_is_not_failed_on_signatures_left_unverified(config: EngineConfig) -> None:
+    # SPF fails; the one DKIM signature (aligned) is over the bound, so DMARC
+    # cannot be judged: no sendtest.dmarc.fail, and the skipped finding says why.
+    none_verified = replace(config, cpu=CPULimits(dkim_signatures=0))
+    report = await _judge(none_verified, _received(_message(), mail_from="x@hard.example.com"))
+    assert _codes(report, Severity.WARNING) == {"sendtest.spf.fail"}
+    assert {"sendtest.dkim.skipped"} <= _codes(report, Severity.INCONCLUSIVE)
+
+
+def _arc_chain(message: bytes, hops: int) -> bytes:
+    """`message` sealed by `hops` forwarders in turn, as list servers do."""
+    for hop in range(hops):
+        server = f"fwd{hop}.example.com".encode()
+        verdict = b"arc=pass" if hop else b"dkim=pass"
+        message = b"Authentication-Results: " + server + b"; " + verdict + b"\r\n" + message
+        seal = dkim.arc_sign(message, b"s1", b"example.com", _key()[0], server)
+        message = b"".join(seal) + message
+    return message
+
+
+async def test_an_arc_chain_longer_than_the_cap_is_not_verified(config: EngineConfig) -> None:
+    limits = CPULimits()
+    within = await _judge(config, _received(_arc_chain(_message(), 3)))
+    assert within.facts["sendtest.arc"] == "pass"
+    report = await _judge(config, _received(_arc_chain(_message(), limits.arc_sets + 4)))
+    assert report.facts["sendtest.arc"] == "skipped"
+    (skipped,) = [f for f in report.findings if f.code == "sendtest.dkim.skipped"]
+    assert f"{limits.arc_sets + 4} ARC sets" in skipped.summary
+    assert "sendtest.arc.fail" not in _codes(report)

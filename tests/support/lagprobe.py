@@ -1,0 +1,53 @@
+"""An event-loop lag probe: a coroutine that sleeps a few milliseconds in a
+loop and records how late it wakes up. Whatever blocks the loop (CPU work
+run in it, a blocking call) shows up as lag; work in a thread or a child
+process does not, unless it keeps the GIL.
+
+    async with LagProbe() as probe:
+        await something()
+    assert probe.worst < 0.1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from types import TracebackType
+
+
+class LagProbe:
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.worst = 0.0  # seconds: the largest overshoot seen
+        self.wakeups = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            late = time.perf_counter() - before - self.interval
+            self.worst = max(self.worst, late)
+            self.wakeups += 1
+
+    async def __aenter__(self) -> LagProbe:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0)  # let it start before the work does
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # One more wake-up, so lag caused by the last step of the work counts.
+        await asyncio.sleep(self.interval * 2)
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def __str__(self) -> str:
+        return f"max event-loop lag {self.worst * 1000:.0f} ms over {self.wakeups} wake-ups"
