@@ -95,6 +95,11 @@ async def throughput(tests: SendTests, messages: int, clients: int) -> float:
         hostname=RECEIVER_HOST,
         concurrent=4,
         per_hour=0,
+        # Throughput, not the limits: each sender a network of its own, and
+        # each session as many messages as it is given.
+        total=clients + 1,
+        v4_prefix=32,
+        max_commands=3 * messages + 10,
     )
     await server.start()
     tokens = [(await tests.create("bench.test", "bench.test")).address for _ in range(messages)]

@@ -8,6 +8,13 @@ never relays; one message per test, one recipient per message, a size limit,
 and per-source limits on concurrent connections and on connections per hour
 keep a stranger from using it as a sink.
 
+A stranger must not make it costly either (bot/receiverlimits.py): sources
+are counted per network (/24, /64), connections open at once are capped for
+everyone, DATA is read keeping at most the size limit (aiosmtpd's own reader
+keeps every fragment of an over-long line), a transaction's recipients are
+looked up in Redis only up to a cap, and a session ends after a number of
+commands.
+
 It judges nothing itself: it stores what it saw (checks.sendtest.Received:
 the peer, HELO, TLS, envelope, the SMTP commands, the message) in Redis
 through bot.sendtests, and for a Slack test queues the worker's judge job.
@@ -17,7 +24,6 @@ Logs say who sent what size for which token, never the message.
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
 import ssl
@@ -29,6 +35,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from saq import Queue
 
 from bot.queue import enqueue_sendtest
+from bot.receiverlimits import SourceLimits, read_data
 from bot.sendtests import SendTest, SendTests
 from bot.settings import Settings
 from checks.sendtest import Received, TLSInfo, token_of
@@ -40,46 +47,6 @@ MAX_SESSION_LINES = 60
 _RECORDED = ("HELO", "EHLO", "STARTTLS", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY")
 
 Arrived = Callable[[Received, SendTest], Awaitable[None]]
-
-
-class SourceLimits:
-    """Per-source-address limits: connections open at once, and per hour."""
-
-    def __init__(self, concurrent: int, per_hour: int) -> None:
-        self.concurrent = concurrent
-        self.per_hour = per_hour
-        self.open: collections.Counter[str] = collections.Counter()
-        self.recent: dict[str, collections.deque[float]] = {}
-        self._swept: float | None = None
-
-    def admit(self, source: str, now: float | None = None) -> str | None:
-        """Count a new connection; the reason to refuse it, or None."""
-        now = time.monotonic() if now is None else now
-        self._forget(now)
-        if self.open[source] >= self.concurrent:
-            return f"too many connections from {source} at once (limit {self.concurrent})"
-        seen = self.recent.setdefault(source, collections.deque())
-        while seen and seen[0] <= now - 3600:
-            seen.popleft()
-        if self.per_hour and len(seen) >= self.per_hour:
-            return f"too many connections from {source} this hour (limit {self.per_hour})"
-        seen.append(now)
-        self.open[source] += 1
-        return None
-
-    def _forget(self, now: float) -> None:
-        """Once an hour, drop the sources not seen for an hour: on port 25 every
-        scanner on the internet is a source, and they must not pile up."""
-        if self._swept is not None and now - self._swept < 3600:
-            return
-        self._swept = now
-        for source in [s for s, seen in self.recent.items() if not seen or seen[-1] <= now - 3600]:
-            del self.recent[source]
-
-    def release(self, source: str) -> None:
-        self.open[source] -= 1
-        if self.open[source] <= 0:
-            del self.open[source]
 
 
 class Handler:
@@ -165,12 +132,18 @@ def _tls_info(server: SMTP) -> TLSInfo | None:
     return TLSInfo(version=ssl_object.version() or "", cipher=cipher[0], bits=cipher[2])
 
 
-def _recorded(name: str) -> Any:
-    base = getattr(SMTP, f"smtp_{name}")
+def _guarded(name: str) -> Any:
+    """ReceiverSMTP's command `name`, counted against the session's command
+    limit, and noted in the transcript if it is one of _RECORDED."""
+    base = getattr(ReceiverSMTP, f"smtp_{name}")
+    recorded = name in _RECORDED
 
-    @functools.wraps(base)
+    @functools.wraps(getattr(SMTP, f"smtp_{name}"))  # aiosmtpd's syntax, for HELP
     async def method(self: ReceiverSMTP, arg: str | None) -> None:
-        self.note(f"> {name} {arg or ''}".rstrip())
+        if not await self.within_command_limit():
+            return
+        if recorded:
+            self.note(f"> {name} {arg or ''}".rstrip())
         await base(self, arg)
 
     return method
@@ -178,14 +151,92 @@ def _recorded(name: str) -> Any:
 
 class ReceiverSMTP(SMTP):
     """aiosmtpd's SMTP, keeping the session's commands and replies (never the
-    message) and turning away sources over their limits with a 421."""
+    message), turning away sources over their limits with a 421, and bounding
+    what one session may cost: its commands, a transaction's recipients (each
+    may be a Redis lookup), and the memory its DATA takes."""
 
-    def __init__(self, handler: Handler, limits: SourceLimits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: SourceLimits,
+        *,
+        max_commands: int,
+        max_recipients: int,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
+        self.handler = handler
         self.limits = limits
+        self.max_commands = max_commands
+        self.max_recipients = max_recipients
+        self.commands = 0
+        self.recipients = 0  # RCPTs of this transaction, answered or not
         self.transcript: list[str] = []
         self.source: str | None = None
         self.refused = False
+
+    async def within_command_limit(self) -> bool:
+        """Count a command; past the limit, say so once (421) and hang up."""
+        self.commands += 1
+        if self.commands <= self.max_commands:
+            return True
+        if self.commands == self.max_commands + 1 and self.transport is not None:
+            log.warning("%s sent more than %d commands; closing", self.source, self.max_commands)
+            await self.push(
+                f"421 4.7.0 {self.hostname} more than {self.max_commands} commands "
+                "in one session; closing"
+            )
+            self.transport.close()
+        return False
+
+    def _create_envelope(self) -> Envelope:
+        self.recipients = 0  # a new transaction: after RSET, DATA, HELO/EHLO, STARTTLS
+        return super()._create_envelope()
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        # Counted before any parsing or lookup: a flood of RCPTs costs Redis
+        # at most max_recipients lookups per transaction.
+        self.recipients += 1
+        if self.recipients > self.max_recipients:
+            if self.recipients == self.max_recipients + 1:
+                log.warning(
+                    "%s: more than %d RCPTs in one message", self.source, self.max_recipients
+                )
+            await self.push(
+                f"452 4.5.3 Too many recipients: at most {self.max_recipients} tried per message"
+            )
+            return
+        await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        """aiosmtpd's DATA, read by receiverlimits.read_data: aiosmtpd's own
+        loop keeps every fragment of an over-long line until it ends (a 200 MB
+        line without CRLF grew the process by 200 MB) and each line as an
+        object of its own (a 2 MB message of bare CRLFs: 170 MB)."""
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None and self.session is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        assert self.data_size_limit is not None  # Receiver always sets one
+        data = await read_data(self._reader, self.data_size_limit, self.line_length_limit)
+        envelope = self.envelope
+        self._set_post_data_state()  # type: ignore[no-untyped-call]  # the next transaction's
+        if data.refused:
+            log.warning("refused a message from %s: %s", self.source, data.refused)
+            if not data.closed:
+                await self.push(f"552 5.3.4 Message refused: {data.refused}")
+            elif self.transport is not None:
+                await self.push(f"552 5.3.4 Message refused: {data.refused}; closing")
+                self.transport.close()
+            return
+        envelope.content = envelope.original_content = data.content
+        await self.push(await self.handler.handle_DATA(self, self.session, envelope))
 
     def note(self, line: str) -> None:
         if len(self.transcript) < MAX_SESSION_LINES:
@@ -225,8 +276,8 @@ class ReceiverSMTP(SMTP):
             super().data_received(data)
 
 
-for _name in _RECORDED:
-    setattr(ReceiverSMTP, f"smtp_{_name}", _recorded(_name))
+for _name in [m.removeprefix("smtp_") for m in dir(SMTP) if m.startswith("smtp_")]:
+    setattr(ReceiverSMTP, f"smtp_{_name}", _guarded(_name))
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -283,6 +334,11 @@ async def run_receiver(settings: Settings) -> None:
         max_size=settings.receiver_max_size,
         concurrent=settings.receiver_max_connections,
         per_hour=settings.receiver_rate,
+        total=settings.receiver_total_connections,
+        max_commands=settings.receiver_max_commands,
+        max_recipients=settings.receiver_max_recipients,
+        v4_prefix=settings.receiver_prefix_v4,
+        v6_prefix=settings.receiver_prefix_v6,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -312,14 +368,23 @@ class Receiver:
         max_size: int = 10 * 1024 * 1024,
         concurrent: int = 5,
         per_hour: int = 60,
+        total: int = 20,
+        max_commands: int = 100,
+        max_recipients: int = 5,
+        v4_prefix: int = 24,
+        v6_prefix: int = 64,
         idle_timeout: float = 60.0,
     ) -> None:
+        """`concurrent` and `per_hour` count per source network (`v4_prefix`,
+        `v6_prefix`); `total` is every source's open connections together."""
         self.handler = Handler(tests, arrived, hostname)
-        self.limits = SourceLimits(concurrent, per_hour)
+        self.limits = SourceLimits(concurrent, per_hour, total, v4_prefix, v6_prefix)
         self.host, self.port = host, port
         self.hostname = hostname
         self.tls = tls
         self.max_size = max_size
+        self.max_commands = max_commands
+        self.max_recipients = max_recipients
         self.idle_timeout = idle_timeout
         self.server: asyncio.Server | None = None
         # aiosmtpd logs every line of DATA at DEBUG and each address at INFO:
@@ -330,6 +395,8 @@ class Receiver:
         return ReceiverSMTP(
             self.handler,
             self.limits,
+            max_commands=self.max_commands,
+            max_recipients=self.max_recipients,
             data_size_limit=self.max_size,
             enable_SMTPUTF8=True,
             hostname=self.hostname,
