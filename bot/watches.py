@@ -66,6 +66,7 @@ class Watch:
     last_run_at: float = 0.0
     last_slot: int = -1
     warned: dict[str, float] = field(default_factory=dict)  # expiring certificate -> when told
+    skipped_slot: int = -1  # the last slot not run for the domain's hourly limit
 
     @property
     def id(self) -> str:
@@ -105,11 +106,20 @@ class Watch:
             last_run_at=float(data.get("last_run_at") or 0.0),
             last_slot=int(data.get("last_slot", -1)),
             warned={str(k): float(v) for k, v in (data.get("warned") or {}).items()},
+            skipped_slot=int(data.get("skipped_slot", -1)),
         )
 
 
 class TooManyWatches(Exception):
     """The channel already has as many watches as allowed."""
+
+
+class NotYours(Exception):
+    """The watch was set by someone else: only they (or an admin) may stop or replace it."""
+
+    def __init__(self, watch: Watch) -> None:
+        super().__init__(watch.id)
+        self.watch = watch
 
 
 class WatchStore:
@@ -128,10 +138,11 @@ class WatchStore:
     def _user_key(user: str) -> str:
         return f"mailcheck:watches:user:{user}"
 
-    async def put(self, watch: Watch, limit: int) -> Watch | None:
+    async def put(self, watch: Watch, limit: int, *, admin: bool = False) -> Watch | None:
         """Set `watch` (a new one: slot 0 is due now). Returns the watch it
         replaced, if the channel watched this domain already. Raises
-        TooManyWatches when the channel has `limit` others."""
+        TooManyWatches when the channel has `limit` others, and NotYours when
+        the watch it would replace is another user's (unless `admin`)."""
         key = self.key(watch.id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -142,6 +153,8 @@ class WatchStore:
                     if old_text is None and count >= limit:
                         raise TooManyWatches(str(count))
                     old = Watch.from_json(old_text) if old_text is not None else None
+                    if old is not None and old.user != watch.user and not admin:
+                        raise NotYours(old)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(key, watch.to_json())
                     pipe.zadd(DUE_KEY, {watch.id: watch.created_at})
@@ -154,28 +167,36 @@ class WatchStore:
                 except _WatchError:
                     continue
 
-    async def remove(self, channel: str, domain: str) -> Watch | None:
-        """End the watch of `domain` in `channel`; the watch it was, or None."""
+    async def remove(
+        self, channel: str, domain: str, *, by: str | None = None, admin: bool = False
+    ) -> Watch | None:
+        """End the watch of `domain` in `channel`; the watch it was, or None.
+        Asked `by` a user, raises NotYours when another user set it (unless
+        `admin`); without `by`, mailcheck itself ends it (the channel is gone,
+        its setter no longer allowed)."""
         watch_id = f"{channel}:{domain}"
-        old = await self.get(watch_id)
+        key = self.key(watch_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key(watch_id))
-            pipe.zrem(DUE_KEY, watch_id)
-            pipe.srem(self._channel_key(channel), watch_id)
-            if old is not None:
-                pipe.srem(self._user_key(old.user), watch_id)
-            deleted, *_ = await pipe.execute()
-        return old if deleted else None
+            while True:
+                try:
+                    await pipe.watch(key)
+                    text = await pipe.get(key)
+                    old = _readable(text, watch_id)
+                    if old is not None and by is not None and old.user != by and not admin:
+                        raise NotYours(old)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.delete(key)
+                    pipe.zrem(DUE_KEY, watch_id)
+                    pipe.srem(self._channel_key(channel), watch_id)
+                    if old is not None:
+                        pipe.srem(self._user_key(old.user), watch_id)
+                    deleted, *_ = await pipe.execute()
+                    return old if deleted else None
+                except _WatchError:
+                    continue
 
     async def get(self, watch_id: str) -> Watch | None:
-        text = await self.redis.get(self.key(watch_id))
-        if text is None:
-            return None
-        try:
-            return Watch.from_json(text)
-        except (ValueError, KeyError, TypeError):
-            log.warning("unreadable watch %s ignored", watch_id)
-            return None
+        return _readable(await self.redis.get(self.key(watch_id)), watch_id)
 
     async def channel_watches(self, channel: str) -> list[Watch]:
         return await self._load(await self.redis.smembers(self._channel_key(channel)))
@@ -284,6 +305,35 @@ class WatchStore:
                     return updated
                 except _WatchError:
                     continue
+
+    async def skipped(self, watch: Watch, slot: int) -> Watch | None:
+        """Record that `slot` was not run (the domain's hourly limit); the
+        watch as now stored, None once it is gone or set anew."""
+        key = self.key(watch.id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    current = _readable(await pipe.get(key), watch.id)
+                    if current is None or current.generation != watch.generation:
+                        return None
+                    updated = replace(current, skipped_slot=max(slot, current.skipped_slot))
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, updated.to_json())
+                    await pipe.execute()
+                    return updated
+                except _WatchError:
+                    continue
+
+
+def _readable(text: str | bytes | None, watch_id: str) -> Watch | None:
+    if text is None:
+        return None
+    try:
+        return Watch.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        log.warning("unreadable watch %s ignored", watch_id)
+        return None
 
 
 # Delete the lock only if it is still ours.

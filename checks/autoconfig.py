@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from checks import clientconf, http, tls
+from checks.budget import spent
 from checks.clientconf import ClientConfig, ConfigError, ServerSetting
 from checks.dns import MXSet, SRVTarget
 from checks.endpoints import Endpoint
@@ -33,7 +34,6 @@ from checks.tlsprobe import problems_of
 
 DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}
 _LOCAL_PART = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
-MAX_HOPS = 2  # autodiscover redirects followed, as Outlook does
 # What a client tries on a host, per protocol, best first (Thunderbird's order).
 STANDARD: dict[str, tuple[tuple[int, str], ...]] = {
     "imap": ((993, "SSL"), (143, "STARTTLS")),
@@ -93,7 +93,7 @@ async def _get_config(
     ctx: ProbeContext, url: str, client: str, parse: Any, *, data: bytes | None = None
 ) -> Attempt:
     try:
-        fetched = await http.fetch(ctx.net, url, max_bytes=clientconf.MAX_BYTES, data=data)
+        fetched = await http.fetch_reporting(ctx, url, max_bytes=clientconf.MAX_BYTES, data=data)
     except (DNSError, TargetRefused, NetError) as exc:
         return Attempt(url, missing=str(exc))
     if fetched.status != 200:
@@ -246,13 +246,15 @@ def _fact(found: Found | None) -> dict[str, Any] | None:
 
 
 async def probe_outlook(ctx: ProbeContext) -> Found | None:
-    """POX autodiscover in Outlook's order; redirects followed at most twice."""
+    """POX autodiscover in Outlook's order; redirects followed at most twice
+    (Outlook's habit, and the budget MAILCHECK_MAX_REDIRECTS)."""
     if ctx.result("dns.mx") is None:
         return None
     email = email_of(ctx)
     target = Target(host=ctx.domain)
     hops: list[str] = []
-    for _ in range(MAX_HOPS + 1):
+    max_hops = ctx.net.config.budgets.redirects
+    for _ in range(max_hops + 1):
         candidates = await _autodiscover_urls(ctx, email)
         outcome = await _first_autodiscover(ctx, candidates, email)
         if isinstance(outcome, Found):
@@ -273,12 +275,12 @@ async def probe_outlook(ctx: ProbeContext) -> Found | None:
                     return followed
                 return None
             address = outcome.address or ""
-            if address in hops or address == email or len(hops) >= MAX_HOPS:
+            if address in hops or address == email or len(hops) >= max_hops:
                 ctx.add(
                     "autodiscover.redirect.refused",
                     target=target,
                     summary=f"{outcome.origin} redirects to {address}: "
-                    + ("a loop" if address in hops or address == email else "too many hops"),
+                    + ("a loop" if address in hops or address == email else _too_many(ctx)),
                 )
                 return None
             hops.append(address)
@@ -294,6 +296,10 @@ async def probe_outlook(ctx: ProbeContext) -> Found | None:
         )
         return None
     return None
+
+
+def _too_many(ctx: ProbeContext) -> str:
+    return f"not followed: {spent('redirects', ctx.net.config.budgets)} was reached"
 
 
 @dataclass(frozen=True)
@@ -312,7 +318,7 @@ async def _autodiscover_urls(ctx: ProbeContext, email: str) -> list[str]:
     # Outlook's third try: a GET over http that should redirect to https.
     probe_url = f"http://autodiscover.{domain}/autodiscover/autodiscover.xml"
     try:
-        got = await http.fetch(ctx.net, probe_url, max_bytes=clientconf.MAX_BYTES)
+        got = await http.fetch_reporting(ctx, probe_url, max_bytes=clientconf.MAX_BYTES)
     except (DNSError, TargetRefused, NetError):
         got = None
     if got is not None and got.location and got.status in (301, 302, 303, 307, 308):
@@ -347,7 +353,7 @@ async def _first_autodiscover(
 
 async def _post(ctx: ProbeContext, url: str, body: bytes, email: str) -> Found | _Redirect | str:
     try:
-        fetched = await http.fetch(ctx.net, url, max_bytes=clientconf.MAX_BYTES, data=body)
+        fetched = await http.fetch_reporting(ctx, url, max_bytes=clientconf.MAX_BYTES, data=body)
     except (DNSError, TargetRefused, NetError) as exc:
         return str(exc)
     if fetched.status != 200:
@@ -379,7 +385,7 @@ async def _follow_url(
     seen = {redirect.origin}
     current = redirect
     body = clientconf.autodiscover_request(email)
-    for _ in range(MAX_HOPS):
+    for _ in range(ctx.net.config.budgets.redirects):
         url = current.url or ""
         why = ""
         if not url.startswith("https://"):
@@ -408,7 +414,7 @@ async def _follow_url(
         why = result
         break
     else:
-        why = "too many hops"
+        why = _too_many(ctx)
     ctx.add(
         "autodiscover.redirect.refused",
         target=Target(host=_host(current.origin)),
@@ -422,6 +428,13 @@ def _curl_post(ctx: ProbeContext, url: str, email: str) -> str:
     body = clientconf.autodiscover_request(email).decode()
     ca = f" --cacert {ctx.net.config.ca_file}" if ctx.net.config.ca_file else ""
     return f"curl -sS{ca} -H 'Content-Type: text/xml' --data '{body}' '{url}'"
+
+
+def _verify_command(ctx: ProbeContext, url: str) -> str:
+    """OpenSSL's own verdict on a signed profile; `-purpose any` because a
+    profile signer is no S/MIME (e-mail protection) certificate."""
+    ca = f" -CAfile {ctx.net.config.ca_file}" if ctx.net.config.ca_file else ""
+    return f"curl -sS '{url}' | openssl cms -verify -inform DER -purpose any{ca} -out /dev/null"
 
 
 # -- mailconf= and Apple profiles ---------------------------------------------------------
@@ -463,7 +476,7 @@ async def probe_mobileconfig(ctx: ProbeContext) -> Found | None:
         )
 
     try:
-        fetched = await http.fetch(ctx.net, url, max_bytes=clientconf.MAX_BYTES, redirects=2)
+        fetched = await http.fetch_reporting(ctx, url, max_bytes=clientconf.MAX_BYTES, redirects=2)
     except (DNSError, TargetRefused, NetError) as exc:
         invalid(str(exc))
         return None
@@ -471,13 +484,22 @@ async def probe_mobileconfig(ctx: ProbeContext) -> Found | None:
         invalid(f"HTTP {fetched.status} {fetched.reason}")
         return None
     try:
-        profile = clientconf.parse_mobileconfig(fetched.body, email)
+        profile = clientconf.parse_mobileconfig(fetched.body, email, ca_file=ctx.net.config.ca_file)
     except ConfigError as exc:
         invalid(str(exc))
         return None
-    signed = (
-        f"signed by {profile.signer or 'an unreadable signer'}" if profile.signed else "unsigned"
-    )
+    # "signed by X" only when verified: a copied certificate proves nothing.
+    signed = "unsigned"
+    if profile.signer:
+        signed = f"signed by {profile.signer}"
+    elif profile.signed:
+        signed = "signed, but the signature does not verify"
+        ctx.add(
+            "mobileconfig.signature.unverified",
+            target=target,
+            summary=f"{url}: {profile.unverified}",
+            reproduce=_verify_command(ctx, url),
+        )
     ctx.add(
         "mobileconfig.ok",
         target=target,
@@ -566,7 +588,10 @@ async def _verify(ctx: ProbeContext, setting: ServerSetting) -> Verified:
     if earlier is not None and earlier.complete:
         return judge_session(ctx, setting, earlier)
     scratch = ProbeContext(ctx.request, ctx.net, {})  # converse's findings are ours to judge
-    session = await converse(scratch, ep, DIALECTS[setting.protocol](ctx.net.config))
+    try:
+        session = await converse(scratch, ep, DIALECTS[setting.protocol](ctx.net.config))
+    except TargetRefused as exc:  # the check's connection budget is spent
+        return Verified(setting, "unreachable", str(exc))
     failure = next(iter(scratch.findings), None)
     if session is None or not session.complete:
         reason = failure.summary if failure else f"{ep.label()}: the conversation failed"

@@ -37,9 +37,9 @@ from xml.sax.saxutils import escape
 import defusedxml.ElementTree as SafeET
 import idna
 from asn1crypto import cms  # type: ignore[import-untyped]  # no stubs, no py.typed
-from cryptography import x509
 from defusedxml import DefusedXmlException, EntitiesForbidden, ExternalReferenceForbidden
 
+from checks import signeddata
 from checks.errors import DocumentError, InputError
 from checks.text import untrusted
 
@@ -94,9 +94,10 @@ class Autodiscover:
 class MobileConfig:
     config: ClientConfig  # from the first com.apple.mail.managed payload
     signed: bool
-    signer: str | None  # subject of the signing certificate (RFC 4514), when known
+    signer: str | None  # subject of the signing certificate (RFC 4514), once verified
     identifier: str  # the profile's PayloadIdentifier
     warnings: tuple[str, ...] = ()  # about the profile (the mail settings' are in config)
+    unverified: str | None = None  # signed, but why that proves nothing about who signed
 
 
 def insecure(setting: ServerSetting) -> str | None:
@@ -550,13 +551,16 @@ _APPLE_DEFAULT_PORTS = {
 }
 
 
-def parse_mobileconfig(body: bytes, email: str) -> MobileConfig:
+def parse_mobileconfig(body: bytes, email: str, *, ca_file: str | None = None) -> MobileConfig:
     """An Apple configuration profile's mail account, as iOS and macOS read it.
 
     `body` is an XML or binary plist, or one wrapped in CMS SignedData (DER or
     BER, as Apple's tools write it, with the profile inside). For a signed
-    profile `signer` is the subject of the certificate that signed: the
-    signature is NOT verified, so it says "signed by X", not "trusted".
+    profile `signer` is the subject of the certificate that signed, set only
+    once the signature over the profile verifies and that certificate leads to
+    a root in the system store or `ca_file` (`checks.signeddata`); otherwise
+    `signer` is None and `unverified` says why. The settings are read either
+    way: a client that installs the profile anyway uses them.
 
     The settings come from the first com.apple.mail.managed payload.
     `…UseSSL` means TLS, which Apple starts from the first byte on 993, 995
@@ -570,9 +574,10 @@ def parse_mobileconfig(body: bytes, email: str) -> MobileConfig:
     _check_size(body)
     warnings: list[str] = []
     signed = body[:1] == b"\x30"  # a DER SEQUENCE; a plist starts with "<", a BOM or "bplist"
-    signer = None
+    verdict = signeddata.Verdict(None, None)
     if signed:
-        body, signer = _unwrap_cms(body, warnings)
+        body, verdict = _unwrap_cms(body, ca_file)
+        warnings.extend(verdict.notes)
     else:
         warnings.append("the profile is not signed: iOS shows it as Unverified")
     try:
@@ -620,7 +625,14 @@ def parse_mobileconfig(body: bytes, email: str) -> MobileConfig:
     config = _apple_mail(*mail[0], email, problems) if mail else None
     if problems or config is None or identifier is None:
         raise ConfigError(problems)
-    return MobileConfig(config, signed, signer, untrusted(identifier, 200), tuple(warnings))
+    return MobileConfig(
+        config,
+        signed,
+        verdict.signer,
+        untrusted(identifier, 200),
+        tuple(warnings),
+        verdict.unverified,
+    )
 
 
 def _apple_mail(
@@ -735,12 +747,12 @@ def _kind(value: Any) -> str:
     return name
 
 
-def _unwrap_cms(body: bytes, warnings: list[str]) -> tuple[bytes, str | None]:
-    """(the profile inside a CMS SignedData, the signer's subject or None).
+def _unwrap_cms(body: bytes, ca_file: str | None) -> tuple[bytes, signeddata.Verdict]:
+    """(the profile inside a CMS SignedData, who signed it if that verifies).
 
     asn1crypto reads BER as well as DER: Apple's CMSEncoder writes indefinite
     lengths and the content as a chunked OCTET STRING, which a minimal DER
-    walker would refuse. The signature is not checked."""
+    walker would refuse."""
     try:
         info = cms.ContentInfo.load(body)
         content_type = info["content_type"].native
@@ -754,14 +766,6 @@ def _unwrap_cms(body: bytes, warnings: list[str]) -> tuple[bytes, str | None]:
         signed_data = info["content"]
         content = signed_data["encap_content_info"]["content"]
         inner = None if content.native is None else bytes(content)
-        certificates = [
-            choice.chosen
-            for choice in (signed_data["certificates"] or [])
-            if choice.name == "certificate"
-        ]
-        signer_infos = list(signed_data["signer_infos"])
-        sid = signer_infos[0]["sid"] if signer_infos else None
-        certificate = None if sid is None else _find_signer(sid, certificates)
     except ConfigError:
         raise
     except Exception as exc:  # asn1crypto parses lazily: anything odd surfaces on access
@@ -773,45 +777,7 @@ def _unwrap_cms(body: bytes, warnings: list[str]) -> tuple[bytes, str | None]:
         ) from None
     if inner is None:
         raise ConfigError(["the signed profile does not carry the profile (a detached signature)"])
-    if sid is None:
-        warnings.append("the signature names no signer")
-        return inner, None
-    if certificate is None:
-        warnings.append(
-            "the signer's certificate is not in the profile, so who signed it is unknown"
-        )
-        return inner, None
-    subject = _subject(certificate)
-    if subject is None:
-        warnings.append("the signer's certificate cannot be read, so who signed it is unknown")
-    return inner, subject
-
-
-def _find_signer(sid: Any, certificates: list[Any]) -> Any:
-    for certificate in certificates:
-        if sid.name == "issuer_and_serial_number":
-            wanted = sid.chosen
-            if (
-                certificate.issuer == wanted["issuer"]
-                and certificate.serial_number == wanted["serial_number"].native
-            ):
-                return certificate
-        elif sid.name == "subject_key_identifier" and certificate.key_identifier == sid.native:
-            return certificate
-    return None
-
-
-def _subject(certificate: Any) -> str | None:
-    """The subject in RFC 4514 form, as checks.tls writes subjects; asn1crypto's
-    own form if cryptography refuses the certificate; None if both do."""
-    try:
-        name = x509.load_der_x509_certificate(certificate.dump()).subject.rfc4514_string()
-    except Exception:  # a certificate asn1crypto reads but cryptography will not
-        try:
-            name = str(certificate.subject.human_friendly)
-        except Exception:  # asn1crypto parses lazily: bad strings surface only now
-            return None
-    return untrusted(name, 500)
+    return inner, signeddata.verify(signed_data, inner, ca_file)
 
 
 # -- shared ----------------------------------------------------------------------------------

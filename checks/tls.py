@@ -216,18 +216,30 @@ def _store(ca_file: str | None) -> crypto.X509Store:
     return store
 
 
-def chain_problem(chain_der: tuple[bytes, ...], ca_file: str | None) -> Problem | None:
-    """Does the chain as sent lead to a trusted root? Tells a missing
-    intermediate (the server sent its certificate alone, and its issuer is no
-    trusted root) apart from an unknown or self-signed CA."""
-    if not chain_der:
-        return Problem("tls.cert.untrusted", "the server sent no certificate")
+def chain_error(chain_der: tuple[bytes, ...], ca_file: str | None) -> tuple[int, str] | None:
+    """OpenSSL's (verify code, message) when the chain (leaf first, then whatever
+    else was sent, in any order) leads to no root in the system store or
+    `ca_file`; None when it does. Dates are not judged here (see
+    `validity_problem`). Raises ValueError on a certificate OpenSSL cannot read."""
     certs = [crypto.X509.from_cryptography(x509.load_der_x509_certificate(d)) for d in chain_der]
     context = crypto.X509StoreContext(_store(ca_file), certs[0], certs[1:])
     try:
         context.verify_certificate()
     except crypto.X509StoreContextError as exc:
         code, _depth, message = exc.errors
+        return int(code), str(message)
+    return None
+
+
+def chain_problem(chain_der: tuple[bytes, ...], ca_file: str | None) -> Problem | None:
+    """Does the chain as sent lead to a trusted root? Tells a missing
+    intermediate (the server sent its certificate alone, and its issuer is no
+    trusted root) apart from an unknown or self-signed CA."""
+    if not chain_der:
+        return Problem("tls.cert.untrusted", "the server sent no certificate")
+    error = chain_error(chain_der, ca_file)
+    if error is not None:
+        code, message = error
         leaf = parse_cert(chain_der[0])
         if code in (V_DEPTH_ZERO_SELF_SIGNED,):
             return Problem("tls.cert.untrusted", "certificate is self-signed")
@@ -250,3 +262,22 @@ def chain_problem(chain_der: tuple[bytes, ...], ca_file: str | None) -> Problem 
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def client_trust_problem(
+    chain_der: tuple[bytes, ...], host: str, ca_file: str | None, now: datetime
+) -> str | None:
+    """Why a mail client would refuse this chain for `host`, or None: the chain
+    must lead to a trusted root (system store plus `ca_file`), name `host` and be
+    in date. What decides whether a test account's password may be sent."""
+    chain = chain_problem(chain_der, ca_file)
+    if chain is not None:
+        return chain.summary
+    leaf = parse_cert(chain_der[0])
+    if not match_hostname(host, leaf.sans):
+        names = ", ".join(leaf.sans[:5]) or "no DNS name"
+        return f"certificate is not valid for {host} (it names {names})"
+    dates = validity_problem(leaf, now)
+    if dates is not None and dates.code != "tls.cert.expiring":
+        return dates.summary
+    return None

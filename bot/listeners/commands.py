@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks
+from bot import access, blocks
 from bot.commands import (
     USAGE,
     CheckCommand,
@@ -34,13 +34,12 @@ from bot.history import HistoryStore
 from bot.listeners.deps import Deps
 from bot.poster import permalinks
 from bot.queue import ENQUEUE_TIMEOUT, CheckJob, QueueUnavailable, enqueue_check, enqueue_sendtest
-from bot.watches import TooManyWatches, Watch, WatchStore
+from bot.watches import NotYours, TooManyWatches, Watch, WatchStore
 from checks.diff import diff_reports
 from checks.errors import InputError
 from checks.names import DomainName, normalize_domain, normalize_selector, normalize_sender_ip
 
 log = logging.getLogger(__name__)
-RATE_WINDOW = 3600
 HISTORY_RUNS = 10
 READ_TIMEOUT = 2.0  # history and diff answer in the ack: Slack wants it within 3 s
 LINK_TIMEOUT = 0.8  # the permalinks are a nicety: without them, times without links
@@ -105,12 +104,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
 
 
 def _refusal(deps: Deps, channel: str, user: str) -> str | None:
-    settings = deps.settings
-    if settings.allowed_channels and channel not in settings.allowed_channels:
-        return ":no_entry: mailcheck is not enabled in this channel."
-    if settings.allowed_users and user not in settings.allowed_users:
-        return ":no_entry: You are not on the list of mailcheck users; ask your admin."
-    return None
+    return access.refusal(deps.settings, channel, user)
 
 
 async def answer_history(
@@ -163,14 +157,38 @@ async def _watch(
     if isinstance(parsed, WatchesCommand):
         return blocks.watches_text(await store.channel_watches(channel), describe_every)
     shown = blocks.code_span(parsed.domain.unicode, 300)
+    admin = user in settings.admin_users
     if isinstance(parsed, UnwatchCommand):
-        if await store.remove(channel, parsed.domain.ascii) is None:
+        try:
+            removed = await store.remove(channel, parsed.domain.ascii, by=user, admin=admin)
+        except NotYours as exc:
+            return _not_yours(shown, exc.watch)
+        if removed is None:
             return f"{shown} is not watched in this channel; `/mailcheck watches` lists what is."
         return f"Stopped watching {shown} in this channel."
     if parsed.every < settings.watch_min_interval:
         return (
             f"`every=` must be at least {describe_every(settings.watch_min_interval)} "
             f"here, not {describe_every(parsed.every)}."
+        )
+    current = await store.get(f"{channel}:{parsed.domain.ascii}")
+    if current is not None and not access.may_manage(settings, current.user, user):
+        return _not_yours(shown, current)  # said before the rate limits count anything
+    # Setting a watch runs its first check at once: it counts as a check of
+    # the user's (a watch-unwatch loop is no way around the limit); the
+    # domain's limit is only looked at here, as every run counts it (bot.worker).
+    if await access.over(deps.redis, f"user:{user}", settings.user_rate):
+        return (
+            f":hourglass: You have run {settings.user_rate} checks in the last hour; "
+            "try again later."
+        )
+    if await access.over(
+        deps.redis, f"domain:{parsed.domain.ascii}", settings.domain_rate, count=False
+    ):
+        return (
+            f":hourglass: {blocks.escape(parsed.domain.unicode)} was checked "
+            f"{settings.domain_rate} times in the last hour; try again later (be kind to its "
+            "servers)."
         )
     watch = Watch(
         channel=channel,
@@ -182,7 +200,9 @@ async def _watch(
         stages=tuple(sorted(s.value for s in parsed.stages)) if parsed.stages else None,
     )
     try:
-        old = await store.put(watch, settings.max_watches)
+        old = await store.put(watch, settings.max_watches, admin=admin)
+    except NotYours as exc:  # set by someone else since we looked
+        return _not_yours(shown, exc.watch)
     except TooManyWatches:
         return (
             f"This channel has {settings.max_watches} watches, the most allowed; "
@@ -195,6 +215,13 @@ async def _watch(
         f":eyes: Watching {shown} every {every}{was}{stages} in this channel. The first check "
         "runs now; after that, a message here only when its verdict changes or a certificate "
         f"is about to expire. `/mailcheck unwatch {blocks.escape(watch.domain)}` stops it."
+    )
+
+
+def _not_yours(shown: str, watch: Watch) -> str:
+    return (
+        f":no_entry: {shown} is watched here by {blocks.mention(watch.user)}: only they or a "
+        "mailcheck admin can stop or change it."
     )
 
 
@@ -233,7 +260,9 @@ async def _diff(
 async def submit(deps: Deps, job: CheckJob) -> tuple[bool, str]:
     """Authorize, rate-limit and enqueue: (queued, what to tell the user)."""
     settings = deps.settings
-    refused = _refusal(deps, job.channel, job.user)
+    refused = _refusal(deps, job.channel, job.user) or await access.account_refusal(
+        settings, deps.redis, job.account, job.domain
+    )
     if refused:
         return False, refused
     try:
@@ -274,8 +303,11 @@ async def answer_sendtest(deps: Deps, command: dict[str, Any], parsed: SendTestC
             ":no_entry: Send tests are not set up here: the operator sets "
             "MAILCHECK_SENDTEST_DOMAIN and runs `mailcheck receiver` (see the README)."
         )
-    if parsed.account and parsed.account not in settings.accounts:
-        return f":no_entry: There is no test account named {blocks.code_span(parsed.account, 40)}."
+    refused = await access.account_refusal(
+        settings, deps.redis, parsed.account, parsed.domain.ascii
+    )
+    if refused:
+        return refused
     shown = parsed.domain.unicode
     try:
         if await _over(deps, f"user:{user}", settings.user_rate):
@@ -303,15 +335,7 @@ async def answer_sendtest(deps: Deps, command: dict[str, Any], parsed: SendTestC
 
 
 async def _over(deps: Deps, what: str, limit: int) -> bool:
-    if limit <= 0:
-        return False
-    window = int(time.time()) // RATE_WINDOW
-    key = f"mailcheck:rate:{what}:{window}"
-    async with deps.redis.pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, RATE_WINDOW * 2)
-        count, _ = await pipe.execute()
-    return int(count) > limit
+    return await access.over(deps.redis, what, limit)
 
 
 async def _respond(url: str, text: str) -> None:

@@ -303,3 +303,109 @@ async def test_a_watch_ends_when_its_channel_is_gone(
     await until("the watch to end", ended)
     assert [c.error for c in slack.calls_to("chat.postMessage")] == ["is_archived"]
     assert await redis.zscore("mailcheck:watches:due", f"{CHANNEL}:healthy.test") is None
+
+
+# -- who may set, stop and run a watch (issue 16) ------------------------------------------------
+
+OTHER, ADMIN = "U0TEST2", "U0ADMIN1"
+
+
+async def test_only_the_setter_or_an_admin_stops_or_replaces_a_watch(
+    settings: Settings, slack: SlackAPIStandIn, redis: Redis
+) -> None:
+    """The attack: user B stops (or quietly replaces) user A's watch."""
+    config = replace(settings, admin_users=frozenset({ADMIN}), http_port=next(_ports))
+    store = WatchStore(redis)
+    async with _app(config):
+        _, text = await command(config, slack, "watch healthy.test every=1h stage=dns")
+        assert text.startswith(":eyes: Watching `healthy.test` every 1h")
+
+        _, text = await command(config, slack, "unwatch healthy.test", user=OTHER)
+        assert text == (
+            f":no_entry: `healthy.test` is watched here by <@{USER}>: only they or a "
+            "mailcheck admin can stop or change it."
+        )
+        _, text = await command(config, slack, "watch healthy.test every=1d", user=OTHER)
+        assert text.startswith(f":no_entry: `healthy.test` is watched here by <@{USER}>")
+        (kept,) = await store.channel_watches(CHANNEL)
+        assert (kept.user, kept.every) == (USER, 3600)
+
+        _, text = await command(config, slack, "unwatch healthy.test", user=ADMIN)
+        assert text == "Stopped watching `healthy.test` in this channel."
+        assert await store.channel_watches(CHANNEL) == []
+
+
+async def test_a_user_not_allowed_cannot_set_a_watch(
+    settings: Settings, slack: SlackAPIStandIn, redis: Redis
+) -> None:
+    config = replace(settings, allowed_users=frozenset({USER}), http_port=next(_ports))
+    async with _app(config):
+        _, text = await command(config, slack, "watch healthy.test every=1h", user=OTHER)
+    assert text == ":no_entry: You are not on the list of mailcheck users; ask your admin."
+    assert await WatchStore(redis).channel_watches(CHANNEL) == []
+
+
+async def test_a_watch_ends_when_its_setter_is_no_longer_allowed(
+    app: Settings, slack: SlackAPIStandIn, redis: Redis, workers: list[Worker]
+) -> None:
+    """The watch was set while its setter was allowed; the operator then took
+    them off MAILCHECK_ALLOWED_USERS. Its runs must not go on in their name."""
+    _, text = await command(app, slack, "watch healthy.test every=1h stage=dns")
+    assert text.startswith(":eyes: Watching")
+    start_worker(replace(app, allowed_users=frozenset({OTHER})), workers)
+
+    async def ended() -> bool:
+        return await WatchStore(redis).channel_watches(CHANNEL) == []
+
+    await until("the watch to end", ended)
+    await until("the notice", lambda: _count(top_level(slack), 1))
+    (notice,) = top_level(slack)
+    assert notice.params["channel"] == CHANNEL
+    assert notice.params["blocks"][0]["text"]["text"] == (
+        f":no_entry: Stopped watching `healthy.test` (every 1h, set by <@{USER}>): "
+        f"<@{USER}> is no longer on the list of mailcheck users."
+    )
+    assert await watch_runs(redis, "healthy.test") == []  # no check ran in their name
+
+
+async def test_watch_runs_count_against_the_domain_rate(
+    config: Settings, slack: SlackAPIStandIn, redis: Redis, workers: list[Worker]
+) -> None:
+    """A watch every second is a check every second: the domain's hourly limit
+    holds for watch runs as for commands, and the channel is told, once."""
+    limited = replace(config, domain_rate=2)
+    async with _app(limited):
+        _, text = await command(limited, slack, "watch healthy.test every=1s stage=dns")
+        assert text.startswith(":eyes: Watching")
+        start_worker(limited, workers)
+        await until("two runs", lambda: _has_runs(redis, "healthy.test", 2))
+        await until("the notice", lambda: _count(_rate_notices(slack), 1))
+        await asyncio.sleep(3)  # three more slots come due
+        assert len(await watch_runs(redis, "healthy.test")) == 2
+        (notice,) = _rate_notices(slack)
+        assert text_of(notice).startswith(
+            ":hourglass: Skipped the watch of `healthy.test` (every 1s, set by "
+            f"<@{USER}>): `healthy.test` was checked 2 times in the last hour, the most allowed."
+        )
+        _, text = await command(limited, slack, "healthy.test stage=dns")
+        assert text.startswith(":hourglass: healthy.test was checked 2 times in the last hour")
+
+
+async def test_setting_a_watch_counts_against_the_user_rate(
+    config: Settings, slack: SlackAPIStandIn, redis: Redis
+) -> None:
+    """Each watch set runs a check at once: watch, unwatch, watch... must not
+    be a way around the user's hourly limit."""
+    limited = replace(config, user_rate=2)
+    async with _app(limited):
+        for _ in range(2):
+            _, text = await command(limited, slack, "watch healthy.test every=1h stage=dns")
+            assert text.startswith(":eyes: Watching"), text
+            await command(limited, slack, "unwatch healthy.test")
+        _, text = await command(limited, slack, "watch healthy.test every=1h stage=dns")
+        assert text == ":hourglass: You have run 2 checks in the last hour; try again later."
+    assert await WatchStore(redis).channel_watches(CHANNEL) == []
+
+
+def _rate_notices(slack: SlackAPIStandIn) -> list[Any]:
+    return [c for c in top_level(slack) if ":hourglass: Skipped the watch" in text_of(c)]

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from asn1crypto import cms  # type: ignore[import-untyped]  # no stubs, no py.typed
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
@@ -31,6 +32,8 @@ from checks.clientconf import (
     parse_mobileconfig,
 )
 from checks.errors import InputError, MailcheckError
+from checks.signeddata import MAX_CERTIFICATES
+from tests.lab.pki import CertSpec, LabPKI
 
 EMAIL = "Jane.Doe@Example.com"
 REFUSED = (
@@ -660,8 +663,10 @@ def test_signed_profile() -> None:
     assert parse_mobileconfig(body, "jane.doe@example.com") == MobileConfig(
         PROFILE_CONFIG,
         signed=True,
-        signer="CN=Example Profile Signing,O=Example Ltd",
+        signer=None,  # self-signed: who signed is a claim, not a fact
         identifier="com.example.profile",
+        unverified="the signer's certificate (CN=Example Profile Signing,O=Example Ltd) is "
+        "self-signed, so anyone could have made it",
     )
 
 
@@ -711,7 +716,8 @@ def test_signed_profile_in_ber_as_apple_writes_it() -> None:
     assert body[:2] == b"\x30\x80"
     result = parse_mobileconfig(body, "jane.doe@example.com")
     assert result.config == PROFILE_CONFIG
-    assert result.signer == "CN=Example Profile Signing,O=Example Ltd"
+    assert result.signed and result.signer is None  # self-signed: verified below, with a CA
+    assert result.unverified is not None and "Example Profile Signing" in result.unverified
 
 
 def test_detached_or_broken_signatures() -> None:
@@ -722,6 +728,156 @@ def test_detached_or_broken_signatures() -> None:
     broken = problems(parse_mobileconfig, signed(PROFILE)[:200])
     assert len(broken) == 1
     assert broken[0].startswith("the profile starts like a signed profile (CMS) but is not one (")
+
+
+# -- signatures verified: a throwaway PKI, its root passed as ca_file ---------------------------
+
+SIGNER = "CN=profiles.example.test,O=mailcheck test lab"
+PKI_SPECS = [
+    CertSpec("signer", ("profiles.example.test",), key="ec256"),
+    CertSpec("signer-rsa", ("profiles.example.test",)),
+    CertSpec("signer-nochain", ("profiles.example.test",), key="ec256", send_chain=False),
+    CertSpec(
+        "signer-unknownca", ("profiles.example.test",), key="ec256", issuer="untrusted-intermediate"
+    ),
+    CertSpec(
+        "signer-expired",
+        ("profiles.example.test",),
+        key="ec256",
+        not_before=datetime.timedelta(days=-30),
+        not_after=datetime.timedelta(days=-2),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> LabPKI:
+    pki = LabPKI(tmp_path_factory.mktemp("pki"))
+    pki.build(PKI_SPECS)
+    return pki
+
+
+def signed_by(
+    pki: LabPKI,
+    name: str,
+    content: bytes = PROFILE,
+    *options: pkcs7.PKCS7Options,
+    key_of: str | None = None,
+    rsa_padding: padding.PSS | padding.PKCS1v15 | None = None,
+) -> bytes:
+    """`content` signed with the key of `key_of` (default: `name`) under the certificate of
+    `name`, carrying the chain its PEM file holds (the leaf, then the intermediate)."""
+    leaf, *chain = x509.load_pem_x509_certificates(pki.cert_path(name).read_bytes())
+    key = serialization.load_pem_private_key(pki.key_path(key_of or name).read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(content)
+    builder = builder.add_signer(leaf, key, hashes.SHA256(), rsa_padding=rsa_padding)
+    for certificate in chain:
+        builder = builder.add_certificate(certificate)
+    return builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary, *options])
+
+
+def verified(pki: LabPKI, body: bytes) -> MobileConfig:
+    return parse_mobileconfig(body, "jane.doe@example.com", ca_file=str(pki.ca_file))
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "rsa_padding"),
+    [
+        ("signer", (), None),
+        ("signer", (pkcs7.PKCS7Options.NoAttributes,), None),
+        ("signer-rsa", (), None),
+        ("signer-rsa", (), padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH)),
+    ],
+    ids=["ecdsa", "ecdsa-no-signed-attributes", "rsa-pkcs1", "rsa-pss"],
+)
+def test_a_signature_chained_to_a_trusted_root_names_its_signer(
+    pki: LabPKI,
+    name: str,
+    options: tuple[pkcs7.PKCS7Options, ...],
+    rsa_padding: padding.PSS | None,
+) -> None:
+    profile = verified(pki, signed_by(pki, name, PROFILE, *options, rsa_padding=rsa_padding))
+    assert (profile.signed, profile.signer, profile.unverified) == (True, SIGNER, None)
+    assert profile.config == PROFILE_CONFIG
+
+
+def test_a_signature_in_ber_as_apple_writes_it_verifies(pki: LabPKI) -> None:
+    profile = verified(pki, apple_style(signed_by(pki, "signer")))
+    assert (profile.signer, profile.unverified) == (SIGNER, None)
+
+
+def test_a_profile_changed_after_signing_is_not_signed_by_anyone(pki: LabPKI) -> None:
+    """The attack: a valid signed profile, its IMAP server swapped for the attacker's."""
+    for options in [(), (pkcs7.PKCS7Options.NoAttributes,)]:
+        body = signed_by(pki, "signer", PROFILE, *options)
+        tampered = body.replace(b"imap.example.com", b"evil.example.net")
+        assert tampered != body
+        profile = verified(pki, tampered)
+        assert profile.config.incoming[0].hostname == "evil.example.net"
+        assert profile.signed and profile.signer is None
+        assert profile.unverified is not None
+        assert "changed after it was signed" in profile.unverified, profile.unverified
+
+
+def test_a_trusted_certificate_with_someone_elses_signature_is_not_trusted(pki: LabPKI) -> None:
+    """The attack: the operator's real signing certificate (public: it is in every
+    profile they serve) attached to a profile the attacker signed with their own key."""
+    forged = signed_by(pki, "signer", key_of="signer-nochain")
+    profile = verified(pki, forged)
+    assert profile.signer is None
+    assert profile.unverified == (
+        f"the signature does not match the signer's certificate ({SIGNER}): the profile was "
+        "changed after it was signed, or signed with another key"
+    )
+
+
+def test_a_tampered_signature_is_not_trusted(pki: LabPKI) -> None:
+    info = cms.ContentInfo.load(signed_by(pki, "signer"))
+    signer_info = info["content"]["signer_infos"][0]
+    signature = bytearray(signer_info["signature"].native)
+    signature[-1] ^= 1
+    signer_info["signature"] = bytes(signature)
+    profile = verified(pki, info.dump(force=True))
+    assert profile.signer is None
+    assert profile.unverified is not None and "does not match" in profile.unverified
+
+
+@pytest.mark.parametrize(
+    ("name", "ca", "why"),
+    [
+        ("signer", "none", "does not lead to a trusted root (unable to get local issuer"),
+        ("signer-unknownca", "lab", "does not lead to a trusted root"),
+        ("signer-nochain", "lab", "does not lead to a trusted root"),
+        ("signer-expired", "lab", "expired on "),
+    ],
+)
+def test_a_valid_signature_by_an_untrusted_certificate_is_not_trusted(
+    pki: LabPKI, name: str, ca: str, why: str
+) -> None:
+    ca_file = str(pki.ca_file) if ca == "lab" else None
+    profile = parse_mobileconfig(signed_by(pki, name), "jane.doe@example.com", ca_file=ca_file)
+    assert profile.signed and profile.signer is None
+    assert profile.unverified is not None
+    assert profile.unverified.startswith(f"the signer's certificate ({SIGNER}) ")
+    assert why in profile.unverified, profile.unverified
+    assert profile.config == PROFILE_CONFIG  # the settings are still read and tried
+
+
+def test_too_many_certificates_are_not_read(pki: LabPKI) -> None:
+    leaf, *chain = x509.load_pem_x509_certificates(pki.cert_path("signer").read_bytes())
+    key = serialization.load_pem_private_key(pki.key_path("signer").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(PROFILE).add_signer(leaf, key, hashes.SHA256())
+    for _ in range(MAX_CERTIFICATES):
+        builder = builder.add_certificate(chain[0])
+    body = builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+    profile = verified(pki, body)
+    assert profile.signer is None
+    assert profile.unverified == (
+        f"the signature carries {MAX_CERTIFICATES + 1} certificates; this check reads at most "
+        f"{MAX_CERTIFICATES}, so it did not verify the signature"
+    )
 
 
 def test_profile_settings_rules() -> None:
@@ -910,3 +1066,68 @@ def test_config_error_is_a_mailcheck_error() -> None:
     assert isinstance(error, ValueError)
     assert error.problems == ("one", "two")
     assert str(error) == "one; two"
+
+
+# -- the autoconfig stage's probe: what the report says ---------------------------------------
+
+PROFILE_HOST = "127.1.30.61"
+
+
+async def report_on(profile: bytes, ca_file: str | None) -> list[tuple[str, str]]:
+    """The findings of the Apple-profile probe for `profile`, served by aiohttp's web
+    server on loopback (plain http: the probe's reading, not TLS, is under test)."""
+    from aiohttp import web
+
+    from checks.autoconfig import probe_mobileconfig
+    from checks.config import EngineConfig, Nameserver, Timeouts
+    from checks.model import CheckRequest
+    from checks.net import Network
+    from checks.runner import ProbeContext
+    from checks.targets import TargetPolicy, parse_networks
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=profile, content_type="application/x-apple-aspen-config")
+
+    app = web.Application()
+    app.router.add_get("/mail.mobileconfig", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, PROFILE_HOST, 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        config = EngineConfig(
+            nameservers=(Nameserver("127.1.30.53"),),  # never asked: the URL is a literal
+            policy=TargetPolicy(parse_networks(["127.1.30.0/24"])),
+            timeouts=Timeouts(connect=2, reply=2, dns=1),
+            ca_file=ca_file,
+        )
+        url = f"http://{PROFILE_HOST}:{port}/mail.mobileconfig"
+        request = CheckRequest(
+            "example.com", "example.com", "jane.doe@example.com", mobileconfig_url=url
+        )
+        ctx = ProbeContext(request, Network(config), {})
+        assert await probe_mobileconfig(ctx) is not None
+    finally:
+        await runner.cleanup()
+    return [(f.code, f.summary.replace(url, "URL")) for f in ctx.findings]
+
+
+async def test_the_report_names_a_signer_only_once_verified(pki: LabPKI) -> None:
+    good = await report_on(signed_by(pki, "signer"), str(pki.ca_file))
+    assert [code for code, _ in good] == ["mobileconfig.ok", "autoconfig.insecure"]
+    assert good[0][1].startswith(f"profile com.example.profile (signed by {SIGNER}): IMAP")
+
+    tampered = signed_by(pki, "signer").replace(b"imap.example.com", b"evil.example.net")
+    bad = await report_on(tampered, str(pki.ca_file))
+    assert [code for code, _ in bad] == [
+        "mobileconfig.signature.unverified",
+        "mobileconfig.ok",
+        "autoconfig.insecure",
+    ]
+    assert bad[0][1].startswith("URL: the profile was changed after it was signed")
+    assert bad[1][1].startswith(
+        "profile com.example.profile (signed, but the signature does not verify): "
+        "IMAP evil.example.net:993 SSL"
+    )
+    assert not any("signed by" in summary for _, summary in bad)

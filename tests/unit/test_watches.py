@@ -16,13 +16,14 @@ from redis.asyncio import Redis
 from saq import Queue
 from saq.queue.redis import RedisQueue
 
-from bot import blocks
+from bot import access, blocks
 from bot.commands import describe_every
 from bot.queue import QUEUE_NAME, CheckJob, raise_if_cancelled
 from bot.settings import Settings
 from bot.watches import (
     DUE_KEY,
     WARN_AGAIN,
+    NotYours,
     TooManyWatches,
     Watch,
     WatchStore,
@@ -79,8 +80,11 @@ async def test_put_replace_list_and_remove(redis: Redis) -> None:
     assert await store.put(watch("b.test", user="U0TWO"), limit=2) is None
     with pytest.raises(TooManyWatches):
         await store.put(watch("c.test"), limit=2)
-    # Setting a watched domain again replaces it, even at the limit.
-    old = await store.put(watch("a.test", every=60, user="U0TWO", created_at=T0 + 5), limit=2)
+    # Setting a watched domain again replaces it, even at the limit (another
+    # user's: only as an admin).
+    old = await store.put(
+        watch("a.test", every=60, user="U0TWO", created_at=T0 + 5), limit=2, admin=True
+    )
     assert old is not None and old.every == 3600
     assert await store.put(watch("a.test", channel="C2"), limit=2) is None  # another channel
 
@@ -97,6 +101,42 @@ async def test_put_replace_list_and_remove(redis: Redis) -> None:
     assert [w.domain for w in await store.channel_watches("C1")] == ["b.test"]
     assert [w.id for w in await store.user_watches("U0TWO")] == ["C1:b.test"]
     assert await redis.zscore(DUE_KEY, "C1:a.test") is None
+
+
+async def test_only_the_setter_or_an_admin_removes_or_replaces_a_watch(redis: Redis) -> None:
+    store = WatchStore(redis)
+    mine = watch("a.test", user="U0ONE")
+    await store.put(mine, limit=5)
+    with pytest.raises(NotYours) as refused:
+        await store.remove("C1", "a.test", by="U0TWO")
+    assert refused.value.watch == mine
+    with pytest.raises(NotYours):
+        await store.put(watch("a.test", user="U0TWO", every=60), limit=5)
+    assert await store.get(mine.id) == mine  # untouched
+    assert [w.id for w in await store.user_watches("U0ONE")] == [mine.id]
+    assert await redis.zscore(DUE_KEY, mine.id) == T0
+
+    assert await store.put(watch("a.test", user="U0ONE", every=60), limit=5) == mine  # their own
+    assert await store.remove("C1", "a.test", by="U0ONE") is not None
+    await store.put(mine, limit=5)
+    assert await store.remove("C1", "a.test", by="U0TWO", admin=True) == mine
+    assert await store.remove("C1", "a.test", by="U0TWO") is None  # nothing left to refuse
+    await store.put(mine, limit=5)
+    assert await store.remove("C1", "a.test") == mine  # mailcheck itself (channel gone)
+
+
+async def test_a_skipped_slot_is_recorded_on_the_watch_it_belongs_to(redis: Redis) -> None:
+    store = WatchStore(redis)
+    w = watch()
+    await store.put(w, limit=5)
+    skipped = await store.skipped(w, 3)
+    assert skipped is not None and skipped.skipped_slot == 3
+    assert Watch.from_json(skipped.to_json()) == skipped
+    assert (await store.skipped(w, 2)) == skipped  # never moved back
+    again = watch(created_at=T0 + 1)
+    await store.put(again, limit=5)
+    assert await store.skipped(w, 4) is None  # an earlier generation's run
+    assert (await store.get(w.id)) == again
 
 
 async def test_two_schedulers_queue_one_job_per_slot(redis: Redis, queue: Queue) -> None:
@@ -221,6 +261,10 @@ def test_watches_text_lists_the_channel_watches() -> None:
     )
     assert "next 2027-01-15 14:00 UTC" in lines[2]
     assert json.dumps(text)  # plain text, one line per watch
+    skipped = replace(ran, skipped_slot=2)  # slots 1 and 2 over the domain's limit
+    line = blocks.watch_line(skipped, describe_every)
+    assert ":warning: warning · last run skipped: the domain's hourly limit · next" in line
+    assert line.endswith("next 2027-01-16 02:00 UTC")  # slot 3
 
 
 async def test_an_endless_loop_ends_even_when_a_library_swallowed_its_cancel() -> None:
@@ -242,3 +286,16 @@ async def test_an_endless_loop_ends_even_when_a_library_swallowed_its_cancel() -
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 2)
+
+
+async def test_rate_limits_count_a_use_and_look_without_counting(redis: Redis) -> None:
+    assert not await access.over(redis, "domain:a.test", 2, count=False)
+    assert not await access.over(redis, "domain:a.test", 2)
+    assert not await access.over(redis, "domain:a.test", 2)
+    assert await access.over(redis, "domain:a.test", 2, count=False)  # a third would be over
+    assert await access.over(redis, "domain:a.test", 2)
+    assert not await access.over(redis, "domain:b.test", 2, count=False)
+    assert not await access.over(redis, "domain:a.test", 0)  # no limit
+    keys = [k.decode() async for k in redis.scan_iter("mailcheck:rate:*")]
+    assert len(keys) == 1 and keys[0].startswith("mailcheck:rate:domain:a.test:")
+    assert int(await redis.get(keys[0])) == 3  # the looks counted nothing
