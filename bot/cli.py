@@ -243,7 +243,9 @@ def _check(args: argparse.Namespace) -> int:
         dkim_selectors=tuple(normalize_selector(s) for s in args.dkim_selector),
         sender_ips=tuple(normalize_sender_ip(a) for a in args.sender_ip),
         mobileconfig_url=_url(args.mobileconfig) if args.mobileconfig else None,
-        account=settings.accounts.get(args.account).name if args.account else None,
+        account=(
+            settings.accounts.for_domain(args.account, name.ascii).name if args.account else None
+        ),
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     redact_logs(settings)
@@ -272,7 +274,7 @@ def _sendtest(args: argparse.Namespace) -> int:
     )
     settings.require_sendtest()
     name = normalize_domain(args.domain)
-    account = settings.accounts.get(args.account).name if args.account else None
+    account = settings.accounts.for_domain(args.account, name.ascii).name if args.account else None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     redact_logs(settings)
     err = Console(stderr=True, highlight=False)

@@ -10,6 +10,14 @@ users only ever name a profile (`--account NAME`, `account=NAME`).
     password = "correct horse battery"
     smtp = "smtp.example.com:587"      # optional: the submission server to use
     imap = "imap.example.com:993"      # optional: the IMAP server to use
+    domains = ["example.net"]          # optional: more domains it may be used for
+    tls_verify = false                 # optional, for labs only: see below
+
+An account is used only for checks of its own domains: its address's domain
+and those `domains` lists (`Account.serves`; the front ends refuse any other
+before queueing, and the engine refuses again). Its password goes only over
+TLS whose certificate verifies for the host name used, as a mail client's
+would; `tls_verify = false` lifts that, and every report then says so.
 
 A password must never reach a transcript, log line, report or exception, nor
 any form a client sends it in: base64 (AUTH LOGIN), base64 of
@@ -46,7 +54,8 @@ ENV_PREFIX = "MAILCHECK_ACCOUNT_"
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_KEYS = ("address", "username", "password", "smtp", "imap")
+_KEYS = ("address", "username", "password", "smtp", "imap", "domains", "tls_verify")
+_TEXT_KEYS = _KEYS[:5]
 _MAX_FILE = 1024 * 1024  # bytes
 
 
@@ -73,6 +82,8 @@ class Account:
     password: str = field(repr=False)
     smtp: str | None = None  # "host:port" of the submission server; None: what the check finds
     imap: str | None = None  # "host:port" of the IMAP server; None: what the check finds
+    domains: tuple[str, ...] = ()  # more domains it may be used for (A-labels, lower case)
+    tls_verify: bool = True  # False: send the password even where the certificate fails
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -81,7 +92,7 @@ class Account:
             )
         name = self.name.lower()
         object.__setattr__(self, "name", name)
-        for key in _KEYS:
+        for key in _TEXT_KEYS:
             optional = key not in ("address", "password")
             if not isinstance(getattr(self, key), str | None if optional else str):
                 raise AccountError(name, key, "must be a string")
@@ -93,6 +104,9 @@ class Account:
                 name, "username", "contains a control character, which no login can carry"
             )
         _check_password(name, self.password)
+        if not isinstance(self.tls_verify, bool):
+            raise AccountError(name, "tls_verify", "must be true or false")
+        object.__setattr__(self, "domains", _check_domains(name, self.domains))
         for key in ("smtp", "imap"):
             value = getattr(self, key)
             if value is not None:
@@ -106,15 +120,63 @@ class Account:
         """The address's domain."""
         return normalize_domain(self.address.rpartition("@")[2])
 
+    @property
+    def own_domains(self) -> tuple[str, ...]:
+        """The domains this account may be used for (A-labels): the address's first."""
+        return tuple(dict.fromkeys((self.domain.ascii, *self.domains)))
+
+    def serves(self, domain: str) -> bool:
+        """May this account be used for a check of `domain` (any case, A- or U-label)?
+        Only its own domains exactly: a subdomain can be someone else's server."""
+        try:
+            ascii_name = normalize_domain(domain).ascii
+        except InputError:
+            return False
+        return ascii_name in self.own_domains
+
+    def refuse_unless_serves(self, domain: str) -> None:
+        """InputError naming the account, the domain and the account's domains,
+        unless `serves(domain)`."""
+        if not self.serves(domain):
+            raise AccountMisuse(self, domain)
+
     def __repr__(self) -> str:
         return (
             f"Account(name={self.name!r}, address={self.address!r}, "
             f"username={self.username!r}, password=<hidden>, "
-            f"smtp={self.smtp!r}, imap={self.imap!r})"
+            f"smtp={self.smtp!r}, imap={self.imap!r}, domains={self.domains!r}, "
+            f"tls_verify={self.tls_verify!r})"
         )
 
     def __str__(self) -> str:
         return f"test account {self.name} ({self.address})"
+
+
+class AccountMisuse(InputError):
+    """A test account named for a check of a domain that is not its own."""
+
+    def __init__(self, account: Account, domain: str) -> None:
+        own = ", ".join(account.own_domains)
+        super().__init__(
+            f"test account {account.name!r} may be used only for its own domains ({own}), "
+            f"not for {_show(domain, 255)}: its password would go to that domain's servers. "
+            "If the domain is yours too, list it in the account's `domains`."
+        )
+        self.account, self.domain = account.name, domain
+
+
+def _check_domains(name: str, domains: object) -> tuple[str, ...]:
+    if isinstance(domains, str) or not isinstance(domains, list | tuple):
+        raise AccountError(name, "domains", 'must be a list of domains, like ["example.net"]')
+    names = []
+    for domain in domains:
+        if not isinstance(domain, str):
+            raise AccountError(name, "domains", "must hold only strings")
+        try:
+            names.append(normalize_domain(domain).ascii)
+        except InputError as exc:
+            raise AccountError(name, "domains", f"holds {_show(domain)}: {exc}") from None
+    return tuple(dict.fromkeys(names))
 
 
 def _check_address(name: str, address: str) -> None:
@@ -255,19 +317,23 @@ class Accounts:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Accounts:
         """Profiles from `MAILCHECK_ACCOUNT_<NAME>_ADDRESS`, `_PASSWORD`, `_USERNAME`,
-        `_SMTP` and `_IMAP` (NAME upper-cased in the variable; the profile's name is
-        its lower case). An empty variable counts as unset. Passwords are taken as
-        they are; other values are stripped of surrounding spaces.
+        `_SMTP`, `_IMAP`, `_DOMAINS` (comma-separated) and `_TLS_VERIFY` (true or
+        false) (NAME upper-cased in the variable; the profile's name is its lower
+        case). An empty variable counts as unset. Passwords are taken as they are;
+        other values are stripped of surrounding spaces.
         """
-        profiles: dict[str, dict[str, str]] = {}
+        profiles: dict[str, dict[str, Any]] = {}
         for variable, value in env.items():
             if not variable.startswith(ENV_PREFIX):
                 continue
-            name, _, key = variable.removeprefix(ENV_PREFIX).rpartition("_")
-            if not name or key.lower() not in _KEYS or key != key.upper():
+            rest = variable.removeprefix(ENV_PREFIX)
+            key = next((k.upper() for k in _KEYS if rest.endswith("_" + k.upper())), "")
+            name = rest.removesuffix("_" + key) if key else ""
+            if not name:
                 raise InputError(
                     f"{variable} is not a test account setting; expected "
-                    f"{ENV_PREFIX}<NAME>_ADDRESS, _PASSWORD, _USERNAME, _SMTP or _IMAP"
+                    f"{ENV_PREFIX}<NAME>_ADDRESS, _PASSWORD, _USERNAME, _SMTP, _IMAP, "
+                    "_DOMAINS or _TLS_VERIFY"
                 )
             value = value if key == "PASSWORD" else value.strip()
             if value:
@@ -277,7 +343,7 @@ class Accounts:
                         f"{variable}: test account {_show(name.lower())} has its "
                         f"{key.lower()} set twice (names are case-insensitive)"
                     )
-                profile[key.lower()] = value
+                profile[key.lower()] = _env_value(variable, key, value)
         accounts = []
         for name, values in sorted(profiles.items()):
 
@@ -301,6 +367,13 @@ class Accounts:
         wins over the file.
         """
         return Accounts({**self._by_name, **other._by_name}.values())
+
+    def for_domain(self, name: str, domain: str) -> Account:
+        """The profile named `name`, if it may be used for a check of `domain`;
+        InputError (no such account, or not for that domain) otherwise."""
+        account = self.get(name)
+        account.refuse_unless_serves(domain)
+        return account
 
     def get(self, name: str) -> Account:
         """The profile named `name` (any case); InputError naming the known profiles if none."""
@@ -355,9 +428,21 @@ def _build(
             password=values["password"],
             smtp=values.get("smtp"),
             imap=values.get("imap"),
+            domains=values.get("domains", ()),
+            tls_verify=values.get("tls_verify", True),
         )
     except AccountError as exc:
         raise InputError(f"{where}: {key_name(exc.key)} {exc.problem}") from None
+
+
+def _env_value(variable: str, key: str, value: str) -> Any:
+    if key == "DOMAINS":
+        return [d.strip() for d in value.split(",") if d.strip()]
+    if key == "TLS_VERIFY":
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise InputError(f"{variable} must be true or false, not {_show(value)}")
+        return value.lower() in ("true", "1", "yes")
+    return value
 
 
 def _collect(source: str, accounts: list[Account]) -> Accounts:

@@ -4,7 +4,11 @@ For every submission, IMAP and POP3 endpoint the connect stage talked to,
 the mechanisms offered after TLS are listed; with a test account
 (`--account NAME`, server-side profiles in `checks.accounts`) each one is
 tried on a fresh connection, over TLS only: an endpoint that offers no TLS
-gets no password (`auth.cleartext.refused`). Transcripts show what an admin
+gets no password (`auth.cleartext.refused`), and neither does one whose
+certificate a mail client would refuse (`auth.withheld`): the TLS of a login
+is a mail client's (TLS 1.2+, default ciphers), and the chain, the name and
+the dates are verified before anything secret is sent. An account is used only
+for its own domains (`auth.account.refused`). Transcripts show what an admin
 would type, with placeholders where the secrets go; nothing secret is
 written anywhere.
 """
@@ -17,15 +21,16 @@ import hmac
 import time
 from dataclasses import dataclass
 
-from checks.accounts import Account, imap_quoted, login_blobs, plain_blob
+from checks.accounts import Account, AccountMisuse, imap_quoted, login_blobs, plain_blob
 from checks.conn import Connection
 from checks.endpoints import Endpoint
-from checks.errors import InputError, NetError, TargetRefused
+from checks.errors import InputError, NetError, TargetRefused, TLSFailed
 from checks.mailbox import IMAPDialect, POP3Dialect
 from checks.model import Stage, Target
 from checks.runner import Probe, ProbeContext
 from checks.sessions import Dialect, DialectFactory, Session, reproduce
 from checks.smtp import SMTP, auth_mechanisms, read_reply
+from checks.tls import client_trust_problem, now_utc
 
 CONNECT_PROBES = ("connect.submission", "connect.imap", "connect.pop3")
 SMTP_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")  # what we can try, best known first
@@ -45,14 +50,15 @@ def offered(session: Session) -> tuple[str, ...]:
 
 
 def account_of(ctx: ProbeContext) -> Account | None:
-    """The test account the request names (None: none named). InputError if unknown."""
+    """The test account the request names (None: none named). InputError if
+    unknown, AccountMisuse (an InputError) if the checked domain is not its own."""
     name = ctx.request.account
     if not name:
         return None
     accounts = ctx.net.config.accounts
     if accounts is None:
         raise InputError(f"no test account named {name!r}: no accounts are configured")
-    return accounts.get(name)
+    return accounts.for_domain(name, ctx.domain)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class Attempt:
     ms: float
     transcript: tuple[str, ...] = ()
     cleartext: bool = False  # refused by us: no TLS to send the password over
+    withheld: str = ""  # refused by us: why a mail client would refuse this TLS
+    unverified: str = ""  # sent all the same (the profile's tls_verify = false): why
 
 
 # -- one login ------------------------------------------------------------------------
@@ -143,23 +151,46 @@ async def _pop3_login(conn: Connection, account: Account) -> tuple[bool, str]:
 DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}
 
 
+async def _client_tls(conn: Connection, ep: Endpoint, account: Account, ca_file: str | None) -> str:
+    """Handshake as a mail client would, then judge the certificate for the host
+    name used: "" when it verifies, else why a mail client would refuse it.
+    `tls_verify = false` profiles keep the diagnostic handshake, which completes
+    wherever OpenSSL still can."""
+    try:
+        session = await conn.start_tls(ep.host, "client" if account.tls_verify else None)
+    except TLSFailed as exc:
+        return f"TLS with a mail client's settings (TLS 1.2 or later) failed: {exc}"
+    problem = client_trust_problem(session.chain_der, ep.host, ca_file, now_utc()) or ""
+    if problem:
+        conn.note(f"-- {problem}")
+    return problem
+
+
 async def attempt(ctx: ProbeContext, ep: Endpoint, method: str, account: Account) -> Attempt:
-    """Log in once by `method`, on a fresh connection, TLS first."""
+    """Log in once by `method`, on a fresh connection, TLS first. Nothing secret
+    is sent unless the certificate verifies for the host name (or the profile
+    opted out: then `unverified` says why it would not have)."""
     config = ctx.net.config
     dialect: Dialect = DIALECTS[ep.family](config)
     conn: Connection | None = None
     try:
         async with ctx.net.connect(ep.target()) as conn:
             if ep.tls == "implicit":
-                await conn.start_tls(ep.host)
-            await dialect.greet(conn, config.timeouts.banner)
-            caps = await dialect.capabilities(conn)
-            if ep.tls != "implicit":
+                problem = await _client_tls(conn, ep, account, config.ca_file)
+            else:
+                await dialect.greet(conn, config.timeouts.banner)
+                caps = await dialect.capabilities(conn)
                 if not dialect.offers_starttls(caps):
                     return Attempt(ep, method, False, "no TLS offered", 0.0, cleartext=True)
                 await dialect.starttls(conn)
-                await conn.start_tls(ep.host)
-                await dialect.capabilities(conn)
+                problem = await _client_tls(conn, ep, account, config.ca_file)
+            if problem and (account.tls_verify or conn.tls is None):
+                # Hang up without a word: nothing more is said to such a server.
+                transcript = (*conn.transcript, "-- closed: no credentials sent")
+                return Attempt(ep, method, False, problem, 0.0, transcript, withheld=problem)
+            if ep.tls == "implicit":
+                await dialect.greet(conn, config.timeouts.banner)
+            await dialect.capabilities(conn)
             started = time.monotonic()
             if ep.family == "smtp":
                 ok, reply = await _smtp_login(conn, method, account)
@@ -169,7 +200,7 @@ async def attempt(ctx: ProbeContext, ep: Endpoint, method: str, account: Account
                 ok, reply = await _pop3_login(conn, account)
             ms = (time.monotonic() - started) * 1000
             await dialect.quit(conn)
-            return Attempt(ep, method, ok, reply, ms, tuple(conn.transcript))
+            return Attempt(ep, method, ok, reply, ms, tuple(conn.transcript), unverified=problem)
     except (NetError, TargetRefused) as exc:
         transcript = tuple(conn.transcript) if conn is not None else ()
         return Attempt(ep, method, False, f"failed: {exc}", 0.0, transcript)
@@ -193,6 +224,9 @@ async def probe_login(ctx: ProbeContext) -> Logins:
 
     try:
         account = account_of(ctx)
+    except AccountMisuse as exc:
+        ctx.add("auth.account.refused", target=Target(host=ctx.domain), summary=str(exc))
+        return Logins()
     except InputError as exc:
         ctx.add("auth.failed", target=Target(host=ctx.domain), summary=str(exc))
         return Logins()
@@ -237,6 +271,26 @@ async def probe_login(ctx: ProbeContext) -> Logins:
     for a in results:
         by_endpoint.setdefault(a.endpoint, []).append(a)
     for ep, attempts in by_endpoint.items():
+        withheld = next((a for a in attempts if a.withheld), None)
+        if withheld is not None and account is not None:
+            ctx.add(
+                "auth.withheld",
+                target=ep.target(),
+                summary=f"mailcheck did not send {account.name}'s password to {ep.label()}: "
+                f"{withheld.withheld}. A mail client would refuse this server too",
+                evidence=list(withheld.transcript),
+                reproduce=reproduce(ep),
+            )
+            continue
+        unverified = next((a.unverified for a in attempts if a.unverified), "")
+        if unverified and account is not None:
+            ctx.add(
+                "auth.unverified",
+                target=ep.target(),
+                summary=f"{account.name}'s password went to {ep.label()} over TLS that does "
+                f"not verify ({unverified}), because its profile sets tls_verify = false",
+                reproduce=reproduce(ep),
+            )
         good = [a for a in attempts if a.ok]
         bad = [a for a in attempts if not a.ok]
         shown = "; ".join(

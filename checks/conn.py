@@ -51,9 +51,15 @@ class TLSSession:
 
 def tls_context(version: str | None = None) -> SSL.Context:
     """A client context that verifies nothing (we verify later, ourselves);
-    `version` pins the protocol ("TLSv1"...), or "legacy" offers TLS 1.0-1.1."""
+    `version` pins the protocol ("TLSv1"...), "legacy" offers TLS 1.0-1.1, and
+    "client" offers only what a current mail client would (TLS 1.2 or later,
+    OpenSSL's default ciphers and security level): the context for connections
+    that carry a password, whose certificate is then verified before it is sent."""
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_verify(SSL.VERIFY_NONE)
+    if version == "client":
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        return ctx
     ctx.set_cipher_list(PERMISSIVE_CIPHERS)
     if version == "legacy":  # offer only what RFC 8996 deprecated
         ctx.set_min_proto_version(SSL.TLS1_VERSION)
@@ -228,7 +234,10 @@ class Connection:
             tls.set_tlsext_host_name(server_name.encode("idna"))
         tls.set_connect_state()
         self._tls = tls
-        self.note(f"-- TLS handshake{f' ({version} only)' if version else ''}, SNI {server_name}")
+        pinned = {None: "", "client": " (a mail client's settings)"}.get(
+            version, f" ({version} only)"
+        )
+        self.note(f"-- TLS handshake{pinned}, SNI {server_name}")
         try:
             async with asyncio.timeout(timeout if timeout is not None else self.reply_timeout):
                 while True:

@@ -88,9 +88,8 @@ class Mailbox:
     async def open(self) -> AsyncIterator[_DoorIMAP]:
         timeout = self.net.config.timeouts.reply
         async with self.net.open_socket(self.endpoint.target()) as sock:
-            imap = _DoorIMAP(
-                sock, self.endpoint.host, http.ssl_context(self.net.config.ca_file), timeout
-            )
+            context = login_context(self.net.config.ca_file, self.account)
+            imap = _DoorIMAP(sock, self.endpoint.host, context, timeout)
             try:
                 await imap.wait_hello_from_server()
                 response = await imap.login(self.account.username, self.account.password)
@@ -168,6 +167,18 @@ def tagged_message(account: Account, tag: str, helo: str, how: str) -> EmailMess
     return message
 
 
+def login_context(ca_file: str | None, account: Account | None) -> ssl.SSLContext:
+    """The TLS context of a connection that carries `account`'s password: a mail
+    client's (chain, name and dates verified, TLS 1.2 or later), unless the
+    profile opted out with tls_verify = false (the auth stage reported that)."""
+    if account is None or account.tls_verify:
+        return http.ssl_context(ca_file)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 async def send_message(
     net: Network,
     endpoint: Endpoint,
@@ -184,7 +195,7 @@ async def send_message(
             sock=sock,
             use_tls=implicit,
             start_tls=None if account is None else not implicit,
-            tls_context=http.ssl_context(config.ca_file),
+            tls_context=login_context(config.ca_file, account),
             local_hostname=config.helo_name,
             timeout=config.timeouts.reply,
         )

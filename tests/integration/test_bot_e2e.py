@@ -328,10 +328,11 @@ async def test_a_test_account_logs_in_from_slack_and_its_secret_stays_out(
     address, password = LAB_ACCOUNTS["alice"]
     accounts = Accounts([Account(name="alice", address=address, password=password)])
     settings = replace(bot, accounts=accounts)
-    await command(bot, slack, "healthy.test stage=auth,delivery account=alice")
-    worker = Worker(settings)
+    worker = Worker(settings)  # the accounts live on the worker only...
     worker.start()
     try:
+        await published(bot, "alice")  # ...which tells the bot their names and domains
+        await command(bot, slack, "healthy.test stage=auth,delivery account=alice")
         await slack.wait_for("chat.update", 1, timeout=90)
     finally:
         await worker.stop()
@@ -346,6 +347,51 @@ async def test_a_test_account_logs_in_from_slack_and_its_secret_stays_out(
     for text in (posted, uploads, stored):
         for form in (password, plain_blob(address, password), login_blobs(address, password)[1]):
             assert form not in text
+
+
+async def published(settings: Settings, account: str) -> None:
+    """Wait until a worker has published `account` in the accounts directory."""
+    from bot.access import ACCOUNTS_KEY
+
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        for _ in range(200):
+            if await redis.hexists(ACCOUNTS_KEY, account):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no worker published the test account {account!r}")
+    finally:
+        await redis.aclose()
+
+
+async def test_an_account_on_the_workers_is_refused_for_another_domain_by_the_bot(
+    bot: Settings, slack: SlackAPIStandIn
+) -> None:
+    """The bot holds no passwords: it refuses from the directory the workers
+    publish (names and domains only), before anything is queued."""
+    from checks.accounts import Account, Accounts
+    from tests.lab.mail import LAB_ACCOUNTS
+
+    address, password = LAB_ACCOUNTS["alice"]
+    accounts = Accounts([Account(name="alice", address=address, password=password)])
+    worker = Worker(replace(bot, accounts=accounts))
+    worker.start()
+    try:
+        await published(bot, "alice")
+        _, ack = await command(bot, slack, "smtp-notls.test account=alice")
+        assert "alice" in ack and "smtp-notls.test" in ack and "healthy.test" in ack, ack
+        _, ack = await command(bot, slack, "healthy.test account=bob")
+        assert "no test account named `bob`" in ack, ack
+        queue = make_queue(bot)
+        assert await queue.count("queued") == 0 and await queue.count("incomplete") == 0
+        await queue.disconnect()
+    finally:
+        await worker.stop()
+    redis = Redis.from_url(bot.redis_url)
+    directory = await redis.hgetall("mailcheck:accounts")
+    await redis.aclose()
+    assert directory == {b"alice": b'["healthy.test"]'}  # no secret in Redis
+    assert password not in json.dumps([c.params for c in slack.calls])
 
 
 async def test_slack_rate_limits_are_waited_out(

@@ -499,3 +499,75 @@ def test_log_filter_is_idempotent_across_handlers() -> None:
     finally:
         logger.handlers.clear()
     assert [s.getvalue() for s in streams] == [f"{REDACTED} and 50%\n"] * 2
+
+
+# -- an account belongs to its own domains (issue 16) ---------------------------------
+
+
+def test_an_account_serves_its_address_domain_and_the_listed_ones_only() -> None:
+    account = Account(
+        name="work", address="probe@Example.COM", password=PASSWORD, domains=("bücher.de",)
+    )
+    assert account.own_domains == ("example.com", "xn--bcher-kva.de")
+    for domain in ("example.com", "EXAMPLE.com.", "bücher.de", "xn--bcher-kva.de"):
+        assert account.serves(domain), domain
+    for domain in ("evil.example", "mx.example.com", "example.com.evil.example", "com", "..."):
+        assert not account.serves(domain), domain
+
+
+def test_for_domain_refuses_naming_the_account_and_both_domains() -> None:
+    accounts = Accounts([Account(name="work", address="probe@example.com", password=PASSWORD)])
+    assert accounts.for_domain("WORK", "example.com").name == "work"
+    with pytest.raises(InputError) as refused:
+        accounts.for_domain("work", "evil.example")
+    message = str(refused.value)
+    assert "'work'" in message and "evil.example" in message and "example.com" in message
+    assert PASSWORD not in message
+    with pytest.raises(InputError, match="no test account named 'other'"):
+        accounts.for_domain("other", "example.com")
+
+
+def test_domains_and_tls_verify_from_a_file_and_the_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f'[accounts.lab]\naddress = "a@lab.test"\npassword = "{PASSWORD}"\n'
+        'domains = ["Other.test", "third.test"]\ntls_verify = false\n',
+    )
+    (lab,) = Accounts.from_file(path).values()
+    assert lab.domains == ("other.test", "third.test") and lab.tls_verify is False
+    env = {
+        "MAILCHECK_ACCOUNT_WORK_ADDRESS": "probe@example.com",
+        "MAILCHECK_ACCOUNT_WORK_PASSWORD": PASSWORD,
+        "MAILCHECK_ACCOUNT_WORK_DOMAINS": "example.net, example.org",
+        "MAILCHECK_ACCOUNT_WORK_TLS_VERIFY": "false",
+    }
+    work = Accounts.from_env(env)["work"]
+    assert work.domains == ("example.net", "example.org") and work.tls_verify is False
+    assert Accounts.from_env({**env, "MAILCHECK_ACCOUNT_WORK_TLS_VERIFY": ""})["work"].tls_verify
+
+
+@pytest.mark.parametrize(
+    ("table", "complaint"),
+    [
+        ('domains = "example.net"', "domains must be a list"),
+        ("domains = [1]", "domains must hold only strings"),
+        ('domains = ["not a domain"]', "domains holds 'not a domain'"),
+        ('tls_verify = "no"', "tls_verify must be true or false"),
+    ],
+)
+def test_bad_domains_and_tls_verify_are_named(tmp_path: Path, table: str, complaint: str) -> None:
+    path = write(
+        tmp_path, f'[accounts.lab]\naddress = "a@lab.test"\npassword = "{PASSWORD}"\n{table}\n'
+    )
+    with pytest.raises(InputError, match=complaint):
+        Accounts.from_file(path)
+
+
+def test_a_bad_tls_verify_variable_is_named() -> None:
+    env = {
+        "MAILCHECK_ACCOUNT_WORK_ADDRESS": "probe@example.com",
+        "MAILCHECK_ACCOUNT_WORK_PASSWORD": PASSWORD,
+        "MAILCHECK_ACCOUNT_WORK_TLS_VERIFY": "maybe",
+    }
+    with pytest.raises(InputError, match="MAILCHECK_ACCOUNT_WORK_TLS_VERIFY must be true or false"):
+        Accounts.from_env(env)
