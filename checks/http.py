@@ -1,16 +1,21 @@
 """HTTPS (and HTTP) fetches through the network door.
 
-MTA-STS policies and client autoconfiguration files live on web servers. A
-fetch resolves names on the engine's resolver (never the system's), checks
-every address against the target policy before connecting, validates the
-certificate against the system store plus `--ca-file`, bounds the time and the
-bytes a server can make us spend, and writes the exchange to the probe's
-transcript. Redirects are followed by hand (at most `redirects` hops, each hop
-resolved and checked like the first), so that an address literal in a
-Location header cannot slip past the target policy.
+MTA-STS policies and client autoconfiguration files live on web servers, at
+URLs strangers write (DNS records, autodiscover redirects, Location headers,
+profile links). A fetch reads the URL's host the way a browser does
+(`checks.urls`: full-width digits, `127.1`, `2130706433`, percent-encoding...
+all become one canonical host), resolves a name on the engine's resolver
+(never the system's), and has the door open the connection to an address the
+target policy allowed (`Network.open_socket`: the same policy check,
+per-address lock, connection budget and transcript as SMTP, IMAP and POP3).
+No HTTP library resolves or connects on its own: h11 only parses what passes
+over the door's socket, and the certificate is verified against the system
+store plus `--ca-file` for the host name. Time and bytes are bounded, and the
+exchange goes to the probe's transcript. Redirects are followed by hand (at
+most `redirects` hops, each parsed, resolved and checked like the first).
 
-aiohttp does the HTTP; its exceptions are translated into `checks.errors`
-here, as dnspython's are in `checks.net`.
+Failures are translated into `checks.errors` here, as dnspython's are in
+`checks.net`.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, NoReturn
-from urllib.parse import urljoin, urlsplit
+from typing import Any, Protocol
+from urllib.parse import urljoin
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+import h11
 
 from checks.errors import (
+    BudgetExceeded,
     ConnectFailed,
     ConnectRefused,
     ConnectTimeout,
@@ -39,11 +44,14 @@ from checks.errors import (
     TargetRefused,
     TLSFailed,
 )
+from checks.model import Target
 from checks.net import Network, note
-from checks.targets import parse_address
+from checks.urls import HTTPURL, parse_http_url
 
 USER_AGENT = "mailcheck (+https://github.com/mailcheck; diagnosis)"
 DEFAULT_MAX_BYTES = 64 * 1024
+MAX_HEAD = 16 * 1024  # bytes of status line and headers
+MAX_ADDRESSES = 4  # addresses of one host tried before giving up
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -62,39 +70,6 @@ class Fetched:
 
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
-
-
-class _DoorResolver(AbstractResolver):
-    """aiohttp's name resolution, through the door: the engine's resolver,
-    then the target policy. The first refusal or DNS error is kept, since
-    aiohttp wraps whatever a resolver raises."""
-
-    def __init__(self, net: Network) -> None:
-        self.net = net
-        self.error: MailcheckError | None = None
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        try:
-            addresses = await resolve_allowed(self.net, host)
-        except (DNSError, TargetRefused) as exc:
-            self.error = exc
-            raise OSError(str(exc)) from exc
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        return None
 
 
 async def resolve_allowed(net: Network, host: str) -> list[str]:
@@ -172,6 +147,53 @@ async def fetch(
         return replace(response, redirects=tuple(followed))
 
 
+class Reporter(Protocol):
+    """What `fetch_reporting` needs of a probe's context (checks.runner.ProbeContext)."""
+
+    @property
+    def net(self) -> Network: ...
+
+    def add(self, code: str, *, target: Target, summary: str) -> Any: ...
+
+
+async def fetch_reporting(ctx: Reporter, url: str, **options: Any) -> Fetched:
+    """`fetch`, where an address the target policy refuses (the URL's own host,
+    or a redirect's) is also reported as `connect.target.refused`, as the mail
+    protocols' probes report theirs. The error is raised all the same."""
+    try:
+        return await fetch(ctx.net, url, **options)
+    except TargetRefused as exc:
+        if not isinstance(exc, BudgetExceeded):  # the check reports a spent budget once
+            where = exc.url or url
+            ctx.add(
+                "connect.target.refused",
+                target=Target(host=_host_of(where), address=exc.address, protocol="https"),
+                summary=f"{where[:200]}: {exc.address} is {exc.reason}; not fetched",
+            )
+        raise
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return parse_http_url(url).host
+    except ProtocolViolation:
+        return None
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One request: where, what it sends, and how much of an answer it takes."""
+
+    where: HTTPURL
+    data: bytes | None
+    content_type: str
+    max_bytes: int
+
+    @property
+    def method(self) -> str:
+        return "GET" if self.data is None else "POST"
+
+
 async def _fetch_one(
     net: Network,
     url: str,
@@ -180,109 +202,138 @@ async def _fetch_one(
     data: bytes | None,
     content_type: str,
 ) -> Fetched:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProtocolViolation(f"not an http(s) URL: {url[:200]}")
-    host = parts.hostname
-    literal = _address_literal(host)
-    if literal is not None:  # aiohttp skips the resolver for these
-        net.policy.check(literal)
-    timeouts = net.config.timeouts
-    resolver = _DoorResolver(net)
-    connector = aiohttp.TCPConnector(
-        resolver=resolver, ssl=context, use_dns_cache=False, force_close=True, limit=1
-    )
-    client_timeout = aiohttp.ClientTimeout(
-        total=None,
-        connect=timeouts.connect,
-        sock_connect=timeouts.connect,
-        sock_read=timeouts.reply,
-    )
+    ask = _Ask(parse_http_url(url), data, content_type, max_bytes)
+    note(f"== {ask.method} {url}")
     started = time.monotonic()
-    method = "GET" if data is None else "POST"
-    note(f"== {method} {url}")
     try:
-        async with (
-            aiohttp.ClientSession(
-                connector=connector,
-                timeout=client_timeout,
-                trust_env=False,  # no proxies from the environment: the door decides
-                headers={"User-Agent": USER_AGENT},
-            ) as session,
-            session.request(
-                method,
-                url,
-                data=data,
-                headers={"Content-Type": content_type} if data is not None else None,
-                allow_redirects=False,
-            ) as resp,
-        ):
-            body = await _read_bounded(resp, max_bytes)
-            content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            location = resp.headers.get("Location")
-            result = Fetched(
-                url=url,
-                status=resp.status,
-                reason=resp.reason or "",
-                content_type=content_type,
-                body=body,
-                location=location,
-                headers=tuple((k, v) for k, v in resp.headers.items()),
-            )
-    except (DNSError, TargetRefused, ProtocolViolation) as exc:
+        if ask.where.literal:
+            net.policy.check(ask.where.host)
+            addresses = [ask.where.host]
+        else:
+            addresses = await resolve_allowed(net, ask.where.host)
+        result = await _exchange(net, ask, addresses, context)
+    except MailcheckError as exc:
         note(f"  -> {exc}")
+        if isinstance(exc, TargetRefused) and exc.url is None:
+            exc.url = url
         raise
-    except aiohttp.ClientConnectorCertificateError as exc:
-        _fail(TLSFailed(f"certificate not accepted: {_cert_message(exc.certificate_error)}"), exc)
-    except aiohttp.ClientConnectorDNSError as exc:
-        _fail(resolver.error or ResolverFailure(host, "A", _short(exc)), exc)
-    except aiohttp.ClientSSLError as exc:
-        _fail(TLSFailed(f"TLS handshake failed: {_short(exc)}"), exc)
-    except aiohttp.ClientConnectorError as exc:
-        if resolver.error is not None:
-            _fail(resolver.error, exc)
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            _fail(ConnectRefused("connection refused"), exc)
-        _fail(ConnectFailed(_short(exc)), exc)
-    except aiohttp.ConnectionTimeoutError as exc:
-        _fail(ConnectTimeout(f"no answer within {timeouts.connect:g} s (filtered?)"), exc)
-    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-        _fail(ReadTimeout(f"no response within {timeouts.reply:g} s"), exc)
-    except (aiohttp.ClientError, ValueError) as exc:
-        # Garbage instead of HTTP, a connection closed mid-response, bad headers.
-        _fail(ProtocolViolation(f"no valid HTTP response: {_short(exc)}"), exc)
+    result = replace(result, url=url)
     elapsed = (time.monotonic() - started) * 1000
-    where = f", Location: {result.location[:200]}" if result.location else ""
+    where_to = f", Location: {result.location[:200]}" if result.location else ""
     note(
         f"  -> {result.status} {result.reason[:80]} ({result.content_type or 'no type'}, "
-        f"{len(result.body)} bytes) in {elapsed:.1f} ms{where}"
+        f"{len(result.body)} bytes) in {elapsed:.1f} ms{where_to}"
     )
     return result
 
 
-def _fail(error: MailcheckError, cause: BaseException) -> NoReturn:
-    note(f"  -> {error}")
-    raise error from cause
+async def _exchange(
+    net: Network, ask: _Ask, addresses: list[str], context: ssl.SSLContext
+) -> Fetched:
+    """One request and its response, over a connection the door opened to the
+    first of `addresses` that answers (each checked by the policy, locked and
+    counted there): never a name resolved by anyone else."""
+    where = ask.where
+    failure: MailcheckError | None = None
+    for address in addresses[:MAX_ADDRESSES]:
+        target = Target(host=where.host, address=address, port=where.port, protocol=where.scheme)
+        try:
+            async with net.open_socket(target) as sock:
+                return await _over(net, sock, ask, context)
+        except (ConnectRefused, ConnectTimeout, ConnectFailed) as exc:
+            failure = exc  # the next address, as any client would
+    assert failure is not None
+    raise failure
 
 
-async def _read_bounded(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await resp.content.read(65536)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > max_bytes:
-            raise ProtocolViolation(f"the response is larger than {max_bytes} bytes")
-        chunks.append(chunk)
-
-
-def _address_literal(host: str) -> str | None:
+async def _over(net: Network, sock: socket.socket, ask: _Ask, context: ssl.SSLContext) -> Fetched:
+    reply = net.config.timeouts.reply
+    tls = ask.where.scheme == "https"
     try:
-        return str(parse_address(host.strip("[]")))
-    except MailcheckError:
-        return None
+        async with asyncio.timeout(reply):
+            reader, writer = await asyncio.open_connection(
+                sock=sock,
+                ssl=context if tls else None,
+                server_hostname=ask.where.host if tls else None,
+            )
+    except ssl.SSLCertVerificationError as exc:
+        raise TLSFailed(f"certificate not accepted: {_cert_message(exc)}") from exc
+    except ssl.SSLError as exc:
+        raise TLSFailed(f"TLS handshake failed: {_short(exc)}") from exc
+    except TimeoutError as exc:
+        raise ReadTimeout(f"no TLS handshake within {reply:g} s") from exc
+    except OSError as exc:
+        raise ConnectFailed(_short(exc)) from exc
+    try:
+        return await _converse(reader, writer, ask, reply)
+    finally:
+        writer.transport.abort()  # it owns the door's socket: end it before the door does
+
+
+async def _converse(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ask: _Ask, reply_timeout: float
+) -> Fetched:
+    """HTTP/1.1 by h11: its parser bounds the head (MAX_HEAD), we bound the body."""
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+    headers = [
+        ("Host", ask.where.authority),
+        ("User-Agent", USER_AGENT),
+        ("Accept", "*/*"),
+        ("Connection", "close"),
+    ]
+    if ask.data is not None:
+        headers += [("Content-Type", ask.content_type), ("Content-Length", str(len(ask.data)))]
+    response: h11.Response | None = None
+    body = bytearray()
+    try:
+        request = h11.Request(method=ask.method, target=ask.where.target, headers=headers)
+        out = conn.send(request)
+        out += conn.send(h11.Data(data=ask.data)) if ask.data else b""
+        out += conn.send(h11.EndOfMessage())
+        writer.write(out)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    async with asyncio.timeout(reply_timeout):
+                        await writer.drain()
+                        chunk = await reader.read(65536)
+                except TimeoutError:
+                    raise ReadTimeout(f"no response within {reply_timeout:g} s") from None
+                conn.receive_data(chunk)
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > ask.max_bytes:
+                    raise ProtocolViolation(f"the response is larger than {ask.max_bytes} bytes")
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+    except h11.ProtocolError as exc:
+        raise ProtocolViolation(f"no valid HTTP response: {_short(exc)}") from exc
+    except (ConnectionError, ssl.SSLError) as exc:
+        raise ProtocolViolation(f"no valid HTTP response: {_short(exc)}") from exc
+    if response is None:
+        raise ProtocolViolation("no valid HTTP response: the server closed the connection")
+    pairs = tuple((k.decode("latin-1"), _header_text(v)) for k, v in response.headers)
+    found = dict(pairs)
+    return Fetched(
+        url=str(ask.where),
+        status=response.status_code,
+        reason=response.reason.decode("latin-1"),
+        content_type=found.get("content-type", "").split(";")[0].strip().lower(),
+        body=bytes(body),
+        location=found.get("location"),
+        headers=pairs,
+    )
+
+
+def _header_text(value: bytes) -> str:
+    """A header value as browsers read a Location: UTF-8 when it is, else Latin-1."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def _cert_message(error: Any) -> str:

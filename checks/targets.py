@@ -6,8 +6,10 @@ address is classified against the IANA special-purpose registries before any
 connection, and only globally reachable unicast addresses pass, unless the
 operator explicitly allows a network (`--allow-target 127.1.0.0/16`).
 
-IPv6 addresses that embed an IPv4 address (v4-mapped, NAT64, 6to4, Teredo)
-are judged by the embedded address too, since that is where traffic ends up.
+IPv6 addresses that embed an IPv4 address (v4-mapped, IPv4-translated/SIIT,
+IPv4-compatible, NAT64, 6to4, Teredo) are judged by the embedded address too,
+since that is where traffic ends up. The local-use NAT64 prefix 64:ff9b:1::/48
+places the IPv4 address where its operator chose, so it is refused as a whole.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ _SPECIAL: tuple[tuple[IPNetwork, str], ...] = tuple(
 )
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765, SIIT)
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # IPv4-compatible (deprecated, RFC 4291)
 # Globally reachable exceptions inside 2001::/23 (IANA registry, "Globally Reachable: True").
 _GLOBAL_IN_2001 = tuple(
     ipaddress.IPv6Network(n)
@@ -87,7 +91,7 @@ def embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
         return None
     if addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
-    if addr in _NAT64:
+    if addr in _NAT64 or addr in _SIIT or (addr in _COMPATIBLE and int(addr) > 1):
         return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
     if addr.sixtofour is not None:
         return addr.sixtofour

@@ -94,7 +94,7 @@ async def probe_mtasts(ctx: ProbeContext) -> STSState:
         return STSState()
 
     try:
-        fetched = await http.fetch(ctx.net, url, max_bytes=mtasts.MAX_POLICY_BYTES)
+        fetched = await http.fetch_reporting(ctx, url, max_bytes=mtasts.MAX_POLICY_BYTES)
     except TargetRefused as exc:
         return unreachable(str(exc))
     except DNSError as exc:

@@ -92,6 +92,13 @@ def autodiscover_redirect_url(url: str) -> str:
     )
 
 
+def autodiscover_redirect_addr(address: str) -> str:
+    return _RESPONSE.format(
+        body=f"      <Action>redirectAddr</Action>\n"
+        f"      <RedirectAddr>{escape(address)}</RedirectAddr>\n"
+    )
+
+
 def mobileconfig(domain: str, *, imap_port: int = 993, smtp_port: int = 465) -> str:
     """An unsigned XML profile with one IMAP account on the healthy servers."""
     mail = {

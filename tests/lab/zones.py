@@ -22,7 +22,8 @@ also sends its mail to the send test's receiver); 127.1.2.x-127.1.5.x one
 block per broken scenario; 127.1.6.x DNSBL scenarios; 127.1.7.x the lab's
 nginx; 127.1.8.x the nameserver-consistency scenarios' MX hosts; 127.1.9.x
 the IDN scenario; 127.1.20.x-127.1.23.x the mail-server
-scenarios (tests/lab/mail.py); 127.1.40.x the send test: 127.1.40.1-.11 one
+scenarios (tests/lab/mail.py); 127.1.24.x hostile submission servers run by the
+tests (HOSTILE_SUBMISSION); 127.1.40.x the send test: 127.1.40.1-.11 one
 sending server per Sender, 127.1.40.25 the receiver (mx.sendtest.test, run by
 the tests), 127.1.40.99 where send-ptrmismatch.test's PTR name points,
 127.1.40.100 the lab's OpenDKIM milter, 127.1.40.200 an address some SPF
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -1050,7 +1051,7 @@ CLIENT_SCENARIOS: tuple[Scenario, ...] = (
     ),
     _client_case(
         "ad-redirect.test",
-        {"autodiscover.redirect.refused"},
+        {"autodiscover.redirect.refused", "connect.target.refused"},
         "autodiscover redirects to a host on a private address",
         "private IN A 10.0.0.1",
         autodiscover=clients.autodiscover_redirect_url(
@@ -1144,6 +1145,107 @@ AUTH_SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
+# Submission servers that would steal a test account's password (issue 16): the
+# tests run a recording server (tests/support/smtprecorder.py) on port 587 of
+# each address, with a self-signed certificate, or a good lab certificate for
+# another name. In no list that check tests iterate: nothing listens without them.
+HOSTILE_SUBMISSION = {
+    "auth-selfsigned.test": "127.1.24.1",
+    "auth-wrongname.test": "127.1.24.2",
+}
+HOSTILE_AUTH_SCENARIOS: tuple[Scenario, ...] = tuple(
+    _scenario(
+        domain,
+        set(),
+        [
+            "@ IN MX 10 mx1.healthy.test.",
+            "_submission._tcp IN SRV 0 1 587 smtp",
+            f"smtp IN A {address}",
+            *_NO_MAILBOX_SERVICES,
+        ],
+        about="a submission server that accepts any password (a test's recording server)",
+    )
+    for domain, address in HOSTILE_SUBMISSION.items()
+)
+
+# URLs whose host is 127.0.0.1 written so that a naive check misses it (issue
+# 16): from each place a stranger writes URLs. Nothing of the lab listens on
+# 127.0.0.1, which the lab's target policy (127.1.0.0/16) refuses; the tests
+# run a canary there and count that nothing connects. url-<source>-<n>.test.
+URL_HOST_FORMS: dict[str, str] = {
+    "fullwidth": "\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11",
+    "short": "127.1",
+    "decimal": "2130706433",
+    "hex": "0x7f.0.0.1",
+    "octal": "0177.0.0.1",
+    "mapped6": "[::ffff:127.0.0.1]",
+    "dot": "127.0.0.1.",
+    "percent": "%31%32%37.0.0.1",
+}
+URL_SOURCES = ("mailconf", "adurl", "adaddr", "location", "mobileconfig")
+URL_MOBILECONFIG_DOMAIN = "url-mobileconfig.test"
+
+
+def _zone_text(text: str) -> str:
+    """Non-ASCII as zone-file \\DDD escapes of its UTF-8 bytes."""
+    return "".join(chr(b) if b < 128 else f"\\{b:03d}" for b in text.encode())
+
+
+def url_domain(source: str, form: str) -> str:
+    return f"url-{source}-{list(URL_HOST_FORMS).index(form)}.test"
+
+
+def _url_case(source: str, form: str) -> Scenario:
+    host = URL_HOST_FORMS[form]
+    domain = url_domain(source, form)
+    about = f"a {source} URL on {host!r}, which is 127.0.0.1"
+    path = clients.AUTODISCOVER_PATH
+    if source == "mailconf":
+        txt = _zone_text(f"mailconf=https://{host}{clients.AUTOCONFIG_PATH}")
+        return _client_case(
+            domain, set(), about, f'@ IN TXT "{txt}"', autoconfig=None, autodiscover=None
+        )
+    if source == "location":
+        return _client_case(
+            domain,
+            set(),
+            about,
+            f"autodiscover IN A {WEB_ADDRESS}",
+            autoconfig=None,
+            autodiscover=None,
+            redirects=((f"autodiscover.{domain}{path}", f"https://{host}{path}"),),
+        )
+    body = (
+        clients.autodiscover_redirect_url(f"https://{host}{path}")
+        if source == "adurl"
+        else clients.autodiscover_redirect_addr(f"user@{host}")
+    )
+    return _client_case(domain, set(), about, autoconfig=None, autodiscover=body)
+
+
+HOSTILE_URL_SCENARIOS: tuple[Scenario, ...] = (
+    *(
+        replace(_url_case(source, form), dnssec="unsigned")
+        for source in URL_SOURCES
+        if source != "mobileconfig"
+        for form in URL_HOST_FORMS
+        # An address carries neither %-escapes nor a bare bracketed IPv6: the
+        # autodiscover parser refuses those RedirectAddrs (autodiscover.invalid).
+        if not (source == "adaddr" and form in ("percent", "mapped6"))
+    ),
+    _scenario(
+        URL_MOBILECONFIG_DOMAIN,
+        set(),
+        [f"mc-{i} IN A {WEB_ADDRESS}" for i in range(len(URL_HOST_FORMS))],
+        about="http://mc-<n>.url-mobileconfig.test/p.mobileconfig redirects to 127.0.0.1",
+        redirects=tuple(
+            (f"mc-{i}.{URL_MOBILECONFIG_DOMAIN}/p.mobileconfig", f"https://{host}/p.mobileconfig")
+            for i, host in enumerate(URL_HOST_FORMS.values())
+        ),
+        dnssec="unsigned",
+    ),
+)
+
 # Thunderbird's ISPDB, as the lab serves it (engine setting ispdb_url = ISPDB_URL).
 ISPDB = _scenario(
     "ispdb.test",
@@ -1208,6 +1310,8 @@ BY_DOMAIN = {
         *POLICY_SCENARIOS,
         *CLIENT_SCENARIOS,
         *AUTH_SCENARIOS,
+        *HOSTILE_AUTH_SCENARIOS,
+        *HOSTILE_URL_SCENARIOS,
         ISPDB,
         BLOCKLIST,
         CACHE_SCENARIO,

@@ -56,7 +56,8 @@ async def test_a_plain_response_is_read_and_recorded() -> None:
             got = await http.fetch(door(), f"http://{ADDRESS}:{server.port}/policy.txt")
     assert (got.status, got.content_type, got.body) == (200, "text/plain", body)
     assert lines[0] == f"== GET http://{ADDRESS}:{server.port}/policy.txt"
-    assert "200 OK (text/plain, 31 bytes)" in lines[1]
+    assert lines[1] == f"== http 127.1.30.40:{server.port}/http: connected"  # by the door
+    assert "200 OK (text/plain, 31 bytes)" in lines[2]
 
 
 async def test_garbage_instead_of_http_is_a_protocol_violation() -> None:

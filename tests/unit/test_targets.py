@@ -33,7 +33,11 @@ DEFAULT = TargetPolicy()
         ("::1", "loopback"),
         ("::ffff:10.0.0.1", "private"),  # v4-mapped: judged by the embedded address
         ("::ffff:127.0.0.1", "loopback"),
-        ("::10.0.0.1", "IPv4-compatible"),
+        ("::10.0.0.1", "private"),  # IPv4-compatible: judged by the embedded address
+        ("::ffff:0:7f00:1", "loopback"),  # SIIT (IPv4-translated) 127.0.0.1
+        ("::ffff:0:a9fe:a9fe", "link-local"),  # SIIT of the cloud metadata address
+        ("::ffff:0:a00:1", "private"),
+        ("64:ff9b:1::a00:1", "local-use NAT64"),  # where the IPv4 sits is the operator's choice
         ("64:ff9b::a00:1", "private"),  # NAT64 of 10.0.0.1
         ("2002:c0a8:101::1", "private"),  # 6to4 of 192.168.1.1
         ("2001:db8::1", "documentation"),
@@ -86,6 +90,8 @@ def test_allow_list_opens_exactly_its_networks() -> None:
     assert policy.refusal("127.1.0.53") is None
     assert policy.refusal("127.1.255.255") is None
     assert policy.refusal("::ffff:127.1.2.3") is None  # mapped form of an allowed address
+    assert policy.refusal("::ffff:0:7f01:203") is None  # SIIT form of 127.1.2.3
+    assert policy.refusal("::ffff:0:7f00:1") is not None  # SIIT form of 127.0.0.1
     assert policy.refusal("fd00::25") is None
     assert policy.refusal("127.0.0.1") is not None  # loopback, but outside the allowed /16
     assert policy.refusal("127.2.0.1") is not None
