@@ -55,6 +55,11 @@ sys.stdout.write(json.dumps(answer))
 """
 
 
+# The child handles a stranger's bytes: it gets none of the parent's
+# environment (Slack tokens, test-account passwords may be there).
+_CHILD_ENV = {"LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 class Overrun(MailcheckError):
     """The work did not finish within its deadline; the child was killed.
     The message reads as what the work did: "did not finish within 20 s"."""
@@ -80,7 +85,7 @@ async def run(
     # started, or nobody could kill it.
     spawning = asyncio.ensure_future(
         asyncio.create_subprocess_exec(
-            sys.executable, "-c", _CHILD, stdin=PIPE, stdout=PIPE, stderr=PIPE
+            sys.executable, "-c", _CHILD, stdin=PIPE, stdout=PIPE, stderr=PIPE, env=_CHILD_ENV
         )
     )
     child: Process | None = None

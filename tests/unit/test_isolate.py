@@ -94,3 +94,15 @@ async def test_the_child_caps_its_own_cpu_time(tmp_path: Path) -> None:
         await isolate.run(spin, str(pidfile), seconds=30, cpu_seconds=1)
     assert _gone(int(pidfile.read_text()))
     assert time.process_time() - started < 1  # the parent did not do the spinning
+
+
+def environment() -> dict[str, str]:
+    return dict(os.environ)
+
+
+async def test_the_child_inherits_no_secret_from_the_environment(monkeypatch) -> None:
+    """The child reads a stranger's bytes: no token or password may be within its reach."""
+    monkeypatch.setenv("MAILCHECK_ACCOUNT_WORK_PASSWORD", "correct horse battery")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-not-a-token")
+    seen = await isolate.run(environment, seconds=20)
+    assert "MAILCHECK_ACCOUNT_WORK_PASSWORD" not in seen and "SLACK_BOT_TOKEN" not in seen
