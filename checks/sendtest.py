@@ -220,7 +220,9 @@ def _domain_of(address: str) -> str:
 
 
 def _signing_names(headers: Message, header: str) -> list[tuple[str, str]]:
-    """(d, s) of every `header` (DKIM-Signature, ARC-Seal...) in the message."""
+    """(d, s) of every `header` (DKIM-Signature, ARC-Seal...) in the message, in
+    order, "" where a tag is missing: dkimpy counts every header, so the
+    positions must stay its positions."""
     found = []
     for line in headers.get_all(header) or []:
         tags: dict[str, str] = {}
@@ -228,8 +230,7 @@ def _signing_names(headers: Message, header: str) -> list[tuple[str, str]]:
             key, eq, value = part.partition("=")
             if eq:
                 tags.setdefault(key.lower(), value)
-        if "d" in tags and "s" in tags:
-            found.append((tags["d"].lower(), tags["s"]))
+        found.append((tags.get("d", "").lower(), tags.get("s", "")))
     return found
 
 
@@ -438,7 +439,8 @@ def probes(received: Received, parsed: Message | None = None) -> tuple[Probe, ..
         planned = dkimverify.plan(message, dkim_names, arc_sets, limits)
         # Keys only for the signatures verified: a message can name thousands.
         wanted = [*planned.dkim, *(arc_names if planned.arc else ())]
-        keys = await _keys(ctx, sorted({f"{s}._domainkey.{d}".lower() for d, s in wanted}))
+        names = {f"{s}._domainkey.{d}".lower() for d, s in wanted if d and s}
+        keys = await _keys(ctx, sorted(names))
         verified = await dkimverify.verify(message, planned, keys, limits)
         found = list(verified.signatures)
         ctx.fact("sendtest.dkim", [asdict(s) for s in found])

@@ -486,3 +486,16 @@ async def test_an_arc_chain_longer_than_the_cap_is_not_verified(config: EngineCo
     (skipped,) = [f for f in report.findings if f.code == "sendtest.dkim.skipped"]
     assert f"{limits.arc_sets + 4} ARC sets" in skipped.summary
     assert "sendtest.arc.fail" not in _codes(report)
+
+
+async def test_a_malformed_signature_on_top_does_not_shift_the_verdicts(
+    config: EngineConfig,
+) -> None:
+    """dkimpy counts every DKIM-Signature header; a first one without d= must
+    not make mailcheck judge the second under the first's index."""
+    message = b"DKIM-Signature: v=1; a=rsa-sha256; b=AAAA\r\n" + _message()
+    report = await _judge(config, _received(message))
+    verdicts, _ = _dkim_facts(report)
+    by_domain = {(v["domain"], v["result"]) for v in verdicts}
+    assert ("example.com", "pass") in by_domain, verdicts
+    assert report.facts["sendtest.dmarc"]["dkim_aligned"] is True
