@@ -476,7 +476,12 @@ async def probe_mobileconfig(ctx: ProbeContext) -> Found | None:
         )
 
     try:
-        fetched = await http.fetch_reporting(ctx, url, max_bytes=clientconf.MAX_BYTES, redirects=2)
+        fetched = await http.fetch_reporting(
+            ctx,
+            url,
+            max_bytes=clientconf.MAX_BYTES,
+            redirects=ctx.net.config.budgets.redirects,  # MAILCHECK_MAX_REDIRECTS
+        )
     except (DNSError, TargetRefused, NetError) as exc:
         invalid(str(exc))
         return None
