@@ -32,9 +32,9 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.history import Run
+from bot.view import Fold, Group, evidence, slack_words, stage_view
 from bot.watches import Watch
 from checks import catalog
-from checks.consistency import table_of
 from checks.diff import ReportDiff
 from checks.model import CheckRequest, Finding, Report, Severity, Stage
 
@@ -189,6 +189,21 @@ def verdict_message(report: Report, requester_id: str, rerun_value: str) -> Mess
     return Message(_cut(escape(f"{report.request.display}: {words}"), 300), _serialise(blocks))
 
 
+def failure_message(
+    domain_display: str, requester_id: str, reason: str, rerun_value: str
+) -> Message:
+    """The parent message of a check that gave up (retries spent, deadline, a
+    bug): that it failed, why in a few words, and the "Re-run" button, so the
+    thread never stays at "Checking…"."""
+    line = (
+        f":x: {code_span(domain_display, 300)}: *the check failed*: "
+        f"{_cut(escape(reason), 500)} · requested by {_requester(requester_id)}"
+    )
+    blocks = [_section(line), _rerun(rerun_value)]
+    text = _cut(escape(f"{domain_display}: the check failed"), 300)
+    return Message(text, _serialise(blocks))
+
+
 def sendtest_pending_message(domain_display: str, requester_id: str) -> Message:
     """The parent message of a send test while it waits for its message."""
     line = (
@@ -313,46 +328,146 @@ def watch_notice(text: str) -> Message:
     return Message(_cut(plain, 300), _serialise([_section(text)]))
 
 
-def _problem(f: Finding) -> list[Block]:
+def _why(text: str, entry: catalog.Entry, limit: int) -> str:
+    # The catalog's words are ours and may use mrkdwn; anything else was
+    # written by a probe and may quote the server. Both in Slack's words.
+    if text == entry.why or text == entry.fix:
+        return _cut(escape(slack_words(text)), limit)
+    return code_span(slack_words(text), limit)
+
+
+def _problem(f: Finding, table: Sequence[str] = ()) -> list[Block]:
     entry = catalog.entry(f.code)
-    # Detail and fix default to the catalog's words, which are ours and may use
-    # mrkdwn; anything else was written by a probe and may quote the server.
-    detail = _cut(escape(f.detail), 1000) if f.detail == entry.why else code_span(f.detail, 1000)
     lines = [
-        f"{EMOJI[f.severity]} {code_span(f.code, 100)}  {code_span(f.summary, 500)}",
-        f"*{_cut(escape(entry.title), 150)}.* {detail}",
+        f"{EMOJI[f.severity]} {code_span(f.code, 100)}  {code_span(slack_words(f.summary), 500)}",
+        f"*{_cut(escape(entry.title), 150)}.* {_why(f.detail, entry, 1000)}",
     ]
     if f.fix:
-        fix = _cut(escape(f.fix), 700) if f.fix == entry.fix else code_span(f.fix, 700)
-        lines.append(f"*Fix:* {fix}")
+        lines.append(f"*Fix:* {_why(f.fix, entry, 700)}")
     blocks: list[Block] = [_section("\n".join(lines))]  # <= 2,500 characters
-    shown = [
-        line if len(line) <= EVIDENCE_LINE_CHARS else line[: EVIDENCE_LINE_CHARS - 1] + "…"
-        for line in f.evidence[:EVIDENCE_LINES]
-    ]
-    more = []
-    if reproduce := code_block([f.reproduce or ""], 600):
-        more += ["*Reproduce:*", reproduce]
-    if evidence := code_block(shown, 1800):
-        more += ["*Evidence:*", evidence]
-        if len(f.evidence) > EVIDENCE_LINES:
-            more.append(f"_{len(f.evidence) - EVIDENCE_LINES} more lines not shown_")
+    more = _proof([f.reproduce or ""], [evidence(f, table)])
     if more:
         blocks.append(_section("\n".join(more)))  # <= 2,500 characters
     return blocks
 
 
-def _oks(found: Sequence[Finding]) -> list[Block]:
-    elements = [_mrkdwn("✔ " + code_span(f"{f.code}: {f.summary}", 280)) for f in found]
-    return [
-        ContextBlock(elements=elements[i : i + _CONTEXT_ELEMENTS])
-        for i in range(0, len(elements), _CONTEXT_ELEMENTS)
+def _proof(reproduce: Sequence[str], proofs: Sequence[Sequence[str]]) -> list[str]:
+    """The reproduce commands and evidence lines of an entry, bounded (a long
+    line cut, at most EVIDENCE_LINES lines and a count of the rest)."""
+    lines = [line for proof in proofs for line in proof]
+    shown = [
+        line if len(line) <= EVIDENCE_LINE_CHARS else line[: EVIDENCE_LINE_CHARS - 1] + "…"
+        for line in lines[:EVIDENCE_LINES]
     ]
+    more = []
+    if block := code_block(reproduce, 600):
+        more += ["*Reproduce:*", block]
+    if block := code_block(shown, 1800):
+        more += ["*Evidence:*", block]
+        if len(lines) > EVIDENCE_LINES:
+            more.append(f"_{len(lines) - EVIDENCE_LINES} more lines not shown_")
+    return more
 
 
-def _tables(found: Sequence[Finding]) -> list[SectionBlock]:
+GROUP_TARGETS = 10  # findings in one entry of a group; more go on in another
+ENTRY_CHARS = 8000  # one entry's characters, so it always fits a message
+
+
+def _about(f: Finding) -> str:
+    """A grouped finding's line: its summary, with its target when it does not say it."""
+    t = f.target
+    named = [x for x in (t.host, t.address) if x]
+    if not named or any(x in f.summary for x in named):
+        return slack_words(f.summary)
+    return f"{t.label()}: {slack_words(f.summary)}"
+
+
+def _entry(
+    group: Group, found: Sequence[Finding], first: bool, table: Sequence[str]
+) -> list[Block]:
+    """One entry of a group: the code, its title, why and fix once (in the
+    first entry), then each finding's target and summary, then their distinct
+    reproduce commands and evidence."""
+    entry = catalog.entry(group.code)
+    n = len(group.findings)
+    head = f"{EMOJI[group.severity]} {code_span(group.code, 100)} \u00d7 {n}"
+    lines = [head if first else f"{head} _(continued)_"]
+    if first:
+        detail = group.detail if group.detail is not None else entry.why
+        lines.append(f"*{_cut(escape(entry.title), 150)}.* {_why(detail, entry, 1000)}")
+        fix = group.fix if group.fix is not None else entry.fix
+        if fix:
+            lines.append(f"*Fix:* {_why(fix, entry, 700)}")
+    items = []
+    for f in found:
+        item = f"• {EMOJI[f.severity]} {code_span(_about(f), 300)}"
+        if group.detail is None and f.detail != entry.why:
+            item += f"\n   {code_span(slack_words(f.detail), 300)}"
+        if group.fix is None and f.fix and f.fix != entry.fix:
+            item += f"\n   *Fix:* {code_span(slack_words(f.fix), 300)}"
+        items.append(item)
+    blocks: list[Block] = [_section("\n".join(lines)), *sections(items)]
+    proofs = _labelled(found, table)
+    reproduce = list(dict.fromkeys(f.reproduce for f in found if f.reproduce))
+    if more := _proof(reproduce, proofs):
+        blocks.append(_section("\n".join(more)))
+    return blocks
+
+
+def _labelled(found: Sequence[Finding], table: Sequence[str]) -> list[tuple[str, ...]]:
+    """The findings' distinct evidence, once each; when they differ, each
+    under the target it is about."""
+    proofs = list(dict.fromkeys(proof for f in found if (proof := evidence(f, table))))
+    if len(proofs) <= 1:
+        return proofs
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for f in found:
+        proof = evidence(f, table)
+        if proof and proof not in seen:
+            seen.add(proof)
+            out.append((f"# {f.target.label()}", *proof))
+    return out
+
+
+def _group_units(
+    group: Group, table: Sequence[str]
+) -> list[tuple[list[dict[str, Any]], tuple[Finding, ...]]]:
+    """A group as entries, each with the findings it shows: a lone finding as
+    it always was; more in entries of at most GROUP_TARGETS and ENTRY_CHARS."""
+    if len(group.findings) == 1:
+        return [(_serialise(_problem(group.findings[0], table)), group.findings)]
+    units: list[tuple[list[dict[str, Any]], tuple[Finding, ...]]] = []
+    chunk: list[Finding] = []
+    done: list[dict[str, Any]] = []
+    for f in group.findings:
+        trial = _serialise(_entry(group, [*chunk, f], not units, table))
+        if chunk and (len(chunk) >= GROUP_TARGETS or _size(trial) > ENTRY_CHARS):
+            units.append((done, tuple(chunk)))
+            chunk = [f]
+            done = _serialise(_entry(group, chunk, False, table))
+        else:
+            chunk.append(f)
+            done = trial
+    units.append((done, tuple(chunk)))
+    return units
+
+
+def _oks(folds: Sequence[Fold]) -> list[Block]:
+    """The passing checks of a stage as one context block: a line per code."""
+    if not folds:
+        return []
+    lines = [f.line for f in folds]
+    if len(lines) > _CONTEXT_ELEMENTS:
+        rest = folds[_CONTEXT_ELEMENTS - 1 :]
+        count = sum(len(f.findings) for f in rest)
+        lines = lines[: _CONTEXT_ELEMENTS - 1]
+        lines.append(f"{count} more passing: " + ", ".join(f.code for f in rest))
+    return [ContextBlock(elements=[_mrkdwn("✔ " + code_span(line, 280)) for line in lines])]
+
+
+def _tables(rows: Sequence[str]) -> list[SectionBlock]:
     """The per-server table (checks.consistency) of the stage's findings, if any."""
-    rows = table_of(found)
     return [_section("*Nameservers*\n" + code_block(rows, 2800))] if rows else []
 
 
@@ -374,20 +489,13 @@ def stage_messages(report: Report, stage: Stage) -> list[Message]:
 def stage_pages(report: Report, stage: Stage) -> list[Page]:
     """`stage_messages`, each with the findings it shows (so a thread cut
     short can count what it left out)."""
-    found = [f for f in report.findings if f.stage is stage]
-    if not found:
+    view = stage_view(report.findings, stage)
+    if not view.groups and not view.folds:
         return []
-    problems = sorted(
-        (f for f in found if f.severity > Severity.OK), key=lambda f: -f.severity.rank
-    )
-    oks = [f for f in found if f.severity is Severity.OK]
-    groups: list[tuple[list[dict[str, Any]], tuple[Finding, ...]]]
-    groups = [(_serialise(_problem(f)), (f,)) for f in problems]
-    groups += [
-        (_serialise([block]), tuple(oks[i * _CONTEXT_ELEMENTS : (i + 1) * _CONTEXT_ELEMENTS]))
-        for i, block in enumerate(_oks(oks))
-    ]
-    groups += [(_serialise([t]), ()) for t in _tables(found)]
+    groups = [unit for g in view.groups for unit in _group_units(g, view.table)]
+    oks = tuple(f for fold in view.folds for f in fold.findings)
+    groups += [(_serialise([block]), oks) for block in _oks(view.folds)]
+    groups += [(_serialise([t]), ()) for t in _tables(view.table)]
     title = stage.value.upper()
     text = _cut(escape(f"mailcheck {report.request.display}: {title}"), 300)
     pages: list[Page] = []
@@ -512,12 +620,15 @@ def changes_lines(diff: ReportDiff) -> list[str]:
 
     add(
         "New problems",
-        [f"{severity(s)} {code_span(c, 100)}  {code_span(m, 300)}" for s, c, m in diff.new],
+        [
+            f"{severity(s)} {code_span(c, 100)}  {code_span(slack_words(m), 300)}"
+            for s, c, m in diff.new
+        ],
     )
     add(
         "Resolved",
         [
-            f":heavy_check_mark: {code_span(c, 100)}  {code_span(m, 300)}"
+            f":heavy_check_mark: {code_span(c, 100)}  {code_span(slack_words(m), 300)}"
             for _, c, m in diff.resolved
         ],
     )

@@ -231,7 +231,7 @@ def _parse_subcommand(name: str, tokens: list[str]) -> Subcommand:
     """`history|diff|unwatch DOMAIN`, `watch DOMAIN [every=6h] [stage=...]`, `watches`."""
     takes_domain, allowed = _SUBCOMMANDS[name]
     example = f"`/mailcheck {name}{' example.com' if takes_domain else ''}`"
-    domain_text: str | None = None
+    words: list[str] = []  # what is not an option: the domain, or words that are none
     options: dict[str, str] = {}
     for token in tokens:
         if token.lower() in _HELP_WORDS or token.lower() in _SUBCOMMANDS:
@@ -261,15 +261,12 @@ def _parse_subcommand(name: str, tokens: list[str]) -> Subcommand:
             )
         if not takes_domain:
             raise _Problem(f"`{name}` takes no domain: write {example}.")
-        if domain_text is not None:
-            raise _Problem(
-                f"Two domains given, {_show(domain_text)} and {_show(token)}; `{name}` takes one."
-            )
-        domain_text = token
+        words.append(token)
     if not takes_domain:
         return WatchesCommand()
-    if domain_text is None:
+    if not words:
         raise _Problem(f"No domain given: say which domain, as in {example}.")
+    domain_text = _one_domain(words, f"`{name}` takes one")
     try:
         domain = normalize_domain(domain_text)
     except InputError as exc:
@@ -312,7 +309,7 @@ def describe_every(seconds: int) -> str:
 
 
 def _parse_tokens(tokens: list[str]) -> CheckCommand:
-    domain_text: str | None = None
+    words: list[str] = []  # what is not an option: the domain, or words that are none
     options: dict[str, tuple[str, str]] = {}  # canonical name -> (as typed, value)
     for token in tokens:
         if token.lower() in _SUBCOMMANDS:
@@ -343,14 +340,11 @@ def _parse_tokens(tokens: list[str]) -> CheckCommand:
                 )
             options[canonical] = (name, value)
             continue
-        if domain_text is not None:
-            raise _Problem(
-                f"Two domains given, {_show(domain_text)} and {_show(token)}; check one at a time."
-            )
-        domain_text = token
+        words.append(token)
 
-    if domain_text is None:
+    if not words:
         raise _Problem("No domain given: say which domain to check.")
+    domain_text = _one_domain(words, "check one at a time")
     try:
         domain = normalize_domain(domain_text)
     except InputError as exc:
@@ -360,6 +354,36 @@ def _parse_tokens(tokens: list[str]) -> CheckCommand:
     selectors = _parse_list(options, "selector", normalize_selector)
     senders = _parse_list(options, "sender-ip", normalize_sender_ip)
     return CheckCommand(domain, stages, account, selectors, senders)
+
+
+def _one_domain(words: list[str], one: str) -> str:
+    """The one domain among the `words` typed besides the options. Several
+    words are two domains only when each is one; "not a domain!!" is a
+    phrase, and the reply says the input is not a domain (`one`: how the
+    command asks for a single domain, after "Two domains given...;")."""
+    if len(words) == 1:
+        return words[0]
+    domains = [word for word in words if _is_domain(word)]
+    if len(domains) == len(words):
+        raise _Problem(f"Two domains given, {_show(words[0])} and {_show(words[1])}; {one}.")
+    if domains:
+        others = " ".join(word for word in words if word not in domains)
+        raise _Problem(
+            f"{_show(others)} is neither a domain nor an option: give one domain, and "
+            "write options as `name=value`."
+        )
+    raise _Problem(
+        f"{_show(' '.join(words))} is not a domain: give one domain, with no spaces, "
+        "such as `example.com` (or an email address or a URL)."
+    )
+
+
+def _is_domain(word: str) -> bool:
+    try:
+        normalize_domain(word)
+    except InputError:
+        return False
+    return True
 
 
 def _parse_list(

@@ -9,11 +9,13 @@ neither restyle the report nor drive the terminal.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from bot.view import evidence
 from checks import catalog
 from checks.consistency import table_of
 from checks.model import Finding, Report, Severity, Stage
@@ -60,18 +62,19 @@ def render(report: Report, *, resolver: str, verbose: bool = False) -> Group:
         grid = Table.grid(padding=(0, 1))
         grid.add_column(width=3, justify="right")
         grid.add_column()
+        rows = table_of(found)  # shown once, below the findings that carry it
         for f in found:
             mark, style = MARKS[f.severity]
-            grid.add_row(Text(mark, style=style), Group(*_finding(f, verbose=verbose)))
+            lines = _finding(f, verbose=verbose, table=rows)
+            grid.add_row(Text(mark, style=style), Group(*lines))
         parts.append(grid)
-        rows = table_of(found)
         if rows:
             parts.append(Text("  Nameservers", style="bold"))
             parts.extend(Text(f"    {clean(str(row))}") for row in rows)
     return Group(*parts)
 
 
-def _finding(f: Finding, *, verbose: bool) -> list[Text]:
+def _finding(f: Finding, *, verbose: bool, table: Sequence[str] = ()) -> list[Text]:
     style = MARKS[f.severity][1]
     lines = [Text.assemble((f.code, style), "  ", clean(f.summary))]
     if f.severity >= Severity.INCONCLUSIVE or (verbose and f.severity > Severity.OK):
@@ -81,9 +84,10 @@ def _finding(f: Finding, *, verbose: bool) -> list[Text]:
             lines.append(Text.assemble(("Fix: ", "bold"), clean(f.fix)))
     if f.reproduce and f.severity > Severity.OK:
         lines.append(Text.assemble(("Reproduce: ", "bold"), (clean(f.reproduce), "cyan")))
-    if f.evidence and (verbose or f.severity >= Severity.WARNING):
+    proof = evidence(f, table)
+    if proof and (verbose or f.severity >= Severity.WARNING):
         lines.append(Text("Evidence:", style="bold"))
-        lines.extend(Text(f"  {clean(line)}", style="dim") for line in f.evidence[:20])
+        lines.extend(Text(f"  {clean(line)}", style="dim") for line in proof[:20])
     return lines
 
 

@@ -11,15 +11,19 @@ from slack_sdk.models.blocks import Block
 
 from bot.blocks import (
     Message,
+    changes_message,
     code_block,
     code_span,
     escape,
     pending_message,
     report_messages,
     stage_messages,
+    stage_pages,
     verdict_message,
 )
+from bot.terminal import plain_text
 from checks import catalog
+from checks.diff import ReportDiff
 from checks.model import CheckRequest, Finding, Report, Severity, Stage, Target
 
 HOSTILE = (
@@ -170,7 +174,13 @@ def test_a_huge_report_is_paged_within_the_limits_and_nothing_is_lost() -> None:
     messages = report_messages(_report(findings))
     _check(messages)
     assert len(messages) > 10
+    pages = [page for stage in Stage for page in stage_pages(_report(findings), stage)]
+    assert [p.message for p in pages] == messages
+    for f in findings:  # each on one page, which counts it if the thread stops short
+        assert sum(p.findings.count(f) for p in pages) == 1
     for i, f in enumerate(findings):
+        if f.severity is Severity.OK:
+            continue  # folded by code into a line; each in the attached file
         holding = [m for m in messages if any(f"F{i:03d}#" in s for s in _all_text(m))]
         assert len(holding) == 1, i
         assert sum(s.count(f"F{i:03d}#") for s in _all_text(holding[0])) == 1
@@ -181,10 +191,14 @@ def test_a_huge_report_is_paged_within_the_limits_and_nothing_is_lost() -> None:
 
 def test_forty_ok_findings_fit_in_one_message() -> None:
     oks = [catalog.finding("mx.found", target=TARGET, summary=f"MX: 10 mx{i}") for i in range(40)]
+    oks.append(catalog.finding("ptr.ok", target=TARGET, summary="192.0.2.25 ↔ mx"))
     [message] = stage_messages(_report(oks), Stage.DNS)
     _check([message])
-    assert [d["type"] for d in message.blocks] == ["header"] + ["context"] * 4
-    assert message.blocks[1]["elements"][0]["text"] == "✔ `mx.found: MX: 10 mx0`"
+    assert [d["type"] for d in message.blocks] == ["header", "context"]
+    assert [e["text"] for e in message.blocks[1]["elements"]] == [
+        "✔ `mx.found \u00d7 40: MX records (mx.evil.example)`",
+        "✔ `ptr.ok: 192.0.2.25 ↔ mx`",
+    ]
 
 
 def test_stage_shows_problems_worst_first_then_oks() -> None:
@@ -251,3 +265,169 @@ def test_pending_message_mentions_only_a_valid_requester() -> None:
         for s in _all_text(message):
             assert "<@" not in s and "<!" not in s
         assert "Stages: `dns, tls`" in str(message.blocks)
+
+
+# --- a readable thread: one entry per code, the table once, passes folded ----------
+
+
+def _text(messages: Sequence[Message]) -> str:
+    return "\n".join(s for m in messages for s in _strings(m.blocks))
+
+
+def _dnsbl_hits() -> list[Finding]:
+    return [
+        catalog.finding(
+            "dnsbl.listed",
+            target=Target(host=f"mx{i}.example.com", address=f"192.0.2.{i}"),
+            summary=f"192.0.2.{i} is listed on bl{i}.example.net: spam source",
+            evidence=[f"127.0.0.{i + 1}"],
+            reproduce=f"dig +short {i}.2.0.192.bl{i}.example.net A",
+        )
+        for i in range(1, 5)
+    ]
+
+
+def test_findings_of_one_code_are_one_entry_listing_their_targets() -> None:
+    entry = catalog.entry("dnsbl.listed")
+    messages = stage_messages(_report(_dnsbl_hits()), Stage.POLICY)
+    _check(messages)
+    text = _text(messages)
+    assert text.count("`dnsbl.listed`") == 1, text
+    assert text.count(escape(entry.why)) == 1
+    assert text.count(escape(entry.fix)) == 1
+    for i in range(1, 5):
+        assert text.count(f"192.0.2.{i} is listed on bl{i}.example.net") == 1
+        assert text.count(f"dig +short {i}.2.0.192.bl{i}.example.net A") == 1
+        assert text.count(f"127.0.0.{i + 1}") == 1
+
+
+def test_a_group_too_big_for_one_message_is_paged_and_loses_no_target() -> None:
+    hits = [
+        catalog.finding(
+            "dnsbl.listed",
+            target=Target(host="mx.example.com", address=f"192.0.2.{i}"),
+            summary=f"H{i:03d}# " + "s" * 400,
+            evidence=["e" * 300] * 20,
+            reproduce="dig " + "r" * 400,
+        )
+        for i in range(120)
+    ]
+    messages = stage_messages(_report(hits), Stage.POLICY)
+    _check(messages)
+    assert len(messages) > 1
+    text = _text(messages)
+    for i in range(120):
+        assert text.count(f"H{i:03d}#") == 1, i
+
+
+def _nameserver_findings() -> list[Finding]:
+    rows = [
+        "ns1.example.com [192.0.2.53]  lame         not authoritative",
+        "ns2.example.com [192.0.2.54]  ok           serial 2026112602",
+        "ns3.example.com [192.0.2.55]  ok           serial 2026112601",
+    ]
+    data = {"nameservers": rows}
+    return [
+        catalog.finding(
+            "dns.ns.lame",
+            target=Target(host="ns1.example.com", address="192.0.2.53"),
+            summary="ns1.example.com [192.0.2.53] answers without authority",
+            evidence=rows,
+            data=data,
+        ),
+        catalog.finding(
+            "dns.ns.serial_mismatch",
+            target=Target(host="example.com"),
+            summary="ns3.example.com [192.0.2.55] has 2026112601",
+            evidence=rows,
+            data=data,
+        ),
+        catalog.finding(
+            "dns.ns.records_differ",
+            target=Target(host="example.com"),
+            summary="MX example.com differs",
+            evidence=[
+                "ns2.example.com [192.0.2.54]: 10 mx",
+                "ns3.example.com [192.0.2.55]: 10 old",
+            ],
+            data=data,
+        ),
+    ]
+
+
+def test_the_nameserver_table_is_shown_once() -> None:
+    messages = stage_messages(_report(_nameserver_findings()), Stage.DNS)
+    _check(messages)
+    text = _text(messages)
+    assert text.count("*Nameservers*") == 1
+    for row in _nameserver_findings()[0].evidence:
+        assert text.count(row) == 1, row
+    # Evidence that is not the table stays with its finding.
+    assert text.count("ns3.example.com [192.0.2.55]: 10 old") == 1
+
+
+def _tls_oks(n: int) -> list[Finding]:
+    return [
+        catalog.finding(
+            "tls.ok",
+            target=Target(
+                host=f"host{i}.example.com", address=f"192.0.2.{i}", port=993, protocol="imaps"
+            ),
+            summary=f"host{i}.example.com [192.0.2.{i}]:993/imaps: TLSv1.3 TLS_AES_256_GCM_SHA384; "
+            f"certificate for host{i}.example.com valid until 2027-12-{7 + i:02d} (364 days), "
+            "issued by CN=Example CA",
+            reproduce=f"openssl s_client -connect 192.0.2.{i}:993",
+            data={"certificates": [{"not_after": f"2027-12-{7 + i:02d}T07:46:17+00:00"}]},
+        )
+        for i in range(7)
+    ]
+
+
+def test_the_passing_checks_of_a_stage_fold_into_one_line() -> None:
+    oks = _tls_oks(7)
+    [message] = stage_messages(_report(oks), Stage.TLS)
+    _check([message])
+    assert [d["type"] for d in message.blocks] == ["header", "context"]
+    [element] = message.blocks[1]["elements"]
+    line = element["text"]
+    assert line.startswith("✔ ") and "7 endpoints" in line, line
+    assert "TLSv1.3" in line and "2027-12-07" in line, line
+    text = _text([message])
+    for i in range(1, 7):
+        assert f"host{i}.example.com" not in text  # each endpoint only in the file
+
+
+def test_hints_speak_slack() -> None:
+    findings = [
+        catalog.finding(
+            "auth.mechanisms",
+            target=TARGET,
+            summary="imap.example.com [192.0.2.1]:993/imaps offers LOGIN after TLS "
+            "(give --account to try them)",
+            severity=Severity.INFO,
+        ),
+        catalog.finding(
+            "dkim.none_found", target=TARGET, summary="no DKIM key; give yours with --dkim-selector"
+        ),
+    ]
+    text = _text(report_messages(_report(findings)))
+    assert "--account" not in text and "--dkim-selector" not in text, text
+    assert "account=NAME" in text and "selector=" in text
+
+
+def test_the_attached_file_lists_every_finding_and_the_table_once() -> None:
+    report = _report([*_nameserver_findings(), *_tls_oks(7), *_dnsbl_hits()])
+    text = plain_text(report, resolver="system resolver")
+    for row in _nameserver_findings()[0].evidence:
+        assert text.count(row) == 1, text
+    for i in range(7):  # what the thread folds into one line, the file lists
+        assert f"host{i}.example.com [192.0.2.{i}]:993/imaps: TLSv1.3" in text
+    for i in range(1, 5):
+        assert f"192.0.2.{i} is listed on bl{i}.example.net" in text
+
+
+def test_changes_since_speak_slack_too() -> None:
+    summary = "no DKIM key at 10 common selectors; give yours with --dkim-selector"
+    diff = ReportDiff(new=(("info", "dkim.none_found", summary),))
+    text = _text([changes_message(diff, "yesterday")])
+    assert "--dkim-selector" not in text and "selector=NAME" in text, text

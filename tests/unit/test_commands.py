@@ -442,3 +442,29 @@ def test_sendtest_errors_name_the_problem(text: str, complaints: list[str]) -> N
     problem = usage_error(text)
     for complaint in complaints:
         assert complaint in problem, problem
+
+
+# --- words that are not a domain --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["not a domain!!", "check my server please", "history not a domain", "watch my mail server"],
+)
+def test_words_that_are_not_a_domain_are_not_called_two_domains(text: str) -> None:
+    problem = usage_error(text)
+    assert "Two domains" not in problem, problem
+    words = text.removeprefix("history ").removeprefix("watch ")
+    assert f"`{words}` is not a domain" in problem, problem
+    assert "`example.com`" in problem
+
+
+def test_two_real_domains_are_still_two_domains() -> None:
+    for text in ("example.com example.org", "watch a.example b.example"):
+        assert "Two domains given" in usage_error(text)
+
+
+def test_words_beside_a_domain_are_neither_a_domain_nor_an_option() -> None:
+    problem = usage_error("example.com stage=tls not here")
+    assert "`not here` is neither a domain nor an option" in problem, problem
+    assert "Two domains" not in problem and "`example.com not here`" not in problem
