@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -24,7 +25,12 @@ from bot.queue import make_queue, redis_client
 from bot.settings import Settings
 from checks.errors import InputError
 
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
 log = logging.getLogger(__name__)
+SOCKET_CONNECT_TIMEOUT = 60.0  # apps.connections.open and the WebSocket, retries included
+SOCKET_CLOSE_TIMEOUT = 10.0
 
 
 def build_app(
@@ -52,6 +58,32 @@ async def serve_http(app: AsyncApp, settings: Settings) -> web.AppRunner:
     return runner
 
 
+async def serve_socket(
+    app: AsyncApp, settings: Settings, timeout: float = SOCKET_CONNECT_TIMEOUT
+) -> AsyncSocketModeHandler:
+    """Open the Socket Mode link; the caller closes the handler (close_async).
+
+    The link is asked of app.client, so apps.connections.open goes to
+    SLACK_API_URL like every other call, with the app token."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    handler = AsyncSocketModeHandler(app, settings.slack_app_token, web_client=app.client)
+    try:
+        # The SDK retries a failed connect for ever, a wrong token included:
+        # give up and say so, and the service manager starts the bot again.
+        await asyncio.wait_for(handler.connect_async(), timeout)  # type: ignore[no-untyped-call]
+    except TimeoutError:
+        await asyncio.wait_for(handler.close_async(), SOCKET_CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
+        raise InputError(
+            f"no Socket Mode link to Slack within {timeout:g} s: check SLACK_APP_TOKEN "
+            "(xapp-..., scope connections:write) and SLACK_API_URL; the log has Slack's answer"
+        ) from None
+    except BaseException:
+        await asyncio.wait_for(handler.close_async(), SOCKET_CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
+        raise
+    return handler
+
+
 async def run_bot(settings: Settings) -> None:
     settings.require_slack()
     if settings.slack_mode == "socket" and not settings.slack_app_token:
@@ -70,10 +102,13 @@ async def run_bot(settings: Settings) -> None:
             finally:
                 await runner.cleanup()
         else:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-            handler = AsyncSocketModeHandler(app, settings.slack_app_token)
-            await handler.start_async()  # type: ignore[no-untyped-call]
+            handler = await serve_socket(app, settings)
+            log.info("connected to Slack in Socket Mode")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                # Else the link stays open, its tasks still pinging, after the bot stopped.
+                await asyncio.wait_for(handler.close_async(), SOCKET_CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
     finally:
         await queue.disconnect()
         await redis.aclose()

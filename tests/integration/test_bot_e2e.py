@@ -1,10 +1,15 @@
 """/mailcheck end to end: a signed slash command over HTTP to the Bolt app,
 a saq job in real Redis, a worker running the check against the lab, and the
-thread it posts, recorded by a local stand-in for Slack's Web API."""
+thread it posts, recorded by a local stand-in for Slack's Web API.
+
+Tests marked `both_modes` run twice: Slack reaching the bot over HTTP, and
+over a Socket Mode link to the stand-in (the default in production), with the
+same assertions; in Socket Mode the ack comes back in the envelope's ack."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
@@ -20,14 +26,16 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from saq.job import Status
 from slack_sdk.signature import SignatureVerifier
 
-from bot.app import build_app, serve_http
+from bot.app import build_app, run_bot, serve_http, serve_socket
 from bot.queue import CheckJob, make_queue, redis_client
 from bot.settings import Settings
 from bot.worker import build_worker
 from checks.config import Nameserver
+from checks.errors import InputError
 from tests.support.fakeserver import FakeServer
 from tests.support.slackapi import SlackAPIStandIn
 
@@ -35,6 +43,7 @@ pytestmark = pytest.mark.lab
 
 SECRET = "test-signing-secret"
 TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-test-token"
 BOT_ADDRESS = "127.1.0.81"
 STOP_TIMEOUT = 90.0  # a worker's stop: its grace for running checks (timeout 30 + 30) and more
 CHANNEL, USER = "C0TEST1", "U0TEST1"
@@ -43,13 +52,23 @@ _ports = iter(range(3901, 3999))
 
 @pytest.fixture
 async def slack() -> AsyncIterator[SlackAPIStandIn]:
-    async with SlackAPIStandIn(address="127.1.0.80", token=TOKEN) as server:
+    async with SlackAPIStandIn(address="127.1.0.80", token=TOKEN, app_token=APP_TOKEN) as server:
         yield server
+
+
+# How Slack reaches the bot (settings.slack_mode): HTTP, unless a test is marked
+# both_modes, which runs it once over HTTP and once over a Socket Mode link.
+both_modes = pytest.mark.parametrize("settings", ["http", "socket"], indirect=True)
 
 
 @pytest.fixture
 async def settings(
-    slack: SlackAPIStandIn, lab_redis: Any, mail_lab: str, lab_dns: str, lab: Any
+    slack: SlackAPIStandIn,
+    lab_redis: Any,
+    mail_lab: str,
+    lab_dns: str,
+    lab: Any,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Settings]:
     redis = Redis.from_url(lab_redis.url)
     await redis.flushdb()
@@ -66,9 +85,10 @@ async def settings(
         banner_timeout=10,  # Dovecot auth, respawned after idling, can take ~6 s to greet
         reply_timeout=5,
         slack_bot_token=TOKEN,
+        slack_app_token=APP_TOKEN,
         slack_signing_secret=SECRET,
         slack_api_url=slack.url,
-        slack_mode="http",
+        slack_mode=getattr(request, "param", "http"),
         http_host=BOT_ADDRESS,
         http_port=next(_ports),
         redis_url=lab_redis.url,
@@ -79,18 +99,38 @@ async def settings(
     )
 
 
-@pytest.fixture
-async def bot(settings: Settings) -> AsyncIterator[Settings]:
-    """The Bolt app in HTTP mode, listening at settings.http_host:http_port."""
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Settings]:
+    """The Bolt app in settings.slack_mode: listening at settings.http_host:http_port,
+    or linked to the stand-in over Socket Mode (as `mailcheck bot` links to Slack)."""
     redis = redis_client(settings.redis_url)
     queue = make_queue(settings)
-    runner = await serve_http(build_app(settings, queue, redis), settings)
+    app = build_app(settings, queue, redis)
     try:
-        yield settings
+        if settings.slack_mode == "socket":
+            handler = await serve_socket(app, settings)
+            try:
+                yield settings
+            finally:
+                await handler.close_async()  # type: ignore[no-untyped-call]
+        else:
+            runner = await serve_http(app, settings)
+            try:
+                yield settings
+            finally:
+                await runner.cleanup()
     finally:
-        await runner.cleanup()
-        await queue.disconnect()
+        # saq's disconnect talks to Redis: with Redis down (a test's), it cannot.
+        with contextlib.suppress(RedisConnectionError):
+            await queue.disconnect()
         await redis.aclose()
+
+
+@pytest.fixture
+async def bot(settings: Settings) -> AsyncIterator[Settings]:
+    """The Bolt app, reached as settings.slack_mode says (see `serving`)."""
+    async with serving(settings) as running:
+        yield running
 
 
 class Worker:
@@ -146,24 +186,47 @@ async def post(settings: Settings, body: str, headers: dict[str, str]) -> tuple[
 async def command(
     settings: Settings, slack: SlackAPIStandIn, text: str, user: str = USER, channel: str = CHANNEL
 ) -> tuple[int, str]:
-    body = urlencode(
-        {
-            "token": "legacy",
-            "team_id": "T1",
-            "channel_id": channel,
-            "user_id": user,
-            "command": "/mailcheck",
-            "text": text,
-            "response_url": slack.response_url("cmd"),
-            "trigger_id": "1.2.3",
-        }
-    )
+    """Type `/mailcheck text`: the HTTP status (200 for a Socket Mode ack) and the ack's text."""
+    payload = {
+        "token": "legacy",
+        "team_id": "T1",
+        "channel_id": channel,
+        "user_id": user,
+        "command": "/mailcheck",
+        "text": text,
+        "response_url": slack.response_url("cmd"),
+        "trigger_id": "1.2.3",
+    }
+    if settings.slack_mode == "socket":
+        ack = await slack.socket.send("slash_commands", payload)  # no ack: TimeoutError
+        return 200, ack.text
+    body = urlencode(payload)
     status, text_ = await post(settings, body, signed(body))
     # Bolt answers a text-only ack as plain text, anything richer as JSON.
     try:
         return status, json.loads(text_).get("text", "")
     except ValueError:
         return status, text_
+
+
+async def interact(settings: Settings, slack: SlackAPIStandIn, payload: Mapping[str, Any]) -> int:
+    """Click a button: the HTTP status (200 for a Socket Mode ack)."""
+    if settings.slack_mode == "socket":
+        await slack.socket.send("interactive", payload)
+        return 200
+    body = urlencode({"payload": json.dumps(payload)})
+    status, _ = await post(settings, body, signed(body))
+    return status
+
+
+async def deliver(settings: Settings, slack: SlackAPIStandIn, event: Mapping[str, Any]) -> int:
+    """Deliver an Events API callback: the HTTP status (200 for a Socket Mode ack)."""
+    if settings.slack_mode == "socket":
+        await slack.socket.send("events_api", event)
+        return 200
+    body = json.dumps(event)
+    status, _ = await post(settings, body, {**signed(body), "Content-Type": "application/json"})
+    return status
 
 
 def top_level(slack: SlackAPIStandIn) -> list[Any]:
@@ -188,6 +251,7 @@ def all_strings(value: Any) -> list[str]:
     return []
 
 
+@both_modes
 async def test_slash_command_to_threaded_report(
     bot: Settings, slack: SlackAPIStandIn, worker: Worker
 ) -> None:
@@ -259,6 +323,7 @@ async def test_selectors_and_sender_addresses_reach_the_check(
     assert '\\"k\\":[\\"mail\\"]' in rerun and "192.0.2.7" in rerun
 
 
+@both_modes
 async def test_help_and_usage_errors_answer_at_once_and_queue_nothing(
     bot: Settings, slack: SlackAPIStandIn
 ) -> None:
@@ -287,18 +352,13 @@ async def test_a_forged_signature_is_refused(bot: Settings, slack: SlackAPIStand
     assert status == 401
 
 
+@both_modes
 async def test_queue_down_says_so(settings: Settings, slack: SlackAPIStandIn) -> None:
     dead = replace(settings, redis_url="redis://127.1.0.79:1/0")
-    redis = Redis.from_url(dead.redis_url)
-    queue = make_queue(dead)
-    runner = await serve_http(build_app(dead, queue, redis), dead)
-    try:
+    async with serving(dead):
         started = time.monotonic()
         status, ack = await command(dead, slack, "healthy.test")
         assert time.monotonic() - started < 3  # Slack's limit for the ack
-    finally:
-        await runner.cleanup()
-        await redis.aclose()
     assert status == 200 and "queue is unavailable" in ack
 
 
@@ -405,6 +465,7 @@ async def test_slack_rate_limits_are_waited_out(
     assert statuses[0] == 429 and len(top_level(slack)) == 1
 
 
+@both_modes
 async def test_rerun_button_queues_the_same_check(
     bot: Settings, slack: SlackAPIStandIn, worker: Worker
 ) -> None:
@@ -438,9 +499,7 @@ async def test_rerun_button_queues_the_same_check(
             }
         ],
     }
-    body = urlencode({"payload": json.dumps(payload)})
-    status, _ = await post(bot, body, signed(body))
-    assert status == 200
+    assert await interact(bot, slack, payload) == 200
     await slack.wait_for("chat.update", 2, timeout=60)
     parents = top_level(slack)
     assert len(parents) == 2 and "U0OTHER" in json.dumps(parents[1].params["blocks"])
@@ -448,19 +507,12 @@ async def test_rerun_button_queues_the_same_check(
 
 async def test_per_user_rate_limit(settings: Settings, slack: SlackAPIStandIn) -> None:
     limited = replace(settings, user_rate=1, http_port=next(_ports))
-    redis = Redis.from_url(limited.redis_url)
-    queue = make_queue(limited)
-    runner = await serve_http(build_app(limited, queue, redis), limited)
-    try:
+    async with serving(limited):
         assert (await command(limited, slack, "healthy.test"))[1].startswith("Queued")
         _, ack = await command(limited, slack, "nomx.test")
         assert "checks in the last hour" in ack
         _, ack = await command(limited, slack, "nomx.test", user="U0SOMEONE")
         assert ack.startswith("Queued")
-    finally:
-        await runner.cleanup()
-        await queue.disconnect()
-        await redis.aclose()
 
 
 # -- a worker dies mid-check ------------------------------------------------------------
@@ -565,6 +617,7 @@ async def test_sigterm_lets_the_running_check_finish(
     assert len(top_level(slack)) == 1 and len(slack.calls_to("chat.update")) == 1
 
 
+@both_modes
 async def test_only_allowed_channels_and_users(settings: Settings, slack: SlackAPIStandIn) -> None:
     closed = replace(
         settings,
@@ -572,22 +625,16 @@ async def test_only_allowed_channels_and_users(settings: Settings, slack: SlackA
         allowed_users=frozenset({"U0ONCALL"}),
         http_port=next(_ports),
     )
-    redis = Redis.from_url(closed.redis_url)
-    queue = make_queue(closed)
-    runner = await serve_http(build_app(closed, queue, redis), closed)
-    try:
+    async with serving(closed):
         _, ack = await command(closed, slack, "healthy.test", channel="C0RANDOM", user="U0ONCALL")
         assert "not enabled in this channel" in ack
         _, ack = await command(closed, slack, "healthy.test", channel="C0OPS", user="U0INTERN")
         assert "not on the list" in ack
         _, ack = await command(closed, slack, "healthy.test", channel="C0OPS", user="U0ONCALL")
         assert ack.startswith("Queued")
-    finally:
-        await runner.cleanup()
-        await queue.disconnect()
-        await redis.aclose()
 
 
+@both_modes
 async def test_app_home_shows_how_to_use_it(bot: Settings, slack: SlackAPIStandIn) -> None:
     event = {
         "token": "legacy",
@@ -598,10 +645,7 @@ async def test_app_home_shows_how_to_use_it(bot: Settings, slack: SlackAPIStandI
         "event_time": int(time.time()),
         "event": {"type": "app_home_opened", "user": USER, "channel": "D1", "tab": "home"},
     }
-    body = json.dumps(event)
-    headers = {**signed(body), "Content-Type": "application/json"}
-    status, _ = await post(bot, body, headers)
-    assert status == 200
+    assert await deliver(bot, slack, event) == 200
     (publish,) = await slack.wait_for("views.publish", 1, timeout=10)
     assert publish.params["user_id"] == USER
     assert "/mailcheck" in json.dumps(publish.params["view"])
@@ -618,3 +662,62 @@ async def test_the_thread_shows_which_nameserver_said_what(
     assert "dns.ns.serial_mismatch" in thread and "dns.ns.records_differ" in thread
     assert "*Nameservers*" in thread
     assert "ns2.dns-stale.test [127.1.0.54]  ok           serial 2026112500" in thread
+
+
+# -- Socket Mode: the link itself ----------------------------------------------------------
+
+
+def socket_mode(settings: Settings) -> Settings:
+    return replace(settings, slack_mode="socket", slack_signing_secret="")
+
+
+async def test_mailcheck_bot_links_through_slack_api_url_and_lets_go_when_stopped(
+    settings: Settings, slack: SlackAPIStandIn
+) -> None:
+    """`mailcheck bot` in Socket Mode (the default) asks SLACK_API_URL for its
+    link with the app token, answers on it, and closes it when stopped."""
+    running = asyncio.create_task(run_bot(socket_mode(settings)))
+    try:
+        link = await slack.socket.wait_for_connection(timeout=30)
+        (opened,) = slack.calls_to("apps.connections.open")
+        assert opened.ok and opened.headers["Authorization"] == f"Bearer {APP_TOKEN}"
+        status, ack = await command(socket_mode(settings), slack, "help")
+        assert status == 200 and "/mailcheck" in ack and "stage=" in ack
+    finally:
+        running.cancel()
+        await asyncio.wait({running}, timeout=STOP_TIMEOUT)
+    await slack.socket.wait_closed(link, timeout=10)  # not left open, still pinging
+    assert running.cancelled()
+
+
+async def test_socket_mode_survives_a_refresh(settings: Settings, slack: SlackAPIStandIn) -> None:
+    """Slack asks for a new link every few hours ("refresh_requested"): the bot
+    opens one with a fresh URL and goes on answering there."""
+    async with serving(socket_mode(settings)) as bot:
+        first = await slack.socket.wait_for_connection()
+        assert "/mailcheck" in (await command(bot, slack, "help"))[1]
+        await slack.socket.refresh()
+        second = await slack.socket.wait_for_connection(2, timeout=30)
+        await slack.socket.wait_closed(first, timeout=30)
+        status, ack = await command(bot, slack, "healthy.test stage=frob")
+        assert status == 200 and "frob" in ack
+        assert slack.socket.acks[slack.socket.envelopes[-1]["envelope_id"]].link == second.number
+        assert len(slack.calls_to("apps.connections.open")) == 2 and not slack.socket.refused
+
+
+async def test_a_wrong_app_token_stops_the_bot_with_a_reason(
+    settings: Settings, slack: SlackAPIStandIn
+) -> None:
+    """The SDK would retry a refused apps.connections.open for ever, silently
+    to anyone not reading the log: the bot gives up and says what to check."""
+    wrong = replace(socket_mode(settings), slack_app_token="xapp-revoked")
+    redis, queue = redis_client(wrong.redis_url), make_queue(wrong)
+    try:
+        with pytest.raises(InputError, match="SLACK_APP_TOKEN"):
+            await serve_socket(build_app(wrong, queue, redis), wrong, timeout=1.5)
+    finally:
+        await queue.disconnect()
+        await redis.aclose()
+    refused = slack.calls_to("apps.connections.open")
+    assert refused and all(c.error == "invalid_auth" for c in refused)
+    assert not slack.socket.links

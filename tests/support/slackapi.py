@@ -10,6 +10,11 @@ Routes (one aiohttp app on address:port, port 0 = any free one):
     /api/{method}            the Web API, GET or POST: server.url is "http://A:P/api/"
     /upload/v1/{file_id}     where files.getUploadURLExternal sends the bytes
     /response/{name}         a slash command's response_url: server.response_url(name)
+    /link/?ticket=...        the Socket Mode WebSocket (tests/support/socketmode.py)
+
+Socket Mode: apps.connections.open, called with the app token (`app_token`,
+xapp-...), answers a single-use ws:// URL of this server; `server.socket`
+sends the hello and the test's envelopes there and records the app's acks.
 
 Every Web API call is recorded in `server.calls` (a `Call`: method, params,
 headers, and what was answered), rejected ones included. Params merge the
@@ -34,6 +39,9 @@ Fault injection, consumed in the order set up, per method:
 
     server.rate_limit("chat.postMessage", times=1, retry_after=1)   # HTTP 429
     server.fail("chat.update", error="channel_not_found", times=1)  # ok: false
+    server.fail("chat.postMessage", status=500, times=2)             # HTTP 500
+    server.drop("chat.update", times=1)          # the connection closed, no answer
+    server.fail("upload", status=503)            # the file upload URL, likewise
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from tests.support.socketmode import SocketModeLink
 
 MAX_BLOCKS = 50
 MAX_VIEW_BLOCKS = 100  # a Home tab or modal
@@ -111,6 +121,8 @@ class ResponsePost:
 class _Fault:
     error: str
     retry_after: int | None = None  # set: answer HTTP 429
+    status: int = 200  # 5xx: Slack's side failed (the body says ok: false too)
+    drop: bool = False  # close the connection without answering
 
 
 class _APIError(Exception):
@@ -122,11 +134,16 @@ class _APIError(Exception):
 
 class SlackAPIStandIn:
     def __init__(
-        self, address: str = "127.1.0.80", port: int = 0, token: str | None = "xoxb-test-token"
+        self,
+        address: str = "127.1.0.80",
+        port: int = 0,
+        token: str | None = "xoxb-test-token",
+        app_token: str | None = "xapp-test-token",
     ) -> None:
         self.address = address
         self.port = port
         self.token = token  # None: accept any token, or none
+        self.socket = SocketModeLink(app_token)  # app_token None: any token opens it
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.files: dict[str, UploadedFile] = {}
@@ -147,6 +164,7 @@ class SlackAPIStandIn:
             "files.completeUploadExternal": self._files_complete_upload,
             "views.publish": self._views_publish,
             "users.conversations": self._users_conversations,
+            "apps.connections.open": self.socket.open_connection,
         }
 
     # --- lifecycle -------------------------------------------------------------
@@ -156,14 +174,17 @@ class SlackAPIStandIn:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/v1/{file_id}", self._upload)
         app.router.add_post("/response/{name}", self._response_url)
+        app.router.add_get("/link/", self.socket.handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.address, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        self.socket.root = self.root
 
     async def stop(self) -> None:
         if self._runner is not None:
+            await self.socket.close()
             await self._runner.cleanup()
             self._runner = None
 
@@ -200,9 +221,20 @@ class SlackAPIStandIn:
             [_Fault("ratelimited", retry_after)] * times
         )
 
-    def fail(self, method: str, error: str = "channel_not_found", times: int = 1) -> None:
-        """The next `times` calls of method answer {"ok": false, "error": error}."""
-        self._faults.setdefault(method, deque()).extend([_Fault(error)] * times)
+    def fail(
+        self, method: str, error: str = "channel_not_found", times: int = 1, status: int = 200
+    ) -> None:
+        """The next `times` calls of method answer {"ok": false, "error": error},
+        with HTTP `status` (500, 503: as when Slack itself fails). Method
+        "upload" is the file upload URL files.getUploadURLExternal hands out."""
+        if status >= 500 and error == "channel_not_found":
+            error = "internal_error"
+        self._faults.setdefault(method, deque()).extend([_Fault(error, status=status)] * times)
+
+    def drop(self, method: str, times: int = 1) -> None:
+        """The next `times` calls of method get no answer: the connection is
+        closed under them (a network fault between the client and Slack)."""
+        self._faults.setdefault(method, deque()).extend([_Fault("", drop=True)] * times)
 
     # --- inspection ------------------------------------------------------------
 
@@ -250,6 +282,10 @@ class SlackAPIStandIn:
                 body = self._answer(method, params, headers)
             except _APIError as exc:
                 retry_after = exc.extra.pop("retry_after", None)
+                status = exc.extra.pop("status", 200)
+                if exc.extra.pop("drop", False):
+                    self.calls.append(Call(method, params, headers, request.method, 0, {}))
+                    return _dropped(request)
                 body = {"ok": False, "error": exc.error, **exc.extra}
                 if retry_after is not None:
                     status, extra_headers = 429, {"Retry-After": str(retry_after)}
@@ -259,20 +295,25 @@ class SlackAPIStandIn:
     def _answer(
         self, method: str, params: dict[str, Any], headers: Mapping[str, str]
     ) -> dict[str, Any]:
-        self._check_auth(params, headers)
+        self._check_auth(method, params, headers)
         faults = self._faults.get(method)
         if faults:
             fault = faults.popleft()
             if fault.retry_after is not None:
                 raise _APIError("ratelimited", retry_after=fault.retry_after)
-            raise _APIError(fault.error)
+            raise _APIError(fault.error, status=fault.status, drop=fault.drop)
         handler = self._handlers.get(method)
         if handler is None:
             raise _APIError("unknown_method", req_method=method)
         return {"ok": True, **handler(params)}
 
-    def _check_auth(self, params: Mapping[str, Any], headers: Mapping[str, str]) -> None:
-        if self.token is None:
+    def _check_auth(
+        self, method: str, params: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> None:
+        # apps.connections.open takes the app-level token and nothing else does.
+        app_level = method == "apps.connections.open"
+        expected = self.socket.app_token if app_level else self.token
+        if expected is None:
             return
         authorization = headers.get("Authorization", "")
         given = (
@@ -280,10 +321,17 @@ class SlackAPIStandIn:
         )
         if given is None:
             given = params.get("token")
-        if given != self.token:
-            raise _APIError("invalid_auth")
+        if given != expected:
+            wrong_type = str(given or "").startswith("xoxb-" if app_level else "xapp-")
+            raise _APIError("not_allowed_token_type" if wrong_type else "invalid_auth")
 
     async def _upload(self, request: web.Request) -> web.Response:
+        faults = self._faults.get("upload")
+        if faults:
+            fault = faults.popleft()
+            if fault.drop:
+                return _dropped(request)
+            return web.Response(status=fault.status, text=fault.error)
         upload = self.files.get(request.match_info["file_id"])
         if upload is None:
             return web.Response(status=404, text="unknown upload URL")
@@ -434,6 +482,13 @@ class SlackAPIStandIn:
             "channels": [{"id": channel} for channel in page],
             "response_metadata": {"next_cursor": f"next:{start + limit}" if more else ""},
         }
+
+
+def _dropped(request: web.Request) -> web.Response:
+    """Close the connection unanswered: the client sees it disconnect."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)  # never reaches the client
 
 
 def _require_channel(params: Mapping[str, Any]) -> str:
