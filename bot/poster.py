@@ -8,7 +8,9 @@ Slack accepted a post but before Redis recorded it makes the retry post that
 part again (Slack has no idempotency key; closing it needs the thread read
 back with conversations.replies and a history scope). Slack allows about one message per second per
 channel: a Redis key per channel paces every worker, and slack_sdk's
-rate-limit handler waits out a 429's Retry-After.
+rate-limit handler waits out a 429's Retry-After. Slack's own failures (5xx)
+and lost connections are retried by the client too, with backoff, so a
+blip costs a second, not the whole check run again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, terminal
@@ -34,11 +44,36 @@ from checks.model import Report, Severity, Stage
 log = logging.getLogger(__name__)
 RUN_TTL = 7 * 24 * 3600  # bookkeeping outlives any retry by far
 PACE_MS = 1100
+# Retries of one Slack call that failed on Slack's side or on the way there:
+# after 0.5, 1 and 2 s (plus up to 1 s of jitter each), about 4-7 s in all.
+SLACK_RETRIES = 3
+
+
+class ServerErrorRetryHandler(AsyncServerErrorRetryHandler):
+    """Any 5xx: slack_sdk's handler retries only 500 and 503, and a proxy's
+    502 or 504 in front of Slack passes just the same."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return response is not None and response.status_code >= 500
 
 
 def slack_client(settings: Settings) -> AsyncWebClient:
     client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
+    # slack_sdk retries only what this list names (by default: one lost
+    # connection). Without the 5xx handler, two 500s failed a job's every attempt.
+    handlers: list[AsyncRetryHandler] = [
+        AsyncConnectionErrorRetryHandler(max_retry_count=SLACK_RETRIES),
+        ServerErrorRetryHandler(max_retry_count=SLACK_RETRIES),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+    ]
+    client.retry_handlers = handlers
     return client
 
 

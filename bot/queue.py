@@ -19,8 +19,10 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from saq import Queue
+from saq import Job, Queue
+from saq.job import Status
 from saq.queue.redis import RedisQueue
+from saq.utils import now
 
 from bot.settings import Settings
 
@@ -116,8 +118,70 @@ def redis_client(url: str) -> Redis:
     )
 
 
+# How long a sweep waits for a stuck job's worker to see its abort before it
+# queues the job again. saq waits 5 s for every job it sweeps; a worker that
+# missed a whole heartbeat is taken for dead and not waited for (those 5 s
+# were half of a takeover's 10 s). Other swept jobs still get saq's 5 s.
+ABORT_WAIT = 0.2
+SAQ_ABORT_WAIT = 5.0
+
+
+class MailcheckQueue(RedisQueue):
+    """saq's Redis queue, handing a dead worker's job to the next dequeue at once.
+
+    saq retries a swept job after its retry_delay, and only once its schedule
+    poll (every second) queues it: that, and the abort wait, came on top of
+    MAILCHECK_JOB_HEARTBEAT + MAILCHECK_SWEEP_INTERVAL. A job whose worker
+    went silent for a heartbeat is queued again at once; any other retry
+    (a job that raised, or swept for another reason) is saq's own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._at_once: set[str] = set()  # ids of swept jobs being queued again now
+
+    async def retry(self, job: Job, error: str | None) -> None:
+        if error == self.swept_error_message:
+            if _silent(job):
+                self._at_once.add(job.id)
+            else:  # its worker may be alive: give it saq's time to see the abort
+                with contextlib.suppress(TimeoutError):
+                    await job.refresh(SAQ_ABORT_WAIT - ABORT_WAIT)
+                if job.status != Status.ABORTING:
+                    # Its worker had it after all: swept in the instant between
+                    # its dequeue and its start (saq's sweeper takes a job not
+                    # yet marked active for stuck), it ran, and it is retried
+                    # or finished by that worker. Queued again here, it ran
+                    # twice, or once more after it had failed for good.
+                    return
+        try:
+            await super().retry(job, error)
+        finally:
+            self._at_once.discard(job.id)
+
+    async def _retry(self, job: Job, error: str | None) -> None:
+        if job.id not in self._at_once:
+            await super()._retry(job, error)
+            return
+        # As saq's retry without a delay, in one transaction.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(self._active, 1, job.id)
+            pipe.lrem(self._queued, 1, job.id)
+            pipe.zadd(self._incomplete, {job.id: job.scheduled})
+            pipe.rpush(self._queued, job.id)
+            pipe.set(job.id, self.serialize(job))
+            await pipe.execute()
+        await self.notify(job)
+
+
+def _silent(job: Job) -> bool:
+    """Started, then no heartbeat for its `heartbeat` seconds: its worker is
+    gone. (A job swept in the instant between its dequeue and its start has
+    not started in the sweeper's copy: its worker is alive.)"""
+    return bool(job.started and job.heartbeat and now() - job.touched > job.heartbeat * 1000)
+
+
 def make_queue(settings: Settings) -> Queue:
-    return RedisQueue(redis_client(settings.redis_url), name=QUEUE_NAME)
+    return MailcheckQueue(redis_client(settings.redis_url), name=QUEUE_NAME)
 
 
 async def enqueue_check(queue: Queue, job: CheckJob, settings: Settings) -> bool:

@@ -5,7 +5,8 @@ thread as each stage finishes, upload the transcripts, keep the report, then
 edit the parent into a one-line verdict with a Re-run button. Every step is
 recorded (bot.poster.RunState), so when a worker dies mid-check and saq hands
 the job to another, the thread gets no duplicate: the parent is edited, done
-parts are skipped.
+parts are skipped. A job that gives up (no attempt left, past its deadline, a
+bug) says so: its parent is edited into a failure verdict with a Re-run button.
 
     mailcheck worker       # SIGTERM: finish (or hand back) in-flight jobs, then exit
 """
@@ -20,11 +21,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from saq import Queue, Worker
+from saq import Job, Queue, Worker
+from saq.job import Status
+from saq.queue.redis import RedisQueue
 from saq.types import PartialTimersDict
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import access, blocks
 from bot.commands import describe_every
@@ -38,7 +42,14 @@ from bot.poster import (
     permalink,
     slack_client,
 )
-from bot.queue import CheckJob, heartbeat, make_queue, raise_if_cancelled, redis_client
+from bot.queue import (
+    ABORT_WAIT,
+    CheckJob,
+    heartbeat,
+    make_queue,
+    raise_if_cancelled,
+    redis_client,
+)
 from bot.sendjobs import sendtest_job
 from bot.settings import Settings
 from bot.watches import Watch, WatchStore, expiring_certificates, schedule, should_post
@@ -54,6 +65,10 @@ log = logging.getLogger(__name__)
 
 # Of those, the ones that mean a watch there can never post again.
 CHANNEL_GONE = {"not_in_channel", "channel_not_found", "is_archived"}
+# Telling a thread its check gave up: tries (each with the client's own
+# retries), then the whole act's deadline.
+GIVE_UP_TRIES = 4
+GIVE_UP_DEADLINE = 120.0
 
 
 def rerun_value(job: CheckJob) -> str:
@@ -70,7 +85,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["redis"] = redis_client(settings.redis_url)
     await access.publish_accounts(ctx["redis"], settings.accounts)  # names and domains only
     ctx["poster"] = Poster(slack_client(settings), ctx["redis"])
-    ctx["sweeper"] = asyncio.create_task(_sweep(ctx["worker"].queue, settings.sweep_interval))
+    ctx["giving_up"] = set()
+    ctx["sweeper"] = asyncio.create_task(_sweep(ctx, settings.sweep_interval))
     ctx["scheduler"] = asyncio.create_task(schedule(ctx["worker"].queue, ctx["redis"], settings))
     # Load the Public Suffix List now: parsed on first use, it would stall the
     # event loop (and the heartbeats) in the middle of someone's check.
@@ -81,20 +97,131 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     ctx["sweeper"].cancel()
     ctx["scheduler"].cancel()
     await asyncio.gather(ctx["sweeper"], ctx["scheduler"], return_exceptions=True)
+    if ctx["giving_up"]:  # each bounded by GIVE_UP_DEADLINE
+        await asyncio.wait(ctx["giving_up"], timeout=GIVE_UP_DEADLINE)
     await ctx["redis"].aclose()
 
 
-async def _sweep(queue: Queue, every: int) -> None:
+async def _sweep(ctx: dict[str, Any], every: int) -> None:
     """Find jobs whose worker died (no heartbeat) and hand them to a live one.
     saq's own sweeper holds a 60 s lock between runs, whatever its interval;
-    ours locks for `every`, so a dead worker's check resumes within seconds."""
+    ours locks for `every`, so a dead worker's check resumes within
+    MAILCHECK_JOB_HEARTBEAT + `every` seconds. A job with no attempt left is
+    aborted instead, and its thread told so."""
+    tasks: set[asyncio.Task[bool]] = ctx["giving_up"]
     while True:
         try:
-            await queue.sweep(lock=every)
+            for job in await sweep_once(ctx["worker"].queue, every):
+                # Beside the sweeping: a slow Slack must not delay the next takeover.
+                check = CheckJob.from_kwargs(job.kwargs or {})
+                task = asyncio.create_task(give_up(ctx, check, swept_reason(job)))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
         except Exception:  # a Redis hiccup must not end the sweeping
             log.exception("sweep failed")
         raise_if_cancelled()
         await asyncio.sleep(every)
+
+
+async def sweep_once(queue: RedisQueue, every: int) -> list[Job]:
+    """One sweep (if no worker swept in the last `every` seconds): each job
+    without a heartbeat is queued again at once (bot.queue.MailcheckQueue),
+    or aborted when it has no attempt left. Returns the checks aborted.
+    (MailcheckQueue.retry waits longer for the worker of a job that is not silent.)"""
+    swept = await queue.sweep(lock=every, abort=ABORT_WAIT)
+    found = [await queue.job(queue.job_key_from_id(job_id)) for job_id in swept]
+    return [
+        job
+        for job in found
+        if job is not None and job.function == "check_job" and job.status == Status.ABORTED
+    ]
+
+
+def swept_reason(job: Job) -> str:
+    """Why the sweeper aborted a job: past its deadline, or its worker silent."""
+    if job.timeout and job.started and time.time() * 1000 - job.started > job.timeout * 1000:
+        what = "it ran past its deadline"
+    else:
+        what = f"the worker running it stopped (no heartbeat for {job.heartbeat} s)"
+    return f"{what}, after {_attempts(job.attempts)}"
+
+
+def failure_reason(exc: BaseException | None, attempts: int) -> str:
+    """Why a job failed, in a few words for its thread: the exception's type,
+    never its text (which can carry anything, a remote server's words included)."""
+    if isinstance(exc, SlackApiError):
+        data = exc.response.data if isinstance(exc.response.data, dict) else {}
+        error = data.get("error") or "no answer"
+        what = f"Slack kept failing ({error}, HTTP {exc.response.status_code})"
+    elif isinstance(exc, TimeoutError):
+        what = "it ran past its deadline"
+    elif exc is None:
+        what = "it was stopped"
+    else:
+        what = f"an internal error ({type(exc).__name__})"
+    return f"{what}, after {_attempts(attempts)}"
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" + ("" if count == 1 else "s")
+
+
+async def after_process(ctx: dict[str, Any]) -> None:
+    """saq's hook after each job: a check that failed for good (its last
+    attempt raised or ran past its deadline, or it was aborted) says so."""
+    job: Job | None = ctx.get("job")
+    if job is None or job.function != "check_job":
+        return
+    if job.status not in (Status.FAILED, Status.ABORTED):
+        return  # done, or queued again for another attempt
+    reason = failure_reason(ctx.get("exception"), job.attempts)
+    await give_up(ctx, CheckJob.from_kwargs(job.kwargs or {}), reason)
+
+
+async def give_up(ctx: dict[str, Any], job: CheckJob, reason: str) -> bool:
+    """A check's last act when it will not be tried again: its parent edited
+    into a failure verdict naming `reason`, with the Re-run button; if the
+    parent cannot be edited, the same in its thread; if there is no parent
+    yet, posted as one. Retried; True once shown."""
+    try:
+        return await asyncio.wait_for(_give_up(ctx, job, reason), GIVE_UP_DEADLINE)
+    except Exception:
+        log.exception("could not tell %s its check of %s failed", job.channel, job.domain)
+        return False
+
+
+async def _give_up(ctx: dict[str, Any], job: CheckJob, reason: str) -> bool:
+    poster: Poster = ctx["poster"]
+    state = RunState(ctx["redis"], job.request_id)
+    for part in ("verdict", "done", "failed"):
+        if await state.posted(part):
+            return False  # its verdict is up (a later step failed), or it was told already
+    parent = await state.get("parent_ts")
+    if job.watch and not parent:
+        log.warning("watch %s: the run of slot %d failed: %s", job.watch, job.slot, reason)
+        return False  # a quiet run fails quietly; the next slot runs as usual
+    message = blocks.failure_message(job.display, job.user, reason, rerun_value(job))
+    log.warning("check of %s in %s failed: %s", job.domain, job.channel, reason)
+    for attempt in range(GIVE_UP_TRIES):
+        try:
+            if not parent:
+                parent = await poster.post(job.channel, message)
+                await state.set("parent_ts", parent)
+            elif attempt < GIVE_UP_TRIES // 2:
+                await poster.update(job.channel, parent, message)
+            else:  # the parent will not take the edit: say it in its thread
+                await poster.post(job.channel, message, thread_ts=parent)
+            await state.mark("failed")
+            return True
+        except SlackApiError as exc:
+            if exc.response.get("error") in FINAL_ERRORS:
+                log.warning("cannot post to %s: %s", job.channel, exc.response.get("error"))
+                return False
+            log.warning("telling %s its check failed: %s", job.channel, exc)
+        except (SlackClientError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("telling %s its check failed: %r", job.channel, exc)
+        await asyncio.sleep(2**attempt)
+    return False
 
 
 async def check_job(ctx: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -433,6 +560,7 @@ def build_worker(settings: Settings, queue: Queue | None = None) -> MailcheckWor
         concurrency=settings.worker_concurrency,
         startup=startup,
         shutdown=shutdown,
+        after_process=after_process,
         timers=cast(PartialTimersDict, {"sweep": 3600}),  # ours runs instead, see _sweep
         dequeue_timeout=1.0,  # idle process loops notice a stop within a second
         shutdown_grace_period_s=0,  # MailcheckWorker.stop waits for checks itself
