@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -276,52 +277,57 @@ class WatchStore:
     ) -> Watch | None:
         """Record what the run of `slot` found (`told`: it was posted, so the
         expiring certificates were mentioned now); the watch as now stored."""
-        key = self.key(watch.id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    text = await pipe.get(key)
-                    if text is None:
-                        return None
-                    current = Watch.from_json(text)
-                    if current.generation != watch.generation or current.last_slot > slot:
-                        return current
-                    if told:
-                        warned = dict.fromkeys(expiring, now)
-                    else:
-                        warned = {n: current.warned[n] for n in expiring if n in current.warned}
-                    updated = replace(
-                        current,
-                        last_worst=worst,
-                        last_request_id=request_id,
-                        last_run_at=now,
-                        last_slot=slot,
-                        warned=warned,
-                    )
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(key, updated.to_json())
-                    await pipe.execute()
-                    return updated
-                except _WatchError:
-                    continue
+
+        def change(current: Watch) -> tuple[Watch, bool]:
+            if current.generation != watch.generation or current.last_slot > slot:
+                return current, False
+            if told:
+                warned = dict.fromkeys(expiring, now)
+            else:
+                warned = {n: current.warned[n] for n in expiring if n in current.warned}
+            updated = replace(
+                current,
+                last_worst=worst,
+                last_request_id=request_id,
+                last_run_at=now,
+                last_slot=slot,
+                warned=warned,
+            )
+            return updated, True
+
+        return await self._change(watch.id, change)
 
     async def skipped(self, watch: Watch, slot: int) -> Watch | None:
         """Record that `slot` was not run (the domain's hourly limit); the
         watch as now stored, None once it is gone or set anew."""
-        key = self.key(watch.id)
+
+        def change(current: Watch) -> tuple[Watch | None, bool]:
+            if current.generation != watch.generation:
+                return None, False
+            return replace(current, skipped_slot=max(slot, current.skipped_slot)), True
+
+        return await self._change(watch.id, change)
+
+    async def _change(
+        self, watch_id: str, change: Callable[[Watch], tuple[Watch | None, bool]]
+    ) -> Watch | None:
+        """`change` the stored watch in one optimistic transaction (retried when
+        another worker wrote it meanwhile). `change` gives the watch to return
+        and whether to store it; None when no watch is stored."""
+        key = self.key(watch_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(key)
-                    current = _readable(await pipe.get(key), watch.id)
-                    if current is None or current.generation != watch.generation:
+                    current = _readable(await pipe.get(key), watch_id)
+                    if current is None:
                         return None
-                    updated = replace(current, skipped_slot=max(slot, current.skipped_slot))
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(key, updated.to_json())
-                    await pipe.execute()
-                    return updated
+                    result, store = change(current)
+                    if store and result is not None:
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.set(key, result.to_json())
+                        await pipe.execute()
+                    return result
                 except _WatchError:
                     continue
 
