@@ -28,15 +28,14 @@ from typing import Any
 
 import dns.name
 
-from checks.config import Budgets, EngineConfig, Nameserver, Timeouts
+from checks.config import Budgets, EngineConfig
 from checks.model import CheckRequest, Report, Stage
 from checks.net import Network
 from checks.runner import run
-from checks.targets import TargetPolicy, parse_networks
 from tests.support.floods import (
-    FLOOD_NET,
     SMTPListener,
     flood_addresses,
+    flood_config,
     mx_flood_zone,
     served,
     spf_flood_zone,
@@ -47,14 +46,7 @@ UNBOUNDED = Budgets(**{name: 10**9 for name in Budgets.__dataclass_fields__})
 
 
 def config(server: NanoDNS, budgets: Budgets) -> EngineConfig:
-    return EngineConfig(
-        nameservers=(Nameserver(server.address, server.port),),
-        policy=TargetPolicy(parse_networks([FLOOD_NET])),
-        timeouts=Timeouts(dns=2, connect=2, banner=2, reply=2, check=120),
-        dnsbl_zones=("bl.flood.test",),
-        ispdb_url="",
-        budgets=budgets,
-    )
+    return flood_config(server, budgets, check=120)
 
 
 def exceeded(report: Report) -> str:

@@ -17,12 +17,26 @@ from collections.abc import Callable
 
 import dns.message
 
+from checks.config import Budgets, EngineConfig, Nameserver, Timeouts
+from checks.targets import TargetPolicy, parse_networks
 from tests.support.fakeserver import FakeServer
-from tests.support.nanodns import zone
+from tests.support.nanodns import NanoDNS, zone
 
 FLOOD_NET = "127.77.0.0/16"
 
 Records = dict[tuple[str, str], list[str]]
+
+
+def flood_config(server: NanoDNS, budgets: Budgets, check: float = 90) -> EngineConfig:
+    """The engine on the flood zones' DNS server, allowed to reach FLOOD_NET."""
+    return EngineConfig(
+        nameservers=(Nameserver(server.address, server.port),),
+        policy=TargetPolicy(parse_networks([FLOOD_NET])),
+        timeouts=Timeouts(dns=2, connect=2, banner=2, reply=2, check=check),
+        dnsbl_zones=("bl.flood.test",),
+        ispdb_url="",
+        budgets=budgets,
+    )
 
 
 def flood_addresses(count: int) -> list[str]:

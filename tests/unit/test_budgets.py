@@ -26,15 +26,14 @@ from redis.asyncio import Redis
 from bot import poster, worker
 from bot.queue import CheckJob
 from bot.settings import Settings
-from checks.config import Budgets, EngineConfig, Nameserver, Timeouts
+from checks.config import Budgets, EngineConfig
 from checks.errors import InputError
 from checks.model import CheckRequest, Report, Stage, Target
 from checks.runner import Probe, ProbeContext, run, stream
-from checks.targets import TargetPolicy, parse_networks
 from tests.support.floods import (
-    FLOOD_NET,
     SMTPListener,
     flood_addresses,
+    flood_config,
     mx_flood_zone,
     served,
     spf_flood_zone,
@@ -48,14 +47,7 @@ RESENT = 2  # attempts per question within the DNS lifetime (see above)
 
 
 def config(server: NanoDNS, budgets: Budgets = DEFAULT) -> EngineConfig:
-    return EngineConfig(
-        nameservers=(Nameserver(server.address, server.port),),
-        policy=TargetPolicy(parse_networks([FLOOD_NET])),
-        timeouts=Timeouts(dns=2, connect=2, banner=2, reply=2, check=90),
-        dnsbl_zones=("bl.flood.test",),
-        ispdb_url="",
-        budgets=budgets,
-    )
+    return flood_config(server, budgets)
 
 
 def questions(server: NanoDNS, under: str = ".") -> set[tuple[str, int]]:
