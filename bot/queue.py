@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -25,6 +26,8 @@ from saq.queue.redis import RedisQueue
 from saq.utils import now
 
 from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 QUEUE_NAME = "mailcheck"
 ENQUEUE_TIMEOUT = 2.0  # Slack wants its ack within 3 s
@@ -119,42 +122,112 @@ def redis_client(url: str) -> Redis:
 
 
 # How long a sweep waits for a stuck job's worker to see its abort before it
-# queues the job again. saq waits 5 s for every job it sweeps; a worker that
-# missed a whole heartbeat is taken for dead and not waited for (those 5 s
-# were half of a takeover's 10 s). Other swept jobs still get saq's 5 s.
-ABORT_WAIT = 0.2
-SAQ_ABORT_WAIT = 5.0
+# queues the job again, as saq does. A worker that missed a whole heartbeat
+# is taken for dead and not waited for (those 5 s were half of a takeover's 10 s).
+ABORT_WAIT = 5.0
+
+# The jobs the sweepers have found dequeued but not started: id -> when first
+# seen (ms) and at which attempt. Shared by every worker's sweeper.
+UNSTARTED_KEY = "mailcheck:sweep:unstarted"
+
+_ACTIVE_JOBS = """
+local id_jobs = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('SETEX', KEYS[1], ARGV[1], 1)
+    for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+        id_jobs[i] = {v, redis.call('GET', v)}
+    end
+end
+return id_jobs
+"""
 
 
 class MailcheckQueue(RedisQueue):
-    """saq's Redis queue, handing a dead worker's job to the next dequeue at once.
+    """saq's Redis queue, with a sweeper that takes over only dead workers' jobs.
 
-    saq retries a swept job after its retry_delay, and only once its schedule
-    poll (every second) queues it: that, and the abort wait, came on top of
-    MAILCHECK_JOB_HEARTBEAT + MAILCHECK_SWEEP_INTERVAL. A job whose worker
-    went silent for a heartbeat is queued again at once; any other retry
-    (a job that raised, or swept for another reason) is saq's own."""
+    saq's sweeper takes a job in the active list that is not marked active for
+    stuck. But a worker moves a job to that list (its dequeue) one Redis round
+    trip before it marks it active, and the sweep and the schedule poll run in
+    step, so a retried job is often caught in that instant: saq then writes
+    its stale copy over the job (aborting it, or running it twice). Here such
+    a job is left alone until it has stayed unstarted for its heartbeat, the
+    same grace a started job gets.
+
+    And saq retries a swept job after its retry_delay, and only once its
+    schedule poll (every second) queues it: that, and the abort wait, came on
+    top of MAILCHECK_JOB_HEARTBEAT + MAILCHECK_SWEEP_INTERVAL. A job whose
+    worker went silent is queued again at once."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._at_once: set[str] = set()  # ids of swept jobs being queued again now
+        self._active_jobs_script: Any = None
 
-    async def retry(self, job: Job, error: str | None) -> None:
-        if error == self.swept_error_message:
-            if _silent(job):
-                self._at_once.add(job.id)
-            else:  # its worker may be alive: give it saq's time to see the abort
-                with contextlib.suppress(TimeoutError):
-                    await job.refresh(SAQ_ABORT_WAIT - ABORT_WAIT)
-                if job.status != Status.ABORTING:
-                    # Its worker had it after all: swept in the instant between
-                    # its dequeue and its start (saq's sweeper takes a job not
-                    # yet marked active for stuck), it ran, and it is retried
-                    # or finished by that worker. Queued again here, it ran
-                    # twice, or once more after it had failed for good.
-                    return
+    async def sweep(self, lock: int = 60, abort: float = ABORT_WAIT) -> list[str]:
+        if self._active_jobs_script is None:
+            self._active_jobs_script = self.redis.register_script(_ACTIVE_JOBS)
+        id_jobs = await self._active_jobs_script(
+            keys=[self._sweep, self._active], args=[lock], client=self.redis
+        )
+        if not id_jobs:  # none active, or another worker swept within `lock` seconds
+            return []
+        swept: list[str] = []
+        unstarted: set[str] = set()
+        for job_id, job_bytes in id_jobs:
+            job = self.deserialize(job_bytes)
+            if job is None:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.lrem(self._active, 0, job_id)
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
+                swept.append(job_id)
+            elif job.status == Status.QUEUED:
+                unstarted.add(job.id)
+                if await self._dead_before_start(job):
+                    await self._sweep_job(job, dead=True, abort=abort)
+                    swept.append(job_id)
+            elif job.status != Status.ACTIVE or job.stuck:
+                await self._sweep_job(job, dead=_silent(job), abort=abort)
+                swept.append(job_id)
+        seen = await self.redis.hkeys(UNSTARTED_KEY)
+        gone = [k for k in seen if _text(k) not in unstarted]
+        if gone:
+            await self.redis.hdel(UNSTARTED_KEY, *gone)
+        return [_text(job_id) for job_id in swept]
+
+    async def _dead_before_start(self, job: Job) -> bool:
+        """Dequeued and not started: its worker is starting it, or died doing
+        so. Dead once it has been seen so for its heartbeat (at least 1 s)."""
+        mark = f"{job.attempts}:{now()}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(UNSTARTED_KEY, job.id, mark)
+            pipe.expire(UNSTARTED_KEY, 86400)
+            pipe.hget(UNSTARTED_KEY, job.id)
+            *_, seen = await pipe.execute()
+        attempts, _, since = _text(seen or b"").partition(":")
+        if attempts != str(job.attempts) or not since.isdigit():  # seen at an earlier attempt
+            await self.redis.hset(UNSTARTED_KEY, job.id, mark)
+            return False
+        return now() - int(since) > max(job.heartbeat, 1) * 1000
+
+    async def _sweep_job(self, job: Job, *, dead: bool, abort: float) -> None:
+        """saq's sweep of one job. A dead worker's job is queued again at
+        once; any other is given `abort` seconds to see its abort first."""
+        logger.info("sweeping %s (%s)", job.id, "its worker is gone" if dead else "stuck")
+        await self.abort(job, error=self.swept_error_message)
+        if not dead:
+            with contextlib.suppress(TimeoutError):
+                await job.refresh(abort)
+            if job.status != Status.ABORTING:
+                return  # its worker saw the abort and ended the job itself
+        if not job.retryable:
+            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+            return
+        if dead:
+            self._at_once.add(job.id)
+            await self.redis.hdel(UNSTARTED_KEY, job.id)
         try:
-            await super().retry(job, error)
+            await self.retry(job, self.swept_error_message)
         finally:
             self._at_once.discard(job.id)
 
@@ -173,10 +246,12 @@ class MailcheckQueue(RedisQueue):
         await self.notify(job)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _silent(job: Job) -> bool:
-    """Started, then no heartbeat for its `heartbeat` seconds: its worker is
-    gone. (A job swept in the instant between its dequeue and its start has
-    not started in the sweeper's copy: its worker is alive.)"""
+    """Started, then no heartbeat for its `heartbeat` seconds: its worker is gone."""
     return bool(job.started and job.heartbeat and now() - job.touched > job.heartbeat * 1000)
 
 

@@ -43,7 +43,6 @@ from bot.poster import (
     slack_client,
 )
 from bot.queue import (
-    ABORT_WAIT,
     CheckJob,
     heartbeat,
     make_queue,
@@ -127,8 +126,8 @@ async def sweep_once(queue: RedisQueue, every: int) -> list[Job]:
     """One sweep (if no worker swept in the last `every` seconds): each job
     without a heartbeat is queued again at once (bot.queue.MailcheckQueue),
     or aborted when it has no attempt left. Returns the checks aborted.
-    (MailcheckQueue.retry waits longer for the worker of a job that is not silent.)"""
-    swept = await queue.sweep(lock=every, abort=ABORT_WAIT)
+    (A job that is stuck but whose worker is alive gets saq's 5 s to see its abort.)"""
+    swept = await queue.sweep(lock=every)
     found = [await queue.job(queue.job_key_from_id(job_id)) for job_id in swept]
     return [
         job

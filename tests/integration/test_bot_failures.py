@@ -20,7 +20,7 @@ import pytest
 from saq.job import Job, Status
 
 from bot import worker as worker_module
-from bot.queue import CheckJob, enqueue_check, make_queue
+from bot.queue import CheckJob, MailcheckQueue, enqueue_check, make_queue
 from bot.settings import Settings
 from tests.integration.test_bot_e2e import (  # noqa: F401 - fixtures, used by name
     USER,
@@ -63,6 +63,12 @@ async def queued(settings: Settings, job: CheckJob) -> str:
     finally:
         await queue.disconnect()
     return job.dedupe_key
+
+
+async def sweep_now(queue: Any) -> list[Job]:
+    """One sweep now, whoever swept last (the sweep lock lifted)."""
+    await queue.redis.delete(queue.namespace("sweep"))
+    return await worker_module.sweep_once(queue, 1)
 
 
 async def saq_job(settings: Settings, key: str) -> Job:
@@ -283,46 +289,97 @@ async def test_a_swept_job_is_queued_again_at_once(
         await queue.disconnect()
 
 
-async def test_a_job_swept_before_it_started_waits_for_its_worker(
+async def test_a_job_swept_before_it_started_is_left_to_its_worker(
     settings: Settings, slack: SlackAPIStandIn
 ) -> None:
     """Dequeued but not yet marked active when the sweeper looks: its worker
-    is alive, so it is not handed to another at once (saq's abort wait and
-    retry delay apply), lest the check run twice."""
+    is about to start it, so the sweep neither aborts nor queues it again
+    (saq's sweeper aborted it, and its worker then cancelled a healthy check)."""
     key = await queued(settings, check("healthy.test"))
     queue = make_queue(settings)
     try:
         job = await queue.dequeue(timeout=1)
         assert job is not None and job.key == key and not job.started
-        await worker_module.sweep_once(queue, 1)
-        assert await queue.count("queued") == 0
+        assert await sweep_now(queue) == []
+        assert await queue.count("queued") == 0 and await queue.count("active") == 1
         again = await queue.job(key)
-        assert again is not None and again.status == Status.QUEUED and again.error == "swept"
+        assert again is not None and again.status == Status.QUEUED and again.error is None
     finally:
         await queue.disconnect()
 
 
-async def test_a_job_its_worker_started_as_it_was_swept_is_not_run_again(
+async def test_a_sweep_in_the_instant_of_each_dequeue_changes_nothing(
+    settings: Settings, slack: SlackAPIStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race CI hit, made certain: at each dequeue, a sweeper reads the
+    job in the instant before its worker marks it active, and acts once the
+    worker has. Each attempt still runs to its end, once, on its worker, and
+    the job fails once, after all its attempts, telling its thread once.
+    (saq's sweep wrote its stale copy over the started job, aborting it.)"""
+    runs: list[float] = []
+
+    async def broken(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        runs.append(time.monotonic())
+        await asyncio.sleep(2.5)  # long enough for the worker's abort poll (every 1 s)
+        raise RuntimeError("a bug in a probe")
+        yield  # an async generator, like runner.stream
+
+    dequeue, abort = MailcheckQueue.dequeue, MailcheckQueue.abort
+    sweeps: set[asyncio.Task[list[Job]]] = set()
+
+    async def swept_as_dequeued(self: MailcheckQueue, *args: Any, **kwargs: Any) -> Job | None:
+        job = await dequeue(self, *args, **kwargs)
+        if job is not None:
+            sweeps.add(asyncio.create_task(sweep_now(make_queue(settings))))
+            await asyncio.sleep(0.2)  # the sweeper has read it
+        return job
+
+    async def abort_once_started(self: MailcheckQueue, job: Job, *args: Any, **kw: Any) -> None:
+        for _ in range(100):
+            stored = await self.job(job.key)
+            if stored is not None and stored.status == Status.ACTIVE:
+                break
+            await asyncio.sleep(0.05)
+        await abort(self, job, *args, **kw)
+
+    monkeypatch.setattr(MailcheckQueue, "abort", abort_once_started)
+    monkeypatch.setattr(worker_module, "run_stream", broken)
+    monkeypatch.setattr(MailcheckQueue, "dequeue", swept_as_dequeued)
+    key = await queued(settings, check("healthy.test"))
+    w = Worker(settings)
+    w.start()
+    try:
+        job = await until(settings, key, finished, timeout=60)
+        await slack.wait_for("chat.update", 1, timeout=30)
+        await asyncio.sleep(2)  # a second run or a second failure would show now
+    finally:
+        await w.stop()
+        for task in sweeps:
+            task.cancel()
+        await asyncio.gather(*sweeps, return_exceptions=True)
+    assert job.status == Status.FAILED and job.attempts == settings.job_retries
+    assert len(runs) == settings.job_retries
+    assert len(slack.calls_to("chat.update")) == 1
+
+
+async def test_a_job_whose_worker_died_before_starting_it_is_taken_over(
     settings: Settings, slack: SlackAPIStandIn
 ) -> None:
-    """saq's sweeper takes a job dequeued but not yet marked active for stuck
-    (the sweep and the schedule poll run in step, so a retried job hits that
-    instant often). When its worker then runs and finishes it, the sweep
-    must not queue it again: it ran a 4th attempt after failing for good."""
+    """Dequeued, then nothing for a whole heartbeat: its worker died between
+    taking the job and starting it. The sweep that sees it so queues it again
+    at once, like a started job whose heartbeat stopped."""
     key = await queued(settings, check("healthy.test"))
     queue = make_queue(settings)
     try:
         job = await queue.dequeue(timeout=1)
         assert job is not None and job.key == key
-        sweeping = asyncio.create_task(worker_module.sweep_once(queue, 1))
-        await until(settings, key, lambda j: j.status == Status.ABORTING, timeout=5)
-        job.attempts += 1
-        await job.update(status=Status.ACTIVE)  # its worker, a moment late
-        await job.finish(Status.COMPLETE, result={})
-        await asyncio.wait_for(sweeping, 10)
-        assert await queue.count("queued") == 0 and await queue.count("incomplete") == 0
-        done = await queue.job(key)
-        assert done is not None and done.status == Status.COMPLETE and done.attempts == 1
+        assert await sweep_now(queue) == []  # first seen: left alone
+        await asyncio.sleep(job.heartbeat + 0.2)
+        await sweep_now(queue)
+        assert await queue.count("queued") == 1
+        again = await queue.dequeue(timeout=1)
+        assert again is not None and again.key == key and again.error == "swept"
+        assert again.attempts == 0  # it never ran
     finally:
         await queue.disconnect()
 

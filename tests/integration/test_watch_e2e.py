@@ -113,6 +113,7 @@ async def test_watch_watches_and_unwatch(
     assert "First check of this watch" in shown
     assert "mailcheck_rerun" in json.dumps(post.params["blocks"])
     await until("the run's record", lambda: _has_runs(redis, "healthy.test", 1))
+    await until("the watch's record of it", lambda: _watch_finished(redis))
 
     _, text = await command(app, slack, "watches")
     lines = text.split("\n")
@@ -198,6 +199,7 @@ async def test_a_watch_survives_restarts(
     assert text.startswith(":eyes: Watching")
     first = start_worker(config, workers)
     await until("the first run", lambda: _has_runs(redis, "healthy.test", 1))
+    await until("the watch's record of it", lambda: _watch_finished(redis))
 
     # Redis stops and starts again (its AOF kept) under a running worker.
     await asyncio.to_thread(lab_redis.restart)
@@ -283,6 +285,13 @@ async def _edit(store: WatchStore, watch_id: str, change: Callable[[Watch], Watc
 
 async def _count(items: list[Any], n: int) -> bool:
     return len(items) >= n
+
+
+async def _watch_finished(redis: Redis) -> bool:
+    """The channel's one watch has recorded a finished run: what the watches
+    list shows. (A run keeps its history before it records that.)"""
+    watches = await WatchStore(redis).channel_watches(CHANNEL)
+    return len(watches) == 1 and bool(watches[0].last_worst)
 
 
 async def _has_runs(redis: Redis, domain: str, n: int) -> bool:
