@@ -20,20 +20,43 @@ Every Web API call is recorded in `server.calls` (a `Call`: method, params,
 headers, and what was answered), rejected ones included. Params merge the
 query string with the body (form, multipart or JSON); JSON-valued form fields
 (blocks, attachments, files, view, metadata) are decoded, so `params["blocks"]`
-is a list whichever way the client sent it.
+is a list whichever way the client sent it. Posts of file bytes to the upload
+URL are recorded apart, in `server.upload_calls` (method "upload", params
+{"file_id", "length"}), so that `server.calls` stays the Web API calls alone;
+`calls_to("upload")` and `wait_for("upload")` read them there.
+
+Crash tests set `server.after_call` (an async callable taking the `Call`): it
+runs for every recorded call, uploads included, after the call was applied
+and recorded and before the answer is sent, so a test can kill the client
+right after Slack accepted its k-th write and the client never learns of it.
 
 Answers follow Slack's: HTTP 200 with {"ok": false, "error": ...} for API
 errors, 429 with Retry-After when rate limited. Checked where cheap: the
 Bearer token (or a `token` param), required arguments (chat.postMessage and
 chat.update need `channel` and `text`, `blocks` or `attachments`), at most 50
-blocks in a message and 100 in a view, and that chat.update targets a message
-posted here. Posted messages, as updated, are in `server.messages[(channel, ts)]`; uploaded files in
-`server.files[file_id]`; response_url posts in `server.responses`.
+blocks in a message and 100 in a view, message metadata ({"event_type":
+word characters, "event_payload": an object}, else invalid_metadata_format),
+and that chat.update targets a message posted here. Posted messages, as
+updated, are in `server.messages[(channel, ts)]`, with their `metadata`; a
+chat.update that carries metadata replaces it, one without keeps it. Files
+completed into a channel are messages there too, as Slack shares them: in
+the thread when completed with a thread_ts, with `files` and `"upload": true`.
+Uploaded files are in `server.files[file_id]`; response_url posts in
+`server.responses`.
+
+conversations.history answers a channel's top-level messages newest first,
+between `oldest` and `latest` (exclusive unless `inclusive`); an unknown
+channel has no messages, not an error. conversations.replies answers a
+thread, the parent first and then its replies oldest first (`thread_not_found`
+when `ts` is no message of the channel). Both show `metadata` only with
+`include_all_metadata`, page by `limit` with `has_more` and a cursor (a
+timestamp, so posts between pages neither repeat nor skip messages).
 
 users.conversations answers from `server.memberships` (user id -> channel
-ids, set by the test; an unknown user is in none), a page of `limit` at a
-time (at most `server.conversations_page_size`, to exercise pagination)
-with `response_metadata.next_cursor` to the next page.
+ids, set by the test; an unknown user is in none). It and the conversations
+methods answer a page of `limit` at a time (at most
+`server.conversations_page_size`, to exercise pagination) with
+`response_metadata.next_cursor` to the next page.
 
 Fault injection, consumed in the order set up, per method:
 
@@ -47,13 +70,16 @@ Fault injection, consumed in the order set up, per method:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import json
+import re
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Any
 
@@ -69,19 +95,22 @@ BOT_ID = "BBOT"
 TEAM_ID = "T1"
 TEAM_DOMAIN = "example"
 _JSON_FIELDS = ("blocks", "attachments", "files", "view", "metadata")
-_FIRST_TS = 1_700_000_000_000_100  # microseconds: "1700000000.000100"
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_]+")  # a metadata event_type, as Slack accepts it
+HISTORY_LIMIT = 100  # conversations.history: the default page, and at most 999
+MAX_HISTORY_LIMIT = 999
+REPLIES_LIMIT = 1000  # conversations.replies: the default page, and the largest
 
 
 @dataclass(frozen=True)
 class Call:
-    """One Web API request and what the stand-in answered."""
+    """One Web API request (or post to the upload URL) and what the stand-in answered."""
 
-    method: str  # "chat.postMessage"
-    params: Mapping[str, Any]  # query string and body merged
+    method: str  # "chat.postMessage"; "upload" for the bytes of a file
+    params: Mapping[str, Any]  # query string and body merged; upload: file_id, length
     headers: Mapping[str, str]  # case-insensitive
     http_method: str  # "POST" or "GET"
-    status: int  # HTTP status answered: 200, or 429 when rate limited
-    response: Mapping[str, Any]  # the JSON answered
+    status: int  # HTTP status answered: 200, 429 when rate limited, 0 when dropped
+    response: Mapping[str, Any]  # the JSON answered; upload: {"ok": bool, "error"?: text}
     at: float = field(default_factory=time.monotonic)
 
     @property
@@ -145,13 +174,15 @@ class SlackAPIStandIn:
         self.token = token  # None: accept any token, or none
         self.socket = SocketModeLink(app_token)  # app_token None: any token opens it
         self.calls: list[Call] = []
+        self.upload_calls: list[Call] = []
+        self.after_call: Callable[[Call], Awaitable[None]] | None = None
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.files: dict[str, UploadedFile] = {}
         self.responses: list[ResponsePost] = []
         self.memberships: dict[str, list[str]] = {}
         self.conversations_page_size = 1000  # Slack's largest page
         self._faults: dict[str, deque[_Fault]] = {}
-        self._ts = itertools.count(_FIRST_TS, 100)
+        self._last_ts = 0  # microseconds
         self._file_ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._handlers = {
@@ -164,6 +195,8 @@ class SlackAPIStandIn:
             "files.completeUploadExternal": self._files_complete_upload,
             "views.publish": self._views_publish,
             "users.conversations": self._users_conversations,
+            "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
             "apps.connections.open": self.socket.open_connection,
         }
 
@@ -239,7 +272,8 @@ class SlackAPIStandIn:
     # --- inspection ------------------------------------------------------------
 
     def calls_to(self, method: str) -> list[Call]:
-        return [call for call in self.calls if call.method == method]
+        calls = self.upload_calls if method == "upload" else self.calls
+        return [call for call in calls if call.method == method]
 
     def responses_to(self, name: str) -> list[ResponsePost]:
         return [post for post in self.responses if post.name == name]
@@ -256,6 +290,12 @@ class SlackAPIStandIn:
         what = f"response_url {name!r}"
         await self._wait(lambda: len(self.responses_to(name)) >= count, timeout, what, count)
         return self.responses_to(name)[:count]
+
+    async def _recorded(self, calls: list[Call], call: Call) -> None:
+        """Record an applied call, then let the test act before it is answered."""
+        calls.append(call)
+        if self.after_call is not None:
+            await self.after_call(call)
 
     async def _wait(self, done: Any, timeout: float, what: str, count: int) -> None:
         deadline = time.monotonic() + timeout
@@ -284,12 +324,16 @@ class SlackAPIStandIn:
                 retry_after = exc.extra.pop("retry_after", None)
                 status = exc.extra.pop("status", 200)
                 if exc.extra.pop("drop", False):
-                    self.calls.append(Call(method, params, headers, request.method, 0, {}))
+                    await self._recorded(
+                        self.calls, Call(method, params, headers, request.method, 0, {})
+                    )
                     return _dropped(request)
                 body = {"ok": False, "error": exc.error, **exc.extra}
                 if retry_after is not None:
                     status, extra_headers = 429, {"Retry-After": str(retry_after)}
-        self.calls.append(Call(method, params, headers, request.method, status, body))
+        await self._recorded(
+            self.calls, Call(method, params, headers, request.method, status, body)
+        )
         return web.json_response(body, status=status, headers=extra_headers)
 
     def _answer(
@@ -326,17 +370,31 @@ class SlackAPIStandIn:
             raise _APIError("not_allowed_token_type" if wrong_type else "invalid_auth")
 
     async def _upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        data = await request.read()
         faults = self._faults.get("upload")
-        if faults:
-            fault = faults.popleft()
-            if fault.drop:
-                return _dropped(request)
-            return web.Response(status=fault.status, text=fault.error)
-        upload = self.files.get(request.match_info["file_id"])
-        if upload is None:
-            return web.Response(status=404, text="unknown upload URL")
-        upload.data = await request.read()
-        return web.Response(text=f"OK - {len(upload.data)}")
+        fault = faults.popleft() if faults else None
+        upload = self.files.get(file_id)
+        if fault is not None:
+            status, text = (0, "") if fault.drop else (fault.status, fault.error)
+        elif upload is None:
+            status, text = 404, "unknown upload URL"
+        else:
+            upload.data = data
+            status, text = 200, f"OK - {len(data)}"
+        ok = status == 200 and fault is None
+        call = Call(
+            "upload",
+            {"file_id": file_id, "length": len(data)},
+            CIMultiDictProxy(CIMultiDict(request.headers)),
+            request.method,
+            status,
+            {"ok": True} if ok else {} if status == 0 else {"ok": False, "error": text},
+        )
+        await self._recorded(self.upload_calls, call)
+        if status == 0:
+            return _dropped(request)
+        return web.Response(status=status, text=text)
 
     async def _response_url(self, request: web.Request) -> web.Response:
         raw = await request.text()
@@ -351,7 +409,10 @@ class SlackAPIStandIn:
     # --- methods ---------------------------------------------------------------
 
     def _next_ts(self) -> str:
-        micros = next(self._ts)
+        """As Slack's: the time it was posted, unique and increasing in the
+        workspace (a worker reading a channel back since a moment relies on it)."""
+        micros = max(int(time.time() * 1_000_000), self._last_ts + 100)
+        self._last_ts = micros
         return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
     def _auth_test(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -369,14 +430,7 @@ class SlackAPIStandIn:
         channel = _require_channel(params)
         content = _message_content(params)
         ts = self._next_ts()
-        message: dict[str, Any] = {
-            "type": "message",
-            "user": BOT_USER_ID,
-            "bot_id": BOT_ID,
-            "ts": ts,
-            "team": TEAM_ID,
-            **content,
-        }
+        message = {**_bot_message(ts), "team": TEAM_ID, **content}
         if params.get("thread_ts"):
             message["thread_ts"] = str(params["thread_ts"])
         self.messages[(channel, ts)] = message
@@ -426,11 +480,14 @@ class SlackAPIStandIn:
         items = params.get("files")
         if not isinstance(items, list) or not items:
             raise _APIError("invalid_arguments")
-        done = []
-        for item in items:
+        uploads = []
+        for item in items:  # all found before any is completed: the call applies whole or not
             upload = self.files.get(item.get("id", "")) if isinstance(item, dict) else None
             if upload is None or upload.data is None:
                 raise _APIError("file_not_found")
+            uploads.append((item, upload, upload.data))
+        done = []
+        for item, upload, data in uploads:
             upload.title = item.get("title") or upload.filename
             upload.completed = True
             upload.channel = params.get("channel_id") or params.get("channels")
@@ -441,13 +498,33 @@ class SlackAPIStandIn:
                     "id": upload.file_id,
                     "name": upload.filename,
                     "title": upload.title,
-                    "size": len(upload.data),
+                    "size": len(data),
                     "user": BOT_USER_ID,
                     "permalink": f"https://{TEAM_DOMAIN}.slack.com/files/"
                     f"{BOT_USER_ID}/{upload.file_id}/{upload.filename}",
                 }
             )
+        self._share([upload for _, upload, _ in uploads], params)
         return {"files": done}
+
+    def _share(self, uploads: list[UploadedFile], params: Mapping[str, Any]) -> None:
+        """Post completed files as Slack does: one message, in the thread if one was given."""
+        channel = params.get("channel_id") or params.get("channels")
+        if not channel:
+            return  # a private file, shared nowhere
+        ts = self._next_ts()
+        message: dict[str, Any] = {
+            **_bot_message(ts),
+            "files": [
+                {"id": upload.file_id, "name": upload.filename, "title": upload.title}
+                for upload in uploads
+            ],
+            "upload": True,
+            "text": str(params.get("initial_comment") or ""),
+        }
+        if params.get("thread_ts"):
+            message["thread_ts"] = str(params["thread_ts"])
+        self.messages[(str(channel), ts)] = message
 
     def _views_publish(self, params: Mapping[str, Any]) -> dict[str, Any]:
         view = params.get("view")
@@ -460,14 +537,17 @@ class SlackAPIStandIn:
             raise _APIError("invalid_arguments")
         return {"view": {"id": "V1", "team_id": TEAM_ID, **view}}
 
-    def _users_conversations(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def _limit(self, params: Mapping[str, Any], default: int, largest: int) -> int:
         try:
-            limit = int(params.get("limit") or 100)
+            limit = int(params.get("limit") or default)
         except ValueError:
             raise _APIError("invalid_limit") from None
         if limit < 1:
             raise _APIError("invalid_limit")
-        limit = min(limit, self.conversations_page_size)
+        return min(limit, largest, self.conversations_page_size)
+
+    def _users_conversations(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        limit = self._limit(params, 100, 1000)
         cursor = str(params.get("cursor") or "")
         start = 0
         if cursor:
@@ -483,12 +563,106 @@ class SlackAPIStandIn:
             "response_metadata": {"next_cursor": f"next:{start + limit}" if more else ""},
         }
 
+    def _conversations_history(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        channel = _require_channel(params)
+        limit = self._limit(params, HISTORY_LIMIT, MAX_HISTORY_LIMIT)
+        inclusive = _flag(params.get("inclusive"))
+        oldest = _timestamp(params.get("oldest") or "0", "invalid_ts_oldest")
+        latest = _timestamp(params["latest"], "invalid_ts_latest") if params.get("latest") else None
+
+        def within(ts: str) -> bool:
+            stamp = Decimal(ts)
+            if not (stamp >= oldest if inclusive else stamp > oldest):
+                return False
+            return latest is None or (stamp <= latest if inclusive else stamp < latest)
+
+        top_level = [
+            message
+            for (where, ts), message in self.messages.items()
+            if where == channel and message.get("thread_ts", ts) == ts and within(ts)
+        ]
+        top_level.sort(key=lambda message: Decimal(message["ts"]), reverse=True)
+        return self._messages_page(channel, top_level, params, limit, newest_first=True)
+
+    def _conversations_replies(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        channel = _require_channel(params)
+        message = self.messages.get((channel, str(params.get("ts") or "")))
+        if message is None:
+            raise _APIError("thread_not_found")
+        # Slack takes the ts of any message in the thread, and answers the whole thread.
+        parent_ts = message.get("thread_ts", message["ts"])
+        parent = self.messages.get((channel, parent_ts))
+        if parent is None:
+            raise _APIError("thread_not_found")
+        limit = self._limit(params, REPLIES_LIMIT, REPLIES_LIMIT)
+        replies = sorted(self._replies(channel, parent_ts), key=lambda reply: Decimal(reply["ts"]))
+        return self._messages_page(channel, [parent, *replies], params, limit, newest_first=False)
+
+    def _replies(self, channel: str, parent_ts: str) -> Iterable[dict[str, Any]]:
+        for (where, ts), message in self.messages.items():
+            if where == channel and ts != parent_ts and message.get("thread_ts") == parent_ts:
+                yield message
+
+    def _messages_page(
+        self,
+        channel: str,
+        listing: list[dict[str, Any]],
+        params: Mapping[str, Any],
+        limit: int,
+        newest_first: bool,
+    ) -> dict[str, Any]:
+        """One page of `listing` (in answer order), from the cursor on.
+
+        The cursor names the first message of the next page by its ts, so a
+        message posted between two pages shifts nothing (an offset would)."""
+        start = 0
+        cursor = str(params.get("cursor") or "")
+        if cursor:
+            prefix, _, ts = cursor.partition(":")
+            if prefix != "next_ts":
+                raise _APIError("invalid_cursor")
+            resume = _timestamp(ts, "invalid_cursor")
+
+            def position(stamp: Decimal) -> Decimal:  # ascending in answer order
+                return -stamp if newest_first else stamp
+
+            start = bisect.bisect_left(
+                listing, position(resume), key=lambda message: position(Decimal(message["ts"]))
+            )
+        page, rest = listing[start : start + limit], listing[start + limit :]
+        with_metadata = _flag(params.get("include_all_metadata"))
+        return {
+            "messages": [self._as_listed(channel, message, with_metadata) for message in page],
+            "has_more": bool(rest),
+            "response_metadata": {"next_cursor": f"next_ts:{rest[0]['ts']}" if rest else ""},
+        }
+
+    def _as_listed(
+        self, channel: str, message: dict[str, Any], with_metadata: bool
+    ) -> dict[str, Any]:
+        """A copy of message as history and replies show it: a thread's parent
+        with its thread_ts and reply count, the metadata only when asked for."""
+        listed = {key: value for key, value in message.items() if key != "metadata"}
+        if with_metadata and "metadata" in message:
+            listed["metadata"] = message["metadata"]
+        reply_stamps = [reply["ts"] for reply in self._replies(channel, message["ts"])]
+        if reply_stamps and "thread_ts" not in message:
+            listed["thread_ts"] = message["ts"]
+            listed["reply_count"] = len(reply_stamps)
+            listed["latest_reply"] = max(reply_stamps, key=Decimal)
+        return listed
+
 
 def _dropped(request: web.Request) -> web.Response:
     """Close the connection unanswered: the client sees it disconnect."""
     if request.transport is not None:
         request.transport.abort()
     return web.Response(status=500)  # never reaches the client
+
+
+def _bot_message(ts: str) -> dict[str, Any]:
+    """What every message the bot posts has."""
+    return {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "ts": ts}
 
 
 def _require_channel(params: Mapping[str, Any]) -> str:
@@ -517,7 +691,37 @@ def _message_content(params: Mapping[str, Any]) -> dict[str, Any]:
         content["text"] = str(text)
     if not content.get("text") and not content.get("blocks") and not content.get("attachments"):
         raise _APIError("no_text")
+    if params.get("metadata") is not None:
+        content["metadata"] = _metadata(params["metadata"])
     return content
+
+
+def _metadata(metadata: Any) -> dict[str, Any]:
+    """Message metadata, checked like Slack checks it."""
+    if not isinstance(metadata, dict):
+        raise _APIError("invalid_metadata_format")
+    event_type, event_payload = metadata.get("event_type"), metadata.get("event_payload")
+    if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+        raise _APIError("invalid_metadata_format")
+    if not isinstance(event_payload, dict):
+        raise _APIError("invalid_metadata_format")
+    return {"event_type": event_type, "event_payload": event_payload}
+
+
+def _flag(value: Any) -> bool:
+    """A boolean argument as Slack reads it: true, "true" or "1" (slack_sdk sends "1")."""
+    return str(value).lower() in ("true", "1")
+
+
+def _timestamp(value: Any, error: str) -> Decimal:
+    """A message ts as a number: Decimal, as a float would round away the microseconds."""
+    try:
+        stamp = Decimal(str(value))
+    except InvalidOperation:
+        raise _APIError(error) from None
+    if not stamp.is_finite():
+        raise _APIError(error)
+    return stamp
 
 
 async def _read_params(request: web.Request) -> dict[str, Any]:
