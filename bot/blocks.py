@@ -430,14 +430,17 @@ def _labelled(found: Sequence[Finding], table: Sequence[str]) -> list[tuple[str,
     return out
 
 
-def _group_units(
-    group: Group, table: Sequence[str]
-) -> list[tuple[list[dict[str, Any]], tuple[Finding, ...]]]:
+# A unit of a stage's replies, never split between messages: its blocks, and
+# the findings they show.
+_Unit = tuple[list[dict[str, Any]], tuple[Finding, ...]]
+
+
+def _group_units(group: Group, table: Sequence[str]) -> list[_Unit]:
     """A group as entries, each with the findings it shows: a lone finding as
     it always was; more in entries of at most GROUP_TARGETS and ENTRY_CHARS."""
     if len(group.findings) == 1:
         return [(_serialise(_problem(group.findings[0], table)), group.findings)]
-    units: list[tuple[list[dict[str, Any]], tuple[Finding, ...]]] = []
+    units: list[_Unit] = []
     chunk: list[Finding] = []
     done: list[dict[str, Any]] = []
     for f in group.findings:
@@ -473,7 +476,7 @@ def _tables(rows: Sequence[str]) -> list[SectionBlock]:
 
 @dataclass(frozen=True)
 class Page:
-    """One thread reply of a stage, and the findings it shows."""
+    """One thread reply (of a stage, or of several), and the findings it shows."""
 
     message: Message
     findings: tuple[Finding, ...]
@@ -489,33 +492,62 @@ def stage_messages(report: Report, stage: Stage) -> list[Message]:
 def stage_pages(report: Report, stage: Stage) -> list[Page]:
     """`stage_messages`, each with the findings it shows (so a thread cut
     short can count what it left out)."""
+    return report_pages(report, [stage])
+
+
+def report_pages(report: Report, stages: Sequence[Stage] | None = None) -> list[Page]:
+    """Every stage's replies (in `Stage` order; only `stages` when given) in as
+    few messages as Slack takes: each stage as `stage_pages` shows it, its
+    header and units, the stages one after another in the same message while
+    they fit. [] when none of them has findings."""
+    shown = [
+        (stage.value.upper(), units)
+        for stage in Stage
+        if (stages is None or stage in stages) and (units := _stage_units(report, stage))
+    ]
+    titles = ", ".join(title for title, _ in shown)
+    text = _cut(escape(f"mailcheck {report.request.display}: {titles}"), 300)
+    return _pack(text, shown)
+
+
+def _stage_units(report: Report, stage: Stage) -> list[_Unit]:
+    """A stage's units in the order shown: its groups' entries, the folded oks, the table."""
     view = stage_view(report.findings, stage)
-    if not view.groups and not view.folds:
-        return []
-    groups = [unit for g in view.groups for unit in _group_units(g, view.table)]
+    units = [unit for g in view.groups for unit in _group_units(g, view.table)]
     oks = tuple(f for fold in view.folds for f in fold.findings)
-    groups += [(_serialise([block]), oks) for block in _oks(view.folds)]
-    groups += [(_serialise([t]), ()) for t in _tables(view.table)]
-    title = stage.value.upper()
-    text = _cut(escape(f"mailcheck {report.request.display}: {title}"), 300)
+    units += [(_serialise([block]), oks) for block in _oks(view.folds)]
+    units += [(_serialise([t]), ()) for t in _tables(view.table)]
+    return units
+
+
+def _pack(text: str, stages: Sequence[tuple[str, Sequence[_Unit]]]) -> list[Page]:
+    """Titled stages' units packed into pages within MAX_BLOCKS and MESSAGE_CHARS
+    (`text` counted in every page). A stage's header goes with its first unit,
+    and again, "(continued)", atop each further page it goes on in."""
     pages: list[Page] = []
     page: list[dict[str, Any]] = []
     shown: list[Finding] = []
-    used = 0
-    for group, covers in groups:
-        size = _size(group)
-        if page and (len(page) + len(group) > MAX_BLOCKS or used + size > MESSAGE_CHARS):
-            pages.append(Page(Message(text, page), tuple(shown)))
-            page, shown = [], []
-        if not page:
-            heading = title if not pages else f"{title} (continued)"
-            page = _serialise([HeaderBlock(text=PlainTextObject(text=heading))])
-            used = len(text) + _size(page)
-        page += group
-        shown += covers
-        used += size
-    pages.append(Page(Message(text, page), tuple(shown)))
+    used = len(text)
+    for title, units in stages:
+        head = _header(title)
+        for blocks, covers in units:
+            unit = head + blocks
+            if page and (len(page) + len(unit) > MAX_BLOCKS or used + _size(unit) > MESSAGE_CHARS):
+                pages.append(Page(Message(text, page), tuple(shown)))
+                page, shown, used = [], [], len(text)
+                if not head:
+                    unit = _header(f"{title} (continued)") + blocks
+            page += unit
+            shown += covers
+            used += _size(unit)
+            head = []
+    if page:
+        pages.append(Page(Message(text, page), tuple(shown)))
     return pages
+
+
+def _header(title: str) -> list[dict[str, Any]]:
+    return _serialise([HeaderBlock(text=PlainTextObject(text=title))])
 
 
 def left_out_message(left_out: Mapping[tuple[Severity, str], int], replies: int) -> Message:
