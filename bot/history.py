@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -162,6 +162,16 @@ class HistoryStore:
                 pipe.zremrangebyscore(places, "-inf", f"({oldest}")
                 pipe.expire(places, self.retention)
             await pipe.execute()
+
+    async def set_parent(self, request_id: str, parent_ts: str) -> None:
+        """Fill in the thread's parent of a kept run (posted after it was kept)."""
+        key = self._run_key(request_id)
+        text = await self.redis.get(key)
+        if text is None:
+            return  # not kept yet: keeping it will record the parent
+        run = Run.from_json(text)
+        if run.parent_ts != parent_ts:
+            await self.redis.set(key, replace(run, parent_ts=parent_ts).to_json(), keepttl=True)
 
     # -- reading ---------------------------------------------------------------
 

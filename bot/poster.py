@@ -1,16 +1,12 @@
-"""Posting to Slack exactly once, at a pace Slack accepts, from any worker.
+"""Posting to Slack at a pace Slack accepts, from any worker.
 
-Jobs run at least once (a worker can die mid-check and another retries the
-job), so every post is recorded in Redis under the request's id: the parent
-message's ts, and which thread parts are already up. A retry edits the parent
-and posts only what is missing. One window remains: a worker killed after
-Slack accepted a post but before Redis recorded it makes the retry post that
-part again (Slack has no idempotency key; closing it needs the thread read
-back with conversations.replies and a history scope). Slack allows about one message per second per
-channel: a Redis key per channel paces every worker, and slack_sdk's
-rate-limit handler waits out a 429's Retry-After. Slack's own failures (5xx)
-and lost connections are retried by the client too, with backoff, so a
-blip costs a second, not the whole check run again.
+Slack allows about one message per second per channel: a Redis key per
+channel paces every worker, and slack_sdk's rate-limit handler waits out a
+429's Retry-After. RunState records what a request has posted. A check's
+thread goes through bot.outbox, which makes each write exactly once (message
+metadata, read back after a crash); the send tests' threads use Thread
+below, whose one window is a worker killed between Slack's answer and
+Redis's record (that part is posted again).
 """
 
 from __future__ import annotations
@@ -22,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from redis.asyncio import Redis
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -64,17 +61,30 @@ class ServerErrorRetryHandler(AsyncServerErrorRetryHandler):
         return response is not None and response.status_code >= 500
 
 
-def slack_client(settings: Settings) -> AsyncWebClient:
+def slack_client(settings: Settings, *, blind_retries: bool = True) -> AsyncWebClient:
+    """A Web API client that waits out 429s and, with `blind_retries`,
+    retries 5xx answers and lost connections. A write retried blindly may
+    be posted twice (Slack may have taken it before failing): bot.outbox
+    uses a client without them and retries itself, reading back first."""
     client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
     # slack_sdk retries only what this list names (by default: one lost
     # connection). Without the 5xx handler, two 500s failed a job's every attempt.
-    handlers: list[AsyncRetryHandler] = [
-        AsyncConnectionErrorRetryHandler(max_retry_count=SLACK_RETRIES),
-        ServerErrorRetryHandler(max_retry_count=SLACK_RETRIES),
-        AsyncRateLimitErrorRetryHandler(max_retry_count=5),
-    ]
+    handlers: list[AsyncRetryHandler] = [AsyncRateLimitErrorRetryHandler(max_retry_count=5)]
+    if blind_retries:
+        handlers += [
+            AsyncConnectionErrorRetryHandler(max_retry_count=SLACK_RETRIES),
+            ServerErrorRetryHandler(max_retry_count=SLACK_RETRIES),
+        ]
     client.retry_handlers = handlers
     return client
+
+
+def transient(exc: BaseException) -> bool:
+    """A Slack call that failed on Slack's side (5xx) or on the way there:
+    worth trying again, once it is known whether Slack took it."""
+    if isinstance(exc, SlackApiError):
+        return int(exc.response.status_code) >= 500
+    return isinstance(exc, SlackClientError | aiohttp.ClientError | OSError | TimeoutError)
 
 
 # Slack errors that no retry will fix: tell the user, and end the job.
@@ -150,9 +160,30 @@ class RunState:
 
 
 class Poster:
+    """Slack writes, paced per channel."""
+
     def __init__(self, client: AsyncWebClient, redis: Redis) -> None:
         self.client = client
         self.redis = redis
+        self._team_url: str | None = None  # the workspace's address (auth.test), once
+
+    async def link(self, channel: str, ts: str) -> str | None:
+        """The permalink of a top-level message, built as Slack builds it
+        from the workspace's address (asked once per process, not once per
+        message); None when there is no message or no address."""
+        if not ts:
+            return None
+        if self._team_url is None:
+            try:
+                url = (await self.client.auth_test()).get("url")
+            except (SlackApiError, SlackClientError, aiohttp.ClientError, OSError, TimeoutError):
+                log.info("no workspace address: links to earlier threads are left out")
+                return None
+            valid = isinstance(url, str) and url.startswith("https://")
+            self._team_url = str(url).rstrip("/") if valid else ""
+        if not self._team_url:
+            return None
+        return f"{self._team_url}/archives/{channel}/p{ts.replace('.', '')}"
 
     async def _pace(self, channel: str) -> None:
         """Wait for this channel's slot: at most one post per PACE_MS, across workers."""
@@ -161,7 +192,13 @@ class Poster:
             left = await self.redis.pttl(key)
             await asyncio.sleep(max(left, 50) / 1000)
 
-    async def post(self, channel: str, message: Message, thread_ts: str | None = None) -> str:
+    async def post(
+        self,
+        channel: str,
+        message: Message,
+        thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
         await self._pace(channel)
         kwargs: dict[str, Any] = {
             "channel": channel,
@@ -172,6 +209,8 @@ class Poster:
         }
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
+        if metadata:
+            kwargs["metadata"] = metadata
         response = await self.client.chat_postMessage(**kwargs)
         return str(response["ts"])
 

@@ -30,6 +30,7 @@ from bot.settings import Settings
 logger = logging.getLogger(__name__)
 
 QUEUE_NAME = "mailcheck"
+POST_QUEUE_NAME = "mailcheck-post"  # Slack posting, beside the check slots (bot.outbox)
 ENQUEUE_TIMEOUT = 2.0  # Slack wants its ack within 3 s
 
 
@@ -164,6 +165,14 @@ class MailcheckQueue(RedisQueue):
         self._active_jobs_script: Any = None
 
     async def sweep(self, lock: int = 60, abort: float = ABORT_WAIT) -> list[str]:
+        """saq's upkeep calls this once at a worker's start, then hourly, with
+        a lock of an hour that would keep every worker's sweeper (`takeover`,
+        every MAILCHECK_SWEEP_INTERVAL) from running: it does nothing."""
+        return []
+
+    async def takeover(self, lock: int, abort: float = ABORT_WAIT) -> list[str]:
+        """One sweep, unless a worker swept within `lock` seconds: the ids of
+        the jobs it took over (queued again, or aborted when out of attempts)."""
         if self._active_jobs_script is None:
             self._active_jobs_script = self.redis.register_script(_ACTIVE_JOBS)
         id_jobs = await self._active_jobs_script(
@@ -255,8 +264,30 @@ def _silent(job: Job) -> bool:
     return bool(job.started and job.heartbeat and now() - job.touched > job.heartbeat * 1000)
 
 
-def make_queue(settings: Settings) -> Queue:
-    return MailcheckQueue(redis_client(settings.redis_url), name=QUEUE_NAME)
+def make_queue(settings: Settings, name: str = QUEUE_NAME) -> MailcheckQueue:
+    return MailcheckQueue(redis_client(settings.redis_url), name=name)
+
+
+def post_timeout(settings: Settings) -> int:
+    """A post job's deadline: it waits for its check (which may be retried)
+    and then for its channel's pace."""
+    return 2 * settings.job_timeout + 60
+
+
+async def enqueue_post(queue: Queue, job: CheckJob, settings: Settings) -> bool:
+    """Queue the delivery of `job`'s outbox (bot.outbox); False when it is
+    queued or running already."""
+    queued = await queue.enqueue(
+        "post_job",
+        key=f"post:{job.request_id}",
+        timeout=post_timeout(settings),
+        heartbeat=settings.job_heartbeat,
+        retries=settings.job_retries + 2,
+        retry_delay=1.0,
+        ttl=3600,
+        **job.kwargs(),
+    )
+    return queued is not None
 
 
 async def enqueue_check(queue: Queue, job: CheckJob, settings: Settings) -> bool:

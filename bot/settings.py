@@ -47,10 +47,12 @@ DEFAULTS: dict[str, str] = {
     "SLACK_API_URL": "https://slack.com/api/",
     "MAILCHECK_SLACK_MODE": "socket",
     "MAILCHECK_SLACK_MAX_REPLIES": "20",
+    "MAILCHECK_SLACK_GRACE": "1.5",
     "MAILCHECK_HTTP_HOST": "127.0.0.1",
     "MAILCHECK_HTTP_PORT": "3000",
     "MAILCHECK_REDIS_URL": "redis://127.0.0.1:6379/0",
     "MAILCHECK_WORKER_CONCURRENCY": "4",
+    "MAILCHECK_POST_CONCURRENCY": "64",
     "MAILCHECK_JOB_RETRIES": "3",
     "MAILCHECK_JOB_HEARTBEAT": "30",
     "MAILCHECK_SWEEP_INTERVAL": "10",
@@ -109,11 +111,13 @@ class Settings:
     slack_api_url: str = "https://slack.com/api/"
     slack_mode: str = "socket"  # or "http"
     slack_max_replies: int = 20  # thread replies of one report, its summary included
+    slack_grace: float = 1.5  # a check done this soon posts its whole thread at once
     http_host: str = "127.0.0.1"
     http_port: int = 3000
     # -- queue and workers ---------------------------------------------------------
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may hold a password
     worker_concurrency: int = 4
+    post_concurrency: int = 64  # threads one worker posts at once (paced per channel)
     job_retries: int = 3
     job_heartbeat: int = 30
     sweep_interval: int = 10
@@ -179,10 +183,12 @@ class Settings:
             slack_api_url=get("SLACK_API_URL"),
             slack_mode=get("MAILCHECK_SLACK_MODE").lower(),
             slack_max_replies=int(_number("MAILCHECK_SLACK_MAX_REPLIES", get, whole=True)),
+            slack_grace=_number("MAILCHECK_SLACK_GRACE", get),
             http_host=get("MAILCHECK_HTTP_HOST"),
             http_port=int(_number("MAILCHECK_HTTP_PORT", get, whole=True)),
             redis_url=get("MAILCHECK_REDIS_URL"),
             worker_concurrency=int(_number("MAILCHECK_WORKER_CONCURRENCY", get, whole=True)),
+            post_concurrency=int(_number("MAILCHECK_POST_CONCURRENCY", get, whole=True)),
             job_retries=int(_number("MAILCHECK_JOB_RETRIES", get, whole=True)),
             job_heartbeat=int(_number("MAILCHECK_JOB_HEARTBEAT", get, whole=True)),
             sweep_interval=int(_number("MAILCHECK_SWEEP_INTERVAL", get, whole=True)),
@@ -265,6 +271,7 @@ class Settings:
                 raise InputError(f"{name}: {bad[0]!r} is not a Slack ID (like C0123ABCD)")
         for name, number, low in (
             ("MAILCHECK_WORKER_CONCURRENCY", self.worker_concurrency, 1),
+            ("MAILCHECK_POST_CONCURRENCY", self.post_concurrency, 1),
             ("MAILCHECK_JOB_RETRIES", self.job_retries, 1),
             ("MAILCHECK_JOB_HEARTBEAT", self.job_heartbeat, 1),
             ("MAILCHECK_SWEEP_INTERVAL", self.sweep_interval, 1),
@@ -280,6 +287,10 @@ class Settings:
             if number < low:
                 raise InputError(f"{name} must be at least {low}, not {number}")
         self._validate_sendtest()
+        if not 0 <= self.slack_grace <= 60:
+            raise InputError(
+                f"MAILCHECK_SLACK_GRACE must be 0 to 60 seconds, not {self.slack_grace:g}"
+            )
         if not 0.1 <= self.watch_tick <= 3600:
             raise InputError(
                 f"MAILCHECK_WATCH_TICK must be 0.1 to 3600 seconds, not {self.watch_tick:g}"

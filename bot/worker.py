@@ -1,12 +1,20 @@
-"""The worker: runs queued checks and posts them as a Slack thread.
+"""The worker: runs queued checks; its post worker puts them in Slack threads.
 
-For one job: post the parent message ("Checking example.com…"), reply in its
-thread as each stage finishes, upload the transcripts, keep the report, then
-edit the parent into a one-line verdict with a Re-run button. Every step is
-recorded (bot.poster.RunState), so when a worker dies mid-check and saq hands
-the job to another, the thread gets no duplicate: the parent is edited, done
-parts are skipped. A job that gives up (no attempt left, past its deadline, a
-bug) says so: its parent is edited into a failure verdict with a Re-run button.
+A check job runs the check and decides its thread; it never waits for Slack.
+What it decides goes into the request's outbox (bot.outbox), and a post job
+on the post queue (its own slots, MAILCHECK_POST_CONCURRENCY) delivers it at
+the channel's pace. A check done within MAILCHECK_SLACK_GRACE seconds is
+posted whole: the verdict as the parent, one reply with every stage (more
+only when Slack's block limits need them). A longer one goes live: the
+parent says "Checking example.com…", each stage is a reply as it finishes,
+and the parent is edited into the verdict at the end. Either way, a thread
+cut short at MAILCHECK_SLACK_MAX_REPLIES counts what it left out and attaches
+the full report; a report with a problem attaches its transcripts.
+
+The report is kept in Redis the moment it exists: a retried job (its worker
+died) reuses it instead of checking again, and every Slack write happens once
+(bot.outbox). A job that gives up (no attempt left, past its deadline, a bug)
+says so in its thread, with a Re-run button.
 
     mailcheck worker       # SIGTERM: finish (or hand back) in-flight jobs, then exit
 """
@@ -18,6 +26,8 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -26,26 +36,22 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from saq import Job, Queue, Worker
 from saq.job import Status
-from saq.queue.redis import RedisQueue
 from saq.types import PartialTimersDict
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot import access, blocks
+from bot import access, blocks, terminal
 from bot.commands import describe_every
 from bot.history import HistoryStore
-from bot.poster import (
-    FINAL_ERRORS,
-    Poster,
-    ReportFile,
-    RunState,
-    Thread,
-    permalink,
-    slack_client,
-)
+from bot.outbox import END, Delivery, Outbox, Write, reply
+from bot.poster import FINAL_ERRORS, Poster, RunState, slack_client
 from bot.queue import (
+    POST_QUEUE_NAME,
     CheckJob,
+    MailcheckQueue,
+    enqueue_post,
     heartbeat,
     make_queue,
+    post_timeout,
     raise_if_cancelled,
     redis_client,
 )
@@ -54,7 +60,7 @@ from bot.settings import Settings
 from bot.watches import Watch, WatchStore, expiring_certificates, schedule, should_post
 from checks import jsonreport
 from checks.diff import diff_reports
-from checks.model import CheckRequest, Finding, Report, Stage
+from checks.model import CheckRequest, Finding, Report, Severity, Stage
 from checks.policy.dmarc import organizational_domain
 from checks.runner import CheckDone, ProbeFinished, dedupe, default_probes, plan, sort_findings
 from checks.runner import run as run_check
@@ -84,7 +90,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["redis"] = redis_client(settings.redis_url)
     await access.publish_accounts(ctx["redis"], settings.accounts)  # names and domains only
     ctx["poster"] = Poster(slack_client(settings), ctx["redis"])
+    # For the threads: no blind retries (bot.outbox retries, reading back first).
+    ctx["exact_poster"] = Poster(slack_client(settings, blind_retries=False), ctx["redis"])
     ctx["giving_up"] = set()
+    # Slack posting: its own queue and worker, beside the check slots.
+    posting = build_post_worker(settings, ctx)
+    ctx["post_queue"] = posting.queue
+    ctx["posting"] = asyncio.create_task(posting.start())
+    ctx["post_worker"] = posting
     ctx["sweeper"] = asyncio.create_task(_sweep(ctx, settings.sweep_interval))
     ctx["scheduler"] = asyncio.create_task(schedule(ctx["worker"].queue, ctx["redis"], settings))
     # Load the Public Suffix List now: parsed on first use, it would stall the
@@ -98,6 +111,14 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     await asyncio.gather(ctx["sweeper"], ctx["scheduler"], return_exceptions=True)
     if ctx["giving_up"]:  # each bounded by GIVE_UP_DEADLINE
         await asyncio.wait(ctx["giving_up"], timeout=GIVE_UP_DEADLINE)
+    posting: MailcheckWorker = ctx["post_worker"]
+    try:
+        await asyncio.wait_for(posting.stop(), GIVE_UP_DEADLINE)
+    except TimeoutError:
+        log.warning("the posting worker did not stop in time")
+    ctx["posting"].cancel()
+    await asyncio.gather(ctx["posting"], return_exceptions=True)
+    await posting.queue.disconnect()
     await ctx["redis"].aclose()
 
 
@@ -110,10 +131,18 @@ async def _sweep(ctx: dict[str, Any], every: int) -> None:
     tasks: set[asyncio.Task[bool]] = ctx["giving_up"]
     while True:
         try:
-            for job in await sweep_once(ctx["worker"].queue, every):
+            aborted = await sweep_once(ctx["post_queue"], every)
+            aborted += await sweep_once(ctx["worker"].queue, every)
+            for job in aborted:
                 # Beside the sweeping: a slow Slack must not delay the next takeover.
                 check = CheckJob.from_kwargs(job.kwargs or {})
-                task = asyncio.create_task(give_up(ctx, check, swept_reason(job)))
+                if job.function == "check_job":
+                    told = give_up(ctx, check, swept_reason(job))
+                elif not check.watch:  # the posting itself died: straight to Slack
+                    told = tell_directly(ctx, check, swept_reason(job))
+                else:
+                    continue
+                task = asyncio.create_task(told)
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         except Exception:  # a Redis hiccup must not end the sweeping
@@ -122,18 +151,14 @@ async def _sweep(ctx: dict[str, Any], every: int) -> None:
         await asyncio.sleep(every)
 
 
-async def sweep_once(queue: RedisQueue, every: int) -> list[Job]:
+async def sweep_once(queue: MailcheckQueue, every: int) -> list[Job]:
     """One sweep (if no worker swept in the last `every` seconds): each job
     without a heartbeat is queued again at once (bot.queue.MailcheckQueue),
-    or aborted when it has no attempt left. Returns the checks aborted.
+    or aborted when it has no attempt left. Returns the jobs aborted.
     (A job that is stuck but whose worker is alive gets saq's 5 s to see its abort.)"""
-    swept = await queue.sweep(lock=every)
+    swept = await queue.takeover(lock=every)
     found = [await queue.job(queue.job_key_from_id(job_id)) for job_id in swept]
-    return [
-        job
-        for job in found
-        if job is not None and job.function == "check_job" and job.status == Status.ABORTED
-    ]
+    return [job for job in found if job is not None and job.status == Status.ABORTED]
 
 
 def swept_reason(job: Job) -> str:
@@ -169,48 +194,65 @@ async def after_process(ctx: dict[str, Any]) -> None:
     """saq's hook after each job: a check that failed for good (its last
     attempt raised or ran past its deadline, or it was aborted) says so."""
     job: Job | None = ctx.get("job")
-    if job is None or job.function != "check_job":
+    if job is None or job.function not in ("check_job", "post_job"):
         return
     if job.status not in (Status.FAILED, Status.ABORTED):
         return  # done, or queued again for another attempt
     reason = failure_reason(ctx.get("exception"), job.attempts)
-    await give_up(ctx, CheckJob.from_kwargs(job.kwargs or {}), reason)
+    check = CheckJob.from_kwargs(job.kwargs or {})
+    if job.function == "post_job":  # Slack kept failing: one last try, straight to it
+        if not check.watch:
+            await tell_directly(ctx, check, reason)
+        return
+    await give_up(ctx, check, reason)
 
 
 async def give_up(ctx: dict[str, Any], job: CheckJob, reason: str) -> bool:
-    """A check's last act when it will not be tried again: its parent edited
-    into a failure verdict naming `reason`, with the Re-run button; if the
-    parent cannot be edited, the same in its thread; if there is no parent
-    yet, posted as one. Retried; True once shown."""
+    """A check's last act when it will not be tried again: its thread is
+    told, through the outbox (its parent edited into a failure verdict
+    naming `reason`, with the Re-run button, or posted as one if there is no
+    parent yet), and the outbox ended. True when that was queued now."""
     try:
-        return await asyncio.wait_for(_give_up(ctx, job, reason), GIVE_UP_DEADLINE)
+        outbox = Outbox(ctx["redis"], job.request_id)
+        if await outbox.has(END):
+            return False  # its thread was complete (a later step failed)
+        if job.watch and not await outbox.has("parent"):
+            log.warning("watch %s: the run of slot %d failed: %s", job.watch, job.slot, reason)
+            await outbox.add([(END, Write(END))])
+            return False  # a quiet run fails quietly; the next slot runs as usual
+        log.warning("check of %s in %s failed: %s", job.domain, job.channel, reason)
+        message = blocks.failure_message(job.display, job.user, reason, rerun_value(job))
+        await outbox.add([("failed", Write("parent_or_edit", message)), (END, Write(END))])
+        await asyncio.wait_for(_ensure_posting(ctx, job), GIVE_UP_DEADLINE)
+        return True
     except Exception:
         log.exception("could not tell %s its check of %s failed", job.channel, job.domain)
         return False
 
 
-async def _give_up(ctx: dict[str, Any], job: CheckJob, reason: str) -> bool:
+async def tell_directly(ctx: dict[str, Any], job: CheckJob, reason: str) -> bool:
+    """When the posting itself gave up (Slack kept failing, or its workers
+    died): one last try to show the failure, straight to Slack. True once shown."""
+    try:
+        return await asyncio.wait_for(_tell_directly(ctx, job, reason), GIVE_UP_DEADLINE)
+    except Exception:
+        log.exception("could not tell %s its check of %s failed", job.channel, job.domain)
+        return False
+
+
+async def _tell_directly(ctx: dict[str, Any], job: CheckJob, reason: str) -> bool:
     poster: Poster = ctx["poster"]
     state = RunState(ctx["redis"], job.request_id)
-    for part in ("verdict", "done", "failed"):
-        if await state.posted(part):
-            return False  # its verdict is up (a later step failed), or it was told already
     parent = await state.get("parent_ts")
-    if job.watch and not parent:
-        log.warning("watch %s: the run of slot %d failed: %s", job.watch, job.slot, reason)
-        return False  # a quiet run fails quietly; the next slot runs as usual
     message = blocks.failure_message(job.display, job.user, reason, rerun_value(job))
-    log.warning("check of %s in %s failed: %s", job.domain, job.channel, reason)
     for attempt in range(GIVE_UP_TRIES):
         try:
             if not parent:
-                parent = await poster.post(job.channel, message)
-                await state.set("parent_ts", parent)
+                await poster.post(job.channel, message)
             elif attempt < GIVE_UP_TRIES // 2:
                 await poster.update(job.channel, parent, message)
             else:  # the parent will not take the edit: say it in its thread
                 await poster.post(job.channel, message, thread_ts=parent)
-            await state.mark("failed")
             return True
         except SlackApiError as exc:
             if exc.response.get("error") in FINAL_ERRORS:
@@ -227,9 +269,22 @@ async def check_job(ctx: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """The saq job function; kwargs are a CheckJob's."""
     job = CheckJob.from_kwargs(kwargs)
     settings: Settings = ctx["settings"]
+    async with heartbeat(ctx, settings):
+        return await _run(ctx, job, settings)
+
+
+async def post_job(ctx: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """The saq job that delivers a check's outbox to Slack (bot.outbox), on
+    the post queue: it waits for its channel's pace without holding a check slot."""
+    job = CheckJob.from_kwargs(kwargs)
+    settings: Settings = ctx["settings"]
+    delivery = Delivery(ctx["exact_poster"], ctx["redis"], job.request_id, job.channel)
+    delivery.on_parent = lambda ts: HistoryStore(ctx["redis"], settings.retention_days).set_parent(
+        job.request_id, ts
+    )
     try:
         async with heartbeat(ctx, settings):
-            return await _run(ctx, job, settings)
+            ended = await delivery.run(time.monotonic() + post_timeout(settings) - 10)
     except SlackApiError as exc:
         error = exc.response.get("error", "")
         if error in FINAL_ERRORS:
@@ -239,35 +294,48 @@ async def check_job(ctx: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
                 log.warning("watch %s ended: the channel is gone (%s)", job.watch, error)
             return {"error": error}
         raise
+    if not ended:
+        raise TimeoutError("the check added nothing more before the post job's deadline")
+    return {"parent_ts": await delivery.state.get("parent_ts") or ""}
+
+
+async def _ensure_posting(ctx: dict[str, Any], job: CheckJob) -> None:
+    """The request's post job is queued (or running, or done)."""
+    await enqueue_post(ctx["post_queue"], job, ctx["settings"])
 
 
 async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[str, Any]:
     if job.watch:
         return await _run_watch(ctx, job, settings)
-    poster: Poster = ctx["poster"]
-    state = RunState(ctx["redis"], job.request_id)
-    parent = await state.get("parent_ts")
-    if parent is None:
-        parent = await poster.post(
-            job.channel, blocks.pending_message(job.display, job.user, job.stages)
-        )
-        await state.set("parent_ts", parent)
+    redis: Redis = ctx["redis"]
+    state = RunState(redis, job.request_id)
+    outbox = Outbox(redis, job.request_id)
+    if not await outbox.has(END):
+        stored = await state.get("report")
+        if stored is not None:  # a retry: the first attempt's check is reused
+            report = jsonreport.loads(stored)
+        else:
+            report = await _check(ctx, job, settings, state, outbox)
+            await state.set("report", jsonreport.dumps(report))
+        await _finish(ctx, job, settings, state, outbox, report)
+    await _ensure_posting(ctx, job)
+    return {"request_id": job.request_id}
 
+
+async def _check(
+    ctx: dict[str, Any], job: CheckJob, settings: Settings, state: RunState, outbox: Outbox
+) -> Report:
+    """Run the check. Done within MAILCHECK_SLACK_GRACE, it posts nothing
+    yet (its whole thread goes at once). Longer, it goes live: "Checking…"
+    now, then each stage's replies as the stage completes."""
     request = _request(job)
     planned = plan(default_probes(), request)
     pending = {p.name for p in planned}
     found: dict[Stage, list[Finding]] = {}
     order = list(Stage)
-    report: Report | None = None
-    outbox: asyncio.Queue[tuple[Stage, tuple[Finding, ...]] | None] = asyncio.Queue()
-    thread = Thread(poster, state, job.channel, parent, settings.slack_max_replies)
-
-    async def post_stages() -> None:
-        # Posting waits on Slack's pace: it runs beside the check, not in its way.
-        while (item := await outbox.get()) is not None:
-            stage, findings = item
-            partial = Report(request, datetime.now(UTC), 0.0, findings)
-            await thread.stage(partial, stage)
+    live = await state.get("mode") == "live"
+    sent = 0  # stages whose replies are queued
+    budget = Budget(settings.slack_max_replies - 1)
 
     def complete(stage: Stage) -> bool:
         """No probe of this stage, or of an earlier one, is still running."""
@@ -275,45 +343,189 @@ async def _run(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[s
             p.name in pending and order.index(p.stage) <= order.index(stage) for p in planned
         )
 
-    posting = asyncio.create_task(post_stages())
+    async def send_complete() -> None:
+        nonlocal sent
+        writes: list[tuple[str, Write]] = []
+        while sent < len(order) and complete(order[sent]):
+            stage = order[sent]
+            findings = tuple(sort_findings(dedupe(found.get(stage, []))))
+            partial = Report(request, datetime.now(UTC), 0.0, findings)
+            writes += budget.stage_writes(partial, stage)
+            sent += 1
+        await outbox.add(writes)
+
+    async def go_live() -> None:
+        nonlocal live
+        live = True
+        await state.set("mode", "live")
+        message = blocks.pending_message(job.display, job.user, job.stages)
+        await outbox.add([("parent", Write("parent", message))])
+        await _ensure_posting(ctx, job)
+        await send_complete()
+
+    if live:
+        await go_live()
+    events: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for event in run_stream(request, settings.engine_config()):
+                events.put_nowait(event)
+        except BaseException as exc:  # handed to the loop below, which raises it
+            events.put_nowait(exc)
+            raise
+        events.put_nowait(None)
+
+    loop = asyncio.get_running_loop()
+    grace_ends = loop.time() + settings.slack_grace
+    pumping = asyncio.create_task(pump())
+    report: Report | None = None
     try:
-        next_stage = 0
-        async for event in run_stream(request, settings.engine_config()):
+        while True:
+            wait = None if live else max(0.0, grace_ends - loop.time())
+            try:
+                event = await asyncio.wait_for(events.get(), wait)
+            except TimeoutError:
+                await go_live()
+                continue
+            if event is None:
+                break
+            if isinstance(event, BaseException):
+                raise event
             if isinstance(event, ProbeFinished):
                 pending.discard(event.timing.probe)
                 for f in event.findings:
                     found.setdefault(f.stage, []).append(f)
-                while next_stage < len(order) and complete(order[next_stage]):
-                    stage = order[next_stage]
-                    next_stage += 1
-                    outbox.put_nowait((stage, tuple(sort_findings(dedupe(found.get(stage, []))))))
+                if live:
+                    await send_complete()
             elif isinstance(event, CheckDone):
                 report = event.report
-        assert report is not None
-        for stage in order[next_stage:]:
-            outbox.put_nowait((stage, tuple(f for f in report.findings if f.stage is stage)))
-        outbox.put_nowait(None)
-        await posting
     finally:
-        posting.cancel()
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pumping
+    assert report is not None
+    return report
 
-    await thread.left_out(report, _report_file(job, settings))
-    await _post_transcripts(poster, state, job, parent, report)
 
-    history = HistoryStore(ctx["redis"], settings.retention_days)
+class Budget:
+    """A thread's replies of findings, at most `replies`: which pages are
+    shown (the same ones on every attempt) and what is left out."""
+
+    def __init__(self, replies: int) -> None:
+        self.replies = replies
+        self.used = 0
+        self.left: Counter[tuple[Severity, str]] = Counter()
+
+    def writes(self, role: str, pages: Sequence[blocks.Page]) -> list[tuple[str, Write]]:
+        shown: list[tuple[str, Write]] = []
+        for n, page in enumerate(pages, 1):
+            if self.used < self.replies:
+                shown.append((f"{role}:{n}", reply(page.message)))
+                self.used += 1
+            else:
+                self.left.update((f.severity, f.code) for f in page.findings)
+        return shown
+
+    def stage_writes(self, report: Report, stage: Stage) -> list[tuple[str, Write]]:
+        return self.writes(f"stage:{stage.value}", blocks.stage_pages(report, stage))
+
+
+async def _finish(
+    ctx: dict[str, Any],
+    job: CheckJob,
+    settings: Settings,
+    state: RunState,
+    outbox: Outbox,
+    report: Report,
+) -> None:
+    """Keep the report, and queue the rest of its thread and the outbox's end
+    in one go: all of it, for a check done within the grace period."""
+    redis: Redis = ctx["redis"]
+    live = await state.get("mode") == "live"
+    history = HistoryStore(redis, settings.retention_days)
+    await _keep(history, state, job, report, job.user)
+    verdict = blocks.verdict_message(report, job.user, rerun_value(job))
+    writes: list[tuple[str, Write]] = []
+    if live:
+        budget = Budget(settings.slack_max_replies - 1)
+        for stage in Stage:
+            writes += budget.stage_writes(report, stage)
+    else:
+        writes.append(("parent", Write("parent", verdict)))
+        budget = Budget(settings.slack_max_replies - 1)
+        writes += budget.writes("report", blocks.report_pages(report))
+    writes += await _thread_end(job, settings, report, budget)
+    if live:
+        writes.append(("verdict", Write("edit", verdict)))
+    changes = await changes_write(ctx, history, job)
+    if changes is not None:
+        writes.append(("changes", changes))
+    await outbox.add([*writes, (END, Write(END))])
+
+
+async def _keep(
+    history: HistoryStore,
+    state: RunState,
+    job: CheckJob,
+    report: Report | dict[str, Any],
+    user: str,
+    trigger: str = "",
+) -> None:
+    """Keep the report in the channel's history; the thread's parent is
+    filled in by the post job (HistoryStore.set_parent) once it is up."""
+    parent = await state.get("parent_ts") or ""
     await history.keep(
         jsonreport.dumps(report),
         request_id=job.request_id,
         channel=job.channel,
-        user=job.user,
+        user=user,
         parent_ts=parent,
+        trigger=trigger,
     )
-    await poster.update(
-        job.channel, parent, blocks.verdict_message(report, job.user, rerun_value(job))
+    if not parent and (parent := await state.get("parent_ts") or ""):
+        await history.set_parent(job.request_id, parent)  # posted while it was kept
+
+
+async def _thread_end(
+    job: CheckJob, settings: Settings, report: Report, budget: Budget
+) -> list[tuple[str, Write]]:
+    """What follows the findings: when the thread could not show them all, a
+    reply counting those left out per code and the full report as a file;
+    when the check found a problem, its transcripts as a file."""
+    writes: list[tuple[str, Write]] = []
+    if budget.left:
+        message = blocks.left_out_message(budget.left, settings.slack_max_replies)
+        resolver = ", ".join(str(ns) for ns in settings.resolvers) or "system resolver"
+        text = await asyncio.to_thread(terminal.plain_text, report, resolver=resolver)
+        writes += [
+            ("left_out", reply(message)),
+            (
+                "report_file",
+                Write(
+                    "upload",
+                    filename=f"mailcheck-{job.domain}-report.txt",
+                    title=f"Full report: {job.display}",
+                    content=text,
+                ),
+            ),
+        ]
+    text = "\n".join(
+        f"## {probe}\n" + "\n".join(lines) for probe, lines in report.transcripts.items() if lines
     )
-    await state.mark("verdict")
-    await post_changes(poster, history, state, job, parent)
-    return {"worst": report.worst.value, "parent_ts": parent}
+    if text and report.worst >= Severity.INCONCLUSIVE:
+        writes.append(
+            (
+                "transcripts",
+                Write(
+                    "upload",
+                    filename=f"mailcheck-{job.domain}-transcripts.txt",
+                    title=f"Transcripts: {job.display}",
+                    content=text,
+                ),
+            )
+        )
+    return writes
 
 
 def _request(job: CheckJob) -> CheckRequest:
@@ -327,31 +539,6 @@ def _request(job: CheckJob) -> CheckRequest:
         sender_ips=job.sender_ips,
         account=job.account,
     )
-
-
-def _report_file(job: CheckJob, settings: Settings) -> ReportFile:
-    return ReportFile.of(
-        settings, f"mailcheck-{job.domain}-report.txt", f"Full report: {job.display}"
-    )
-
-
-async def _post_transcripts(
-    poster: Poster, state: RunState, job: CheckJob, parent: str, report: Report
-) -> None:
-    if await state.posted("transcripts"):
-        return
-    text = "\n".join(
-        f"## {probe}\n" + "\n".join(lines) for probe, lines in report.transcripts.items() if lines
-    )
-    if text:
-        await poster.upload(
-            job.channel,
-            parent,
-            f"mailcheck-{job.domain}-transcripts.txt",
-            f"Transcripts: {job.display}",
-            text,
-        )
-    await state.mark("transcripts")
 
 
 async def _run_watch(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> dict[str, Any]:
@@ -405,7 +592,6 @@ async def _watch_slot(
 
     report = await run_check(_request(job), settings.engine_config())
     report_dict = jsonreport.report_to_dict(report)
-    report_json = jsonreport.dumps(report_dict)
     worst = blocks.report_verdict(report)[0].value
     expiring = expiring_certificates(report_dict)
     now = time.time()
@@ -414,41 +600,30 @@ async def _watch_slot(
         post, reason = should_post(watch, worst, expiring, now)
         decided = reason if post else ""
         await state.set("post", decided)
-    parent = ""
-    if decided:
-        parent = await state.get("parent_ts") or ""
-        if not parent:
-            message = blocks.watch_message(
-                report,
-                watch.user,
-                describe_every(watch.every),
-                decided,
-                watch.last_worst,
-                expiring,
-                rerun_value(job),
-            )
-            parent = await poster.post(job.channel, message)
-            await state.set("parent_ts", parent)
-        thread = Thread(poster, state, job.channel, parent, settings.slack_max_replies)
-        for stage in Stage:
-            await thread.stage(report, stage)
-        await thread.left_out(report, _report_file(job, settings))
-        await _post_transcripts(poster, state, job, parent, report)
-
     history = HistoryStore(redis, settings.retention_days)
-    await history.keep(
-        report_json,
-        request_id=job.request_id,
-        channel=job.channel,
-        user=watch.user,
-        parent_ts=parent,
-        trigger="watch",
-    )
+    await _keep(history, state, job, report_dict, watch.user, trigger="watch")
     if decided:
-        await post_changes(poster, history, state, job, parent)
+        message = blocks.watch_message(
+            report,
+            watch.user,
+            describe_every(watch.every),
+            decided,
+            watch.last_worst,
+            expiring,
+            rerun_value(job),
+        )
+        budget = Budget(settings.slack_max_replies - 1)
+        writes = [("parent", Write("parent", message))]
+        writes += budget.writes("report", blocks.report_pages(report))
+        writes += await _thread_end(job, settings, report, budget)
+        changes = await changes_write(ctx, history, job)
+        if changes is not None:
+            writes.append(("changes", changes))
+        await Outbox(redis, job.request_id).add([*writes, (END, Write(END))])
+        await _ensure_posting(ctx, job)
     await watches.finished(watch, job.slot, job.request_id, worst, expiring, bool(decided), now)
     await state.mark("done")
-    return {"worst": worst, "posted": decided, "slot": job.slot, "parent_ts": parent}
+    return {"worst": worst, "posted": decided, "slot": job.slot}
 
 
 async def _end_unallowed(
@@ -502,32 +677,28 @@ async def _skip_over_rate(
     return {"skipped": "domain rate", "slot": slot}
 
 
-async def post_changes(
-    poster: Poster, history: HistoryStore, state: RunState, job: CheckJob, parent: str
-) -> bool:
-    """Post "Changes since <the previous check>" in the thread when this
-    channel checked the domain before and something changed. Once per request:
-    a retried job does not post it again. True when it was posted now."""
-    if await state.posted("diff"):
-        return False
-    posted = False
+async def changes_write(ctx: dict[str, Any], history: HistoryStore, job: CheckJob) -> Write | None:
+    """ "Changes since <the previous check>", for the thread, when this
+    channel checked the domain before and something changed; else None.
+    (The report of `job` is kept already.)"""
     previous = await history.previous(job.channel, job.domain, job.request_id)
-    if previous is not None:
-        before = await history.report(previous.request_id)
-        after = await history.report(job.request_id)
-        changes = None
-        if before and after:
-            try:
-                changes = diff_reports(before, after)
-            except Exception:  # a report it cannot read must not fail the check
-                log.exception("could not compare %s with %s", previous.request_id, job.request_id)
-        if changes is not None and not changes.empty:
-            link = await permalink(poster.client, job.channel, previous.parent_ts)
-            since = blocks.link(link, blocks.when(previous.started_at))
-            await poster.post(job.channel, blocks.changes_message(changes, since), thread_ts=parent)
-            posted = True
-    await state.mark("diff")
-    return posted
+    if previous is None:
+        return None
+    before = await history.report(previous.request_id)
+    after = await history.report(job.request_id)
+    if not before or not after:
+        return None
+    try:
+        changes = diff_reports(before, after)
+    except Exception:  # a report it cannot read must not fail the check
+        log.exception("could not compare %s with %s", previous.request_id, job.request_id)
+        return None
+    if changes.empty:
+        return None
+    poster: Poster = ctx["poster"]
+    link = await poster.link(job.channel, previous.parent_ts)
+    since = blocks.link(link, blocks.when(previous.started_at))
+    return reply(blocks.changes_message(changes, since))
 
 
 class MailcheckWorker(Worker[Any]):
@@ -567,6 +738,29 @@ def build_worker(settings: Settings, queue: Queue | None = None) -> MailcheckWor
     # On SIGTERM, in-flight checks get this long to finish; then they are
     # cancelled and saq queues them again for another worker.
     worker.grace = settings.timeout + 30
+    return worker
+
+
+def build_post_worker(settings: Settings, shared: dict[str, Any]) -> MailcheckWorker:
+    """The worker of the post queue, inside a check worker's process: it
+    shares that worker's settings, Redis and Slack client (`shared`)."""
+    worker = MailcheckWorker(
+        make_queue(settings, POST_QUEUE_NAME),
+        functions=[("post_job", post_job)],
+        concurrency=settings.post_concurrency,
+        after_process=after_process,
+        timers=cast(PartialTimersDict, {"sweep": 3600}),  # the check worker's sweeper does it
+        dequeue_timeout=1.0,
+        shutdown_grace_period_s=0,
+    )
+    worker.grace = 10.0  # a thread in the middle of posting: the rest goes to a retry
+    # SIGTERM is the check worker's to handle (its shutdown stops this one);
+    # saq's start would take the handlers over, and the process never stop.
+    worker.SIGNALS = []
+    worker.context.update(
+        {key: shared[key] for key in ("settings", "redis", "poster", "exact_poster", "giving_up")}
+    )
+    worker.context["post_queue"] = worker.queue
     return worker
 
 

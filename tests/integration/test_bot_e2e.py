@@ -2,6 +2,11 @@
 a saq job in real Redis, a worker running the check against the lab, and the
 thread it posts, recorded by a local stand-in for Slack's Web API.
 
+A check done within MAILCHECK_SLACK_GRACE is posted whole (its verdict is the
+parent); a longer one goes live and ends in an edit of its parent. Either way
+its thread's parent ends up carrying the Re-run button: `verdicts` waits for
+that, `delivered` for the rest of the thread.
+
 Tests marked `both_modes` run twice: Slack reaching the bot over HTTP, and
 over a Socket Mode link to the stand-in (the default in production), with the
 same assertions; in Socket Mode the ack comes back in the envelope's ack."""
@@ -20,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,11 +37,15 @@ from saq.job import Status
 from slack_sdk.signature import SignatureVerifier
 
 from bot.app import build_app, run_bot, serve_http, serve_socket
-from bot.queue import CheckJob, make_queue, redis_client
+from bot.blocks import RERUN_ACTION
+from bot.history import REPORT_PREFIX
+from bot.outbox import METADATA_TYPE
+from bot.queue import POST_QUEUE_NAME, CheckJob, make_queue, redis_client
 from bot.settings import Settings
 from bot.worker import build_worker
 from checks.config import Nameserver
 from checks.errors import InputError
+from checks.model import Stage
 from tests.support.fakeserver import FakeServer
 from tests.support.slackapi import SlackAPIStandIn
 
@@ -47,6 +57,13 @@ APP_TOKEN = "xapp-test-token"
 BOT_ADDRESS = "127.1.0.81"
 STOP_TIMEOUT = 90.0  # a worker's stop: its grace for running checks (timeout 30 + 30) and more
 CHANNEL, USER = "C0TEST1", "U0TEST1"
+# The calls that write to Slack (files_upload_v2 makes the last two).
+WRITES = (
+    "chat.postMessage",
+    "chat.update",
+    "files.getUploadURLExternal",
+    "files.completeUploadExternal",
+)
 _ports = iter(range(3901, 3999))
 
 
@@ -251,41 +268,192 @@ def all_strings(value: Any) -> list[str]:
     return []
 
 
+def has_rerun(message: Mapping[str, Any]) -> bool:
+    """The message (or a chat.* call's params) carries the Re-run button:
+    a check's verdict, or its failure."""
+    return any(
+        element.get("action_id") == RERUN_ACTION
+        for block in message.get("blocks") or ()
+        if block.get("type") == "actions"
+        for element in block.get("elements") or ()
+    )
+
+
+def parents(slack: SlackAPIStandIn) -> list[dict[str, Any]]:
+    """The channels' top-level messages as they are now (edits applied), oldest first."""
+    found = [m for (_, ts), m in slack.messages.items() if m.get("thread_ts", ts) == ts]
+    return sorted(found, key=lambda m: Decimal(m["ts"]))
+
+
+def thread(slack: SlackAPIStandIn, parent_ts: str) -> list[dict[str, Any]]:
+    """The messages under `parent_ts` as they are now, files shared there
+    included, oldest first."""
+    found = [
+        m
+        for (_, ts), m in slack.messages.items()
+        if ts != parent_ts and m.get("thread_ts") == parent_ts
+    ]
+    return sorted(found, key=lambda m: Decimal(m["ts"]))
+
+
+def headers(blocks: Any) -> list[str]:
+    return [b["text"]["text"] for b in blocks if b["type"] == "header"]
+
+
+def meta(call: Any) -> dict[str, Any]:
+    """What a chat.* call says it is: {"request", "role"}; {} when it says nothing."""
+    metadata = call.params.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_TYPE:
+        return {}
+    return dict(metadata["event_payload"])
+
+
+async def verdicts(
+    slack: SlackAPIStandIn, count: int, timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    """The first `count` top-level messages carrying the Re-run button (a
+    verdict or a failure), oldest first, once there are that many: a check's
+    end, whether its verdict was posted as the parent (a check done within
+    the grace period) or edited into it (a live one). Its thread may still be
+    going: see `delivered`."""
+    deadline = time.monotonic() + timeout
+    while len(found := [m for m in parents(slack) if has_rerun(m)]) < count:
+        if time.monotonic() >= deadline:
+            seen = [c.method for c in slack.calls]
+            raise TimeoutError(f"expected {count} verdict(s) within {timeout}s; calls: {seen}")
+        await asyncio.sleep(0.02)
+    return found[:count]
+
+
+async def delivered(settings: Settings, timeout: float = 30.0) -> None:
+    """Until the post queue has no job left: every thread begun so far is in
+    Slack to its end (a post job ends with its outbox)."""
+    queue = make_queue(settings, POST_QUEUE_NAME)
+    try:
+        deadline = time.monotonic() + timeout
+        while await queue.count("incomplete"):
+            assert time.monotonic() < deadline, "the post jobs did not end"
+            await asyncio.sleep(0.05)
+    finally:
+        await queue.disconnect()
+
+
+async def request_ids(settings: Settings) -> list[str]:
+    """The requests whose report the workers kept."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        return [
+            k.decode().removeprefix(REPORT_PREFIX)
+            async for k in redis.scan_iter(f"{REPORT_PREFIX}*")
+        ]
+    finally:
+        await redis.aclose()
+
+
+async def stored_report(settings: Settings, request_id: str) -> dict[str, Any]:
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        text = await redis.get(f"{REPORT_PREFIX}{request_id}")
+    finally:
+        await redis.aclose()
+    assert text is not None, f"no report kept for {request_id}"
+    report: dict[str, Any] = json.loads(text)
+    return report
+
+
 @both_modes
-async def test_slash_command_to_threaded_report(
-    bot: Settings, slack: SlackAPIStandIn, worker: Worker
-) -> None:
+async def test_slash_command_to_threaded_report(bot: Settings, slack: SlackAPIStandIn) -> None:
+    """A check done within the grace period is posted whole: its verdict as
+    the parent, then one reply with every stage; a healthy domain's thread
+    has no file and no edit."""
     status, ack = await command(bot, slack, "healthy.test")
     assert (status, ack) == (200, "Queued a check of healthy.test.")
+    # Posted whole however busy the machine: the grace outlasts the check.
+    worker = Worker(replace(bot, slack_grace=bot.timeout))
     worker.start()
-    (update,) = await slack.wait_for("chat.update", 1, timeout=60)
+    try:
+        (verdict,) = await verdicts(slack, 1, timeout=60)
+        await delivered(bot)
+    finally:
+        await worker.stop()
+    (request_id,) = await request_ids(bot)
 
-    (parent,) = top_level(slack)
-    assert parent.params["channel"] == CHANNEL
+    (parent,) = top_level(slack)  # the verdict itself: no "Checking…" first
+    assert parent.params["channel"] == CHANNEL and parent.response["ts"] == verdict["ts"]
     assert f"<@{USER}>" in json.dumps(parent.params["blocks"])  # requested by: a real mention
-    parent_ts = parent.response["ts"]
-    thread = replies(slack, parent_ts)
-    headers = [
-        b["text"]["text"] for c in thread for b in c.params["blocks"] if b["type"] == "header"
-    ]
-    assert headers[:3] == ["DNS", "CONNECT", "TLS"]  # stage by stage, in order
-    assert all(len(c.params["blocks"]) <= 50 for c in thread)
+    assert has_rerun(parent.params) and "healthy.test" in json.dumps(parent.params["blocks"])
+    assert meta(parent) == {"request": request_id, "role": "parent"}
+    assert parents(slack) == [verdict]
 
-    assert update.params["ts"] == parent_ts and update.params["channel"] == CHANNEL
-    blocks = json.dumps(update.params["blocks"])
-    assert "mailcheck_rerun" in blocks and "healthy.test" in blocks
-    assert slack.calls_to("files.completeUploadExternal")  # transcripts, in the thread
-    upload = slack.calls_to("files.completeUploadExternal")[0]
-    assert upload.params.get("thread_ts") == parent_ts
-    stored = [f for f in slack.files.values() if f.completed and b"C: EHLO" in (f.data or b"")]
-    assert stored, "the transcript file holds the SMTP conversation"
+    (reply,) = replies(slack, verdict["ts"])  # every stage in one message
+    shown = headers(reply.params["blocks"])
+    assert shown[:3] == ["DNS", "CONNECT", "TLS"]
+    assert shown == [s.value.upper() for s in Stage if s.value.upper() in shown]  # in order, once
+    assert len(reply.params["blocks"]) <= 50
+    assert meta(reply) == {"request": request_id, "role": "report:1"}
+    assert [m["ts"] for m in thread(slack, verdict["ts"])] == [reply.response["ts"]]
 
-    redis = Redis.from_url(bot.redis_url)
-    keys = [k async for k in redis.scan_iter("mailcheck:report:*")]
-    report = json.loads(await redis.get(keys[0]))
-    await redis.aclose()
+    assert not slack.calls_to("chat.update")
+    assert not slack.calls_to("files.completeUploadExternal") and not slack.files  # healthy
+    assert len([c for c in slack.calls if c.method in WRITES]) <= 3
+
+    report = await stored_report(bot, request_id)
     problems = [f for f in report["findings"] if f["severity"] not in ("ok", "info")]
     assert report["domain"] == "healthy.test" and report["worst"] == "ok", problems
+
+
+async def test_a_long_check_goes_live_and_ends_in_an_edit(
+    bot: Settings, slack: SlackAPIStandIn
+) -> None:
+    """Past the grace period (none here) the thread is live: "Checking…" at
+    once, each stage's reply as it finishes, then the parent edited into the
+    verdict; every message names its request and role."""
+    live = Worker(replace(bot, slack_grace=0))
+    await command(bot, slack, "healthy.test stage=dns,connect,tls")
+    live.start()
+    try:
+        (verdict,) = await verdicts(slack, 1, timeout=60)
+        await delivered(bot)
+    finally:
+        await live.stop()
+    (request_id,) = await request_ids(bot)
+
+    first, *stages, update = [c for c in slack.calls if c.method in WRITES]
+    assert first.method == "chat.postMessage" and not first.params.get("thread_ts")
+    assert first.params["text"].startswith("Checking healthy.test") and not has_rerun(first.params)
+    parent_ts = first.response["ts"]
+    assert [c.method for c in stages] == ["chat.postMessage"] * len(stages)
+    assert all(c.params["thread_ts"] == parent_ts for c in stages)
+    assert [headers(c.params["blocks"]) for c in stages] == [["DNS"], ["CONNECT"], ["TLS"]]
+    assert update.method == "chat.update" and update.params["ts"] == parent_ts
+    assert has_rerun(update.params) and verdict["ts"] == parent_ts
+    assert [meta(c) for c in (first, *stages)] == [
+        {"request": request_id, "role": role}
+        for role in ("parent", "stage:dns:1", "stage:connect:1", "stage:tls:1")
+    ]
+    assert verdict["metadata"]["event_payload"]["request"] == request_id  # edited, still its own
+
+
+async def test_a_problem_attaches_its_transcripts_in_the_thread(
+    bot: Settings, slack: SlackAPIStandIn, worker: Worker
+) -> None:
+    """smtp-notls.test's MX offers no STARTTLS (an error): the thread gets
+    the check's transcripts, the SMTP conversation that shows it."""
+    await command(bot, slack, "smtp-notls.test stage=connect")
+    worker.start()
+    (verdict,) = await verdicts(slack, 1, timeout=60)
+    await delivered(bot)
+
+    shown = json.dumps([c.params["blocks"] for c in replies(slack, verdict["ts"])])
+    assert "smtp.starttls.missing" in shown
+    uploads = slack.calls_to("files.completeUploadExternal")
+    assert len(uploads) == 1, [(c.method, c.status, c.error) for c in slack.calls]
+    assert uploads[0].params.get("thread_ts") == verdict["ts"]
+    (transcripts,) = slack.files.values()
+    assert transcripts.filename == "mailcheck-smtp-notls.test-transcripts.txt"
+    assert transcripts.completed and transcripts.channel == CHANNEL
+    assert b"C: EHLO" in (transcripts.data or b""), "the file holds the SMTP conversation"
+    assert thread(slack, verdict["ts"])[-1]["files"][0]["id"] == transcripts.file_id
 
 
 async def test_identical_requests_join_the_queued_one(
@@ -298,9 +466,9 @@ async def test_identical_requests_join_the_queued_one(
     assert "already queued or running" in second[1]
     assert other[1].startswith("Queued")  # other options: another check
     worker.start()
-    await slack.wait_for("chat.update", 2, timeout=60)
-    await asyncio.sleep(0.5)
-    assert len(top_level(slack)) == 2
+    await verdicts(slack, 2, timeout=60)
+    await delivered(bot)
+    assert len(top_level(slack)) == 2 and len(await request_ids(bot)) == 2
 
 
 async def test_selectors_and_sender_addresses_reach_the_check(
@@ -311,15 +479,13 @@ async def test_selectors_and_sender_addresses_reach_the_check(
     )
     assert (status, ack) == (200, "Queued a check of healthy.test.")
     worker.start()
-    (update,) = await slack.wait_for("chat.update", 1, timeout=60)
-    redis = Redis.from_url(bot.redis_url)
-    keys = [k async for k in redis.scan_iter("mailcheck:report:*")]
-    report = json.loads(await redis.get(keys[0]))
-    await redis.aclose()
+    (verdict,) = await verdicts(slack, 1, timeout=60)
+    (request_id,) = await request_ids(bot)
+    report = await stored_report(bot, request_id)
     codes = {f["code"]: f for f in report["findings"]}
     assert codes["spf.sender.not_permitted"]["target"]["address"] == "192.0.2.7"
     assert codes["dkim.ok"]["target"]["host"] == "mail._domainkey.healthy.test"
-    rerun = json.dumps(update.params["blocks"])  # Re-run asks the same again
+    rerun = json.dumps(verdict["blocks"])  # Re-run asks the same again
     assert '\\"k\\":[\\"mail\\"]' in rerun and "192.0.2.7" in rerun
 
 
@@ -367,7 +533,8 @@ async def test_remote_text_cannot_ping_the_channel(
 ) -> None:
     await command(bot, slack, "inject.test stage=dns")
     worker.start()
-    await slack.wait_for("chat.update", 1, timeout=60)
+    await verdicts(slack, 1, timeout=60)
+    await delivered(bot)  # the thread too
     posted = [s for c in slack.calls if c.method.startswith("chat.") for s in all_strings(c.params)]
     text = "\n".join(posted)
     assert "&lt;!channel&gt;" in text  # the hostile TXT record is shown...
@@ -380,8 +547,6 @@ async def test_a_test_account_logs_in_from_slack_and_its_secret_stays_out(
 ) -> None:
     """account=NAME runs the auth and delivery stages with the server-side
     profile; no Slack call, file upload or stored report carries the password."""
-    from dataclasses import replace
-
     from checks.accounts import Account, Accounts, login_blobs, plain_blob
     from tests.lab.mail import LAB_ACCOUNTS
 
@@ -393,14 +558,14 @@ async def test_a_test_account_logs_in_from_slack_and_its_secret_stays_out(
     try:
         await published(bot, "alice")  # ...which tells the bot their names and domains
         await command(bot, slack, "healthy.test stage=auth,delivery account=alice")
-        await slack.wait_for("chat.update", 1, timeout=90)
+        await verdicts(slack, 1, timeout=90)
+        await delivered(bot)
     finally:
         await worker.stop()
-    redis = Redis.from_url(bot.redis_url)
-    keys = [k async for k in redis.scan_iter("mailcheck:report:*")]
-    stored = (await redis.get(keys[0])).decode()
-    await redis.aclose()
-    codes = {f["code"] for f in json.loads(stored)["findings"]}
+    (request_id,) = await request_ids(bot)
+    report = await stored_report(bot, request_id)
+    stored = json.dumps(report)
+    codes = {f["code"] for f in report["findings"]}
     assert {"auth.ok", "delivery.ok"} <= codes
     posted = json.dumps([c.params for c in slack.calls])
     uploads = b"".join(f.data or b"" for f in slack.files.values()).decode(errors="replace")
@@ -460,9 +625,11 @@ async def test_slack_rate_limits_are_waited_out(
     slack.rate_limit("chat.postMessage", times=1, retry_after=1)
     await command(bot, slack, "healthy.test stage=dns")
     worker.start()
-    await slack.wait_for("chat.update", 1, timeout=60)
+    (verdict,) = await verdicts(slack, 1, timeout=60)
+    await delivered(bot)
     statuses = [c.status for c in slack.calls_to("chat.postMessage")]
     assert statuses[0] == 429 and len(top_level(slack)) == 1
+    assert replies(slack, verdict["ts"])  # the thread went on after the wait
 
 
 @both_modes
@@ -471,8 +638,8 @@ async def test_rerun_button_queues_the_same_check(
 ) -> None:
     await command(bot, slack, "healthy.test stage=dns")
     worker.start()
-    (update,) = await slack.wait_for("chat.update", 1, timeout=60)
-    # The job ends just after its verdict (the "changes" post); until then the
+    (verdict,) = await verdicts(slack, 1, timeout=60)
+    # The job ends just after it queued its thread's end; until then the
     # same check counts as running and a click would join it.
     key = CheckJob(CHANNEL, USER, "healthy.test", "healthy.test", ("dns",)).dedupe_key
     for _ in range(200):
@@ -480,9 +647,7 @@ async def test_rerun_button_queues_the_same_check(
         if job is not None and job.status == Status.COMPLETE:
             break
         await asyncio.sleep(0.05)
-    button = next(
-        e for b in update.params["blocks"] if b["type"] == "actions" for e in b["elements"]
-    )
+    button = next(e for b in verdict["blocks"] if b["type"] == "actions" for e in b["elements"])
     payload = {
         "type": "block_actions",
         "user": {"id": "U0OTHER"},
@@ -500,9 +665,9 @@ async def test_rerun_button_queues_the_same_check(
         ],
     }
     assert await interact(bot, slack, payload) == 200
-    await slack.wait_for("chat.update", 2, timeout=60)
-    parents = top_level(slack)
-    assert len(parents) == 2 and "U0OTHER" in json.dumps(parents[1].params["blocks"])
+    first, second = await verdicts(slack, 2, timeout=60)
+    assert first == verdict and "U0OTHER" in json.dumps(second["blocks"])
+    assert len(top_level(slack)) == 2
 
 
 async def test_per_user_rate_limit(settings: Settings, slack: SlackAPIStandIn) -> None:
@@ -564,7 +729,7 @@ async def test_a_killed_worker_is_replaced_and_the_thread_has_one_verdict(
     try:
         await slack.wait_for("chat.postMessage", 2, timeout=30)  # parent + DNS stage
         # Kill while the check waits on the stalled MX, not in the instant between
-        # Slack's answer to a post and the worker recording it (see bot/poster.py).
+        # Slack's answer to a post and the worker recording it (see bot/outbox.py).
         await asyncio.sleep(0.5)
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 5)
@@ -587,17 +752,11 @@ async def test_a_killed_worker_is_replaced_and_the_thread_has_one_verdict(
     (parent,) = top_level(slack)
     updates = slack.calls_to("chat.update")
     assert len(updates) == 1 and updates[0].params["ts"] == parent.response["ts"]
-    headers = [
-        b["text"]["text"]
-        for c in replies(slack, parent.response["ts"])
-        for b in c.params["blocks"]
-        if b["type"] == "header"
-    ]
-    assert len(headers) == len(set(headers)), headers  # no stage posted twice
-    assert "CONNECT" in headers
-    assert "smtp.banner.timeout" in json.dumps(
-        [c.params for c in replies(slack, parent.response["ts"])]
-    )
+    posts = replies(slack, parent.response["ts"])
+    shown = [h for c in posts for h in headers(c.params["blocks"])]
+    assert len(shown) == len(set(shown)), shown  # no stage posted twice
+    assert "CONNECT" in shown
+    assert "smtp.banner.timeout" in json.dumps([c.params for c in posts])
 
 
 async def test_sigterm_lets_the_running_check_finish(
@@ -656,12 +815,12 @@ async def test_the_thread_shows_which_nameserver_said_what(
 ) -> None:
     await command(bot, slack, "dns-stale.test stage=dns")
     worker.start()
-    await slack.wait_for("chat.update", 1, timeout=60)
-    (parent,) = top_level(slack)
-    thread = json.dumps([c.params["blocks"] for c in replies(slack, parent.response["ts"])])
-    assert "dns.ns.serial_mismatch" in thread and "dns.ns.records_differ" in thread
-    assert "*Nameservers*" in thread
-    assert "ns2.dns-stale.test [127.1.0.54]  ok           serial 2026112500" in thread
+    (verdict,) = await verdicts(slack, 1, timeout=60)
+    await delivered(bot)
+    shown = json.dumps([c.params["blocks"] for c in replies(slack, verdict["ts"])])
+    assert "dns.ns.serial_mismatch" in shown and "dns.ns.records_differ" in shown
+    assert "*Nameservers*" in shown
+    assert "ns2.dns-stale.test [127.1.0.54]  ok           serial 2026112500" in shown
 
 
 # -- Socket Mode: the link itself ----------------------------------------------------------

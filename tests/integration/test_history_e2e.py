@@ -4,7 +4,6 @@ commands, and "Changes since" posted in a thread when something changed."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -27,10 +26,13 @@ from tests.integration.test_bot_e2e import (  # noqa: F401 - fixtures, used by n
     all_strings,
     bot,
     command,
+    delivered,
+    meta,
     replies,
     settings,
     slack,
     top_level,
+    verdicts,
     worker,
 )
 from tests.support.slackapi import SlackAPIStandIn
@@ -47,29 +49,29 @@ def permalink(channel: str, ts: str) -> str:
 
 async def check(
     config: Settings, api: SlackAPIStandIn, text: str, channel: str, done: int
-) -> tuple[Any, str]:
-    """Ask for a check and wait until its worker is through, "Changes since"
-    included (the `done`th verdict overall): its parent message and request id."""
+) -> tuple[dict[str, Any], str]:
+    """Ask for a check and wait until its thread is complete, "Changes since"
+    included (the `done`th verdict overall): its parent message, as Slack
+    shows it now, and its request id (which the channel's history links to
+    that parent)."""
     status, ack = await command(config, api, text, channel=channel)
     assert (status, ack) == (200, "Queued a check of healthy.test.")
-    await api.wait_for("chat.update", done, timeout=60)
-    parent = top_level(api)[-1]
+    parent = (await verdicts(api, done, timeout=60))[-1]
+    await delivered(config)
     redis = Redis.from_url(config.redis_url)
     try:
         request_id = await _request_id(redis, channel, parent)
-        deadline = time.monotonic() + 15
-        while not await redis.sismember(f"mailcheck:run:{request_id}:posted", "diff"):
-            assert time.monotonic() < deadline, "the worker never got to the changes"
-            await asyncio.sleep(0.05)
     finally:
         await redis.aclose()
+    (post,) = [c for c in top_level(api) if c.response["ts"] == parent["ts"]]
+    assert meta(post)["request"] == request_id
     return parent, request_id
 
 
-def changes_posts(api: SlackAPIStandIn, parent: Any) -> list[Any]:
+def changes_posts(api: SlackAPIStandIn, parent: dict[str, Any]) -> list[Any]:
     return [
         c
-        for c in replies(api, parent.response["ts"])
+        for c in replies(api, parent["ts"])
         if "Changes since" in json.dumps(c.params.get("blocks"))
     ]
 
@@ -92,13 +94,13 @@ async def test_history_and_diff_are_per_channel(
     lines = [line for line in text.split("\n") if line.startswith("•")]
     assert len(lines) == 2, text  # exactly A's two, newest first
     for line, parent in zip(lines, (a2, a1), strict=True):
-        assert f"<{permalink(CHANNEL, parent.response['ts'])}|" in line
+        assert f"<{permalink(CHANNEL, parent['ts'])}|" in line
         assert f"<@{USER}>" in line and "no problems found" in line
-    assert permalink(OTHER_CHANNEL, b1.response["ts"]) not in text
+    assert permalink(OTHER_CHANNEL, b1["ts"]) not in text
 
     _, text = await command(bot, slack, "history healthy.test", channel=OTHER_CHANNEL)
     lines = [line for line in text.split("\n") if line.startswith("•")]
-    assert len(lines) == 1 and permalink(OTHER_CHANNEL, b1.response["ts"]) in lines[0]
+    assert len(lines) == 1 and permalink(OTHER_CHANNEL, b1["ts"]) in lines[0]
 
     _, text = await command(bot, slack, "history nomx.test")
     assert text == "No checks of `nomx.test` in this channel yet."
@@ -126,7 +128,7 @@ async def test_history_and_diff_are_per_channel(
     a3, _ = await check(bot, slack, "healthy.test stage=dns", CHANNEL, 4)
     (post,) = changes_posts(slack, a3)
     shown = "\n".join(all_strings(post.params["blocks"]))
-    assert f"Changes since <{permalink(CHANNEL, a2.response['ts'])}|" in shown
+    assert f"Changes since <{permalink(CHANNEL, a2['ts'])}|" in shown
     assert "Resolved" in shown and "dns.made.up" in shown
     assert "&lt;!channel&gt;" in shown and "<!channel>" not in shown
     assert "<https://evil" not in shown
@@ -134,8 +136,8 @@ async def test_history_and_diff_are_per_channel(
     _, text = await command(bot, slack, "diff healthy.test")
     assert text.startswith("*Changes in* `healthy.test`"), text
     assert "Resolved" in text and "dns.made.up" in text and "<!channel>" not in text
-    assert f"<{permalink(CHANNEL, a2.response['ts'])}|" in text
-    assert f"<{permalink(CHANNEL, a3.response['ts'])}|" in text
+    assert f"<{permalink(CHANNEL, a2['ts'])}|" in text
+    assert f"<{permalink(CHANNEL, a3['ts'])}|" in text
 
 
 async def test_history_answers_usage_errors(
@@ -197,9 +199,9 @@ async def _app(config: Settings) -> AsyncIterator[None]:
         await redis.aclose()
 
 
-async def _request_id(redis: Redis, channel: str, parent: Any) -> str:
+async def _request_id(redis: Redis, channel: str, parent: dict[str, Any]) -> str:
     """The request whose thread starts at `parent`, from the channel's history."""
-    ts = parent.response["ts"]
+    ts = parent["ts"]
     for member in await redis.zrange(f"mailcheck:history:channel:{channel}", 0, -1):
         text = await redis.get(f"mailcheck:history:run:{member.decode()}")
         if text and json.loads(text)["parent_ts"] == ts:

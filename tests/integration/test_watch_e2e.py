@@ -173,7 +173,7 @@ async def test_two_workers_run_each_slot_once(
     slots = sorted(int(key.rsplit(":", 1)[1]) for key in claims)
     # Every slot ran at most once: one claim each, each claim's request the
     # one run kept for it, and no run without its claim. (A slot that comes
-    # due while the last run is still posting is skipped, not queued twice.)
+    # due while the last run is still running is skipped, not queued twice.)
     assert len(slots) == len(set(slots)) >= 4
     assert sorted(claims.values()) == sorted(r.request_id for r in runs)
     jobs = [k async for k in redis.scan_iter("saq:job:mailcheck:watch:*")]

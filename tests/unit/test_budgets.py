@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +25,8 @@ import pytest
 from redis.asyncio import Redis
 
 from bot import poster, worker
-from bot.queue import CheckJob
+from bot.outbox import Delivery
+from bot.queue import POST_QUEUE_NAME, CheckJob, make_queue
 from bot.settings import Settings
 from checks.config import Budgets, EngineConfig
 from checks.errors import InputError
@@ -266,8 +268,25 @@ async def flood(
             slack_api_url=slack.url,
             redis_url=f"{lab_redis.url.rsplit('/', 1)[0]}/11",
         )
-        ctx = {"redis": redis, "poster": poster.Poster(poster.slack_client(settings), redis)}
-        yield slack, ctx, settings
+        post_queue = make_queue(settings, POST_QUEUE_NAME)
+        ctx = {
+            "redis": redis,
+            "poster": poster.Poster(poster.slack_client(settings), redis),
+            "post_queue": post_queue,
+            "settings": settings,
+        }
+        try:
+            yield slack, ctx, settings
+        finally:
+            await post_queue.disconnect()
+
+
+async def checked_and_posted(ctx: dict[str, Any], job: CheckJob, settings: Settings) -> str:
+    """The check job, then its post job's delivery, in-process; the parent's ts."""
+    await worker._run(ctx, job, settings)
+    delivery = Delivery(ctx["poster"], ctx["redis"], job.request_id, job.channel)
+    assert await delivery.run(time.monotonic() + 60)
+    return await delivery.state.get("parent_ts") or ""
 
 
 async def test_a_report_of_thousands_of_findings_is_a_short_thread(
@@ -275,7 +294,7 @@ async def test_a_report_of_thousands_of_findings_is_a_short_thread(
 ) -> None:
     slack, ctx, settings = flood
     job = CheckJob("C0FLOOD", "U0FLOOD", "flood.test", "flood.test").with_id()
-    parent = (await worker._run(ctx, job, settings))["parent_ts"]
+    parent = await checked_and_posted(ctx, job, settings)
     posted = thread(slack, parent)
     reports = [f for f in slack.files.values() if f.completed and f.thread_ts == parent]
 
@@ -294,7 +313,7 @@ async def test_a_report_of_thousands_of_findings_is_a_short_thread(
     assert text.count("ptr.missing") == FLOOD_PTR and text.count("smtp.connect.refused") == 1000
 
     # A retry of the finished job posts nothing again.
-    await worker._run(ctx, job, settings)
+    await checked_and_posted(ctx, job, settings)
     assert len(thread(slack, parent)) == len(posted)
     assert len([f for f in slack.files.values() if f.thread_ts == parent]) == len(reports)
 
@@ -316,9 +335,9 @@ async def test_a_job_retried_mid_stage_posts_no_page_twice(
     job = CheckJob("C0FLOOD", "U0FLOOD", "flood.test", "flood.test").with_id()
     monkeypatch.setattr(poster.Poster, "post", dies_on_the_sixth)
     with pytest.raises(RuntimeError):
-        await worker._run(ctx, job, settings)
+        await checked_and_posted(ctx, job, settings)
     monkeypatch.setattr(poster.Poster, "post", post)
-    parent = (await worker._run(ctx, job, settings))["parent_ts"]
+    parent = await checked_and_posted(ctx, job, settings)
 
     posted = [strings(c.params["blocks"]) for c in thread(slack, parent)]
     assert len(posted) == len(set(posted))  # each page once

@@ -15,9 +15,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
 from bot.history import HistoryStore, Run
-from bot.poster import Poster, RunState
+from bot.poster import Poster
 from bot.queue import CheckJob
-from bot.worker import post_changes
+from bot.worker import changes_write
 from checks.diff import ReportDiff
 from tests.support.redisdb import empty_db
 from tests.support.slackapi import SlackAPIStandIn
@@ -269,32 +269,32 @@ def test_diff_text_for_changes_and_for_none() -> None:
 # --- the worker's "Changes since" post --------------------------------------------------
 
 
-async def test_changes_are_posted_once_and_only_when_something_changed(redis: Redis) -> None:
+async def test_changes_are_told_only_when_something_changed(redis: Redis) -> None:
     async with SlackAPIStandIn(address="127.1.0.80", token="xoxb-t") as slack:
         poster = Poster(AsyncWebClient(token="xoxb-t", base_url=slack.url), redis)
+        ctx = {"poster": poster}
         store = HistoryStore(redis, 90)
         job = CheckJob("C1", "U1", "example.com", "example.com", request_id="a2")
         await store.record(run("a1", ago=200))
         await store.record(run("a2", ago=100))
         await redis.set("mailcheck:report:a1", json.dumps(report()))
         await redis.set("mailcheck:report:a2", json.dumps(report()))
-        assert not await post_changes(poster, store, RunState(redis, "a2"), job, "1.2")
-        assert slack.calls_to("chat.postMessage") == []  # identical: nothing to say
+        assert await changes_write(ctx, store, job) is None  # identical: nothing to say
 
         after = report(findings=[finding("dns.broken", summary=HOSTILE)])
         await redis.set("mailcheck:report:a2", json.dumps(after))
-        state = RunState(redis, "a2")
-        await redis.delete(state.parts_key)
-        assert await post_changes(poster, store, state, job, "1.2")
-        assert not await post_changes(poster, store, state, job, "1.2")  # a retried job
-        (posted,) = slack.calls_to("chat.postMessage")
-        assert posted.params["thread_ts"] == "1.2"
-        text = json.dumps(posted.params["blocks"])
+        write = await changes_write(ctx, store, job)
+        assert write is not None and write.kind == "reply" and write.message is not None
+        text = json.dumps(write.message.blocks)
+        # The link to the earlier thread is built from the workspace's address,
+        # asked once (auth.test), not once per message (chat.getPermalink).
         assert "Changes since <https://example.slack.com/archives/C1/p" in text
         assert "dns.broken" in text and "<!channel>" not in text
+        assert await changes_write(ctx, store, job) is not None
+        assert [c.method for c in slack.calls] == ["auth.test"]
 
         first = CheckJob("C1", "U1", "example.com", "example.com", request_id="a1")
-        assert not await post_changes(poster, store, RunState(redis, "a1"), first, "1.1")
+        assert await changes_write(ctx, store, first) is None
 
 
 def test_retention_setting() -> None:
