@@ -180,6 +180,36 @@ async def test_the_issue_17_outage_ends_with_a_verdict(
     assert headers.count("DNS") == 1  # posted once, however often Slack failed
 
 
+async def test_a_retried_job_reuses_the_report_its_first_attempt_stored(
+    settings: Settings, slack: SlackAPIStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt dies after its check (the report stored) and before
+    it queued the thread: the retry posts that report, without checking again."""
+    checks: list[float] = []
+    stream, finish = worker_module.run_stream, worker_module._finish
+
+    def counted(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        checks.append(time.monotonic())
+        return stream(*args, **kwargs)
+
+    async def dies_once(*args: Any, **kwargs: Any) -> None:
+        if len(checks) == 1 and not getattr(dies_once, "died", False):
+            dies_once.died = True  # type: ignore[attr-defined]
+            raise RuntimeError("the worker died")
+        await finish(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "run_stream", counted)
+    monkeypatch.setattr(worker_module, "_finish", dies_once)
+    job, posting = await run_to_the_end(settings, check("healthy.test"))
+    assert job.status == Status.COMPLETE and job.attempts == 2
+    assert posting.status == Status.COMPLETE
+    assert len(checks) == 1  # checked once, posted from the stored report
+    parent = the_parent(slack)
+    assert has_rerun(parent) and "healthy.test" in parent["text"]
+    (reply,) = replies(slack, top_level(slack)[0].response["ts"])
+    assert "DNS" in json.dumps(reply.params["blocks"])
+
+
 # -- a job that gives up says so ------------------------------------------------------------
 
 
