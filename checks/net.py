@@ -126,6 +126,11 @@ class Network:
         # Per-check caches of the stages (e.g. which server settings work).
         self.memo: dict[str, Any] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # Addresses that let a connect time out in this check, with what was
+        # tried: later connects get that outcome at once (one timeout per host,
+        # not one per probe). Port 25 is remembered for port 25 alone: it is
+        # the port a checker's own network most often blocks outbound.
+        self._silent: dict[tuple[str, int | None], str] = {}
         self.budget = Ledger(config.budgets)  # this check's budgets (checks.budget)
 
     # -- connections ---------------------------------------------------------------
@@ -141,12 +146,26 @@ class Network:
         if address is None or port is None:
             raise ValueError("a connection needs an address and a port")
         self.policy.check(address)
+        header = f"== {target.protocol or 'tcp'} {target.label()}"
+        self._not_again(address, port, header)
         self.budget.spend_connection(address, port)
         async with (
             self._locks.setdefault((address, port), asyncio.Lock()),
             self.budget.prefix_slot(address),
         ):
-            yield address, port, f"== {target.protocol or 'tcp'} {target.label()}"
+            self._not_again(address, port, header)  # it timed out while this one waited
+            yield address, port, header
+
+    def _not_again(self, address: str, port: int, header: str) -> None:
+        """ConnectTimeout at once when `address` timed out earlier in this check."""
+        earlier = self._silent.get((address, None)) or self._silent.get((address, port))
+        if earlier is not None:
+            note(f"{header}: not tried: {earlier}")
+            raise ConnectTimeout(f"{earlier} (filtered?); not tried again")
+
+    def _timed_out(self, address: str, port: int, timeout: float) -> None:
+        key = (address, port) if port == 25 else (address, None)
+        self._silent.setdefault(key, f"no answer within {timeout:g} s on port {port} earlier")
 
     @asynccontextmanager
     async def connect(self, target: Target) -> AsyncIterator[Connection]:
@@ -165,6 +184,8 @@ class Network:
                 async with asyncio.timeout(timeout):
                     reader, writer = await asyncio.open_connection(address, port)
             except OSError as exc:  # TimeoutError and ConnectionRefusedError among them
+                if isinstance(exc, TimeoutError):
+                    self._timed_out(address, port, timeout)
                 raise _connect_failure(header, exc, timeout) from exc
             conn = Connection(
                 reader, writer, target, self.config.limits, self.config.timeouts.reply
@@ -193,6 +214,8 @@ class Network:
                     await asyncio.get_running_loop().sock_connect(sock, (address, port))
             except OSError as exc:
                 sock.close()
+                if isinstance(exc, TimeoutError):
+                    self._timed_out(address, port, timeout)
                 raise _connect_failure(header, exc, timeout) from exc
             note(f"{header}: connected")
             try:

@@ -1302,9 +1302,28 @@ BLOCKLIST = _scenario(
 )
 BLOCKLIST_ZONE = BLOCKLIST.domain
 
+# A whole domain behind one silent host: its MX, its web and autoconfig names
+# and the names Thunderbird guesses all on the filtered address (#18: one
+# connect timeout for the check, not one per probe).
+BLACKHOLE = _scenario(
+    "blackhole.test",
+    set(),  # tested on its own (tests/integration/test_silent_host.py)
+    [
+        "@ IN MX 10 mx",
+        *(
+            f"{name} IN A 127.1.20.2"
+            for name in ("@", "mx", "autoconfig", "autodiscover", "imap", "pop3", "pop", "mail")
+        ),
+        "smtp IN A 127.1.20.2",
+        *NO_CLIENT_SERVICES,
+    ],
+    about="every name of the domain on a host that drops every packet",
+)
+
 BY_DOMAIN = {
     s.domain: s
     for s in (
+        BLACKHOLE,
         *SCENARIOS,
         *MAIL_SCENARIOS,
         *POLICY_SCENARIOS,
