@@ -255,8 +255,7 @@ async def probe_outlook(ctx: ProbeContext) -> Found | None:
     hops: list[str] = []
     max_hops = ctx.net.config.budgets.redirects
     for _ in range(max_hops + 1):
-        candidates = await _autodiscover_urls(ctx, email)
-        outcome = await _first_autodiscover(ctx, candidates, email)
+        outcome = await _first_autodiscover(ctx, email)
         if isinstance(outcome, Found):
             ctx.add(
                 "autodiscover.found",
@@ -309,42 +308,61 @@ class _Redirect:
     url: str | None = None
 
 
-async def _autodiscover_urls(ctx: ProbeContext, email: str) -> list[str]:
-    domain = email.rsplit("@", 1)[1]
-    urls = [
+def _autodiscover_fixed(domain: str) -> list[str]:
+    """Outlook's first two tries: POST to the domain, then to autodiscover.<domain>."""
+    return [
         f"https://{domain}/autodiscover/autodiscover.xml",
         f"https://autodiscover.{domain}/autodiscover/autodiscover.xml",
     ]
-    # Outlook's third try: a GET over http that should redirect to https.
-    probe_url = f"http://autodiscover.{domain}/autodiscover/autodiscover.xml"
-    try:
-        got = await http.fetch_reporting(ctx, probe_url, max_bytes=clientconf.MAX_BYTES)
-    except (DNSError, TargetRefused, NetError):
-        got = None
-    if got is not None and got.location and got.status in (301, 302, 303, 307, 308):
-        location = got.location
-        if location.startswith("https://"):
-            urls.append(location)
-    try:
-        srv = await ctx.net.query(f"_autodiscover._tcp.{domain}", "SRV")
-        for r in sorted(srv.records, key=lambda r: (r.priority, -r.weight)):
+
+
+async def _autodiscover_more(ctx: ProbeContext, domain: str) -> list[str]:
+    """Outlook's later tries: where a GET over http redirects to (https
+    only), then the _autodiscover._tcp SRV targets, asked at once."""
+
+    async def redirected() -> list[str]:
+        probe_url = f"http://autodiscover.{domain}/autodiscover/autodiscover.xml"
+        try:
+            got = await http.fetch_reporting(ctx, probe_url, max_bytes=clientconf.MAX_BYTES)
+        except (DNSError, TargetRefused, NetError):
+            return []
+        moved = got.location if got.status in (301, 302, 303, 307, 308) else None
+        return [moved] if moved and moved.startswith("https://") else []
+
+    async def srv() -> list[str]:
+        try:
+            answer = await ctx.net.query(f"_autodiscover._tcp.{domain}", "SRV")
+        except DNSError:
+            return []
+        urls = []
+        for r in sorted(answer.records, key=lambda r: (r.priority, -r.weight)):
             host = r.target.to_text().rstrip(".")
             if host:
                 port = "" if r.port == 443 else f":{r.port}"
                 urls.append(f"https://{host}{port}/autodiscover/autodiscover.xml")
-    except DNSError:
-        pass
-    return list(dict.fromkeys(urls))
+        return urls
+
+    moved, targets = await asyncio.gather(redirected(), srv())
+    return [*moved, *targets]
 
 
-async def _first_autodiscover(
-    ctx: ProbeContext, urls: list[str], email: str
-) -> Found | _Redirect | list[str]:
-    """The first candidate (in order) that answers usefully; else why none did."""
+async def _first_autodiscover(ctx: ProbeContext, email: str) -> Found | _Redirect | list[str]:
+    """Every candidate asked at once (the fixed URLs while the redirect probe
+    and the SRV lookup run); the first in Outlook's order that answers
+    usefully wins. Else why none did."""
+    domain = email.rsplit("@", 1)[1]
     body = clientconf.autodiscover_request(email)
-    results = await asyncio.gather(*(_post(ctx, url, body, email) for url in urls))
+    fixed = _autodiscover_fixed(domain)
+    posts = [asyncio.ensure_future(_post(ctx, url, body, email)) for url in fixed]
+    try:
+        more = [u for u in dict.fromkeys(await _autodiscover_more(ctx, domain)) if u not in fixed]
+        posts += [asyncio.ensure_future(_post(ctx, url, body, email)) for url in more]
+        results = await asyncio.gather(*posts)
+    finally:
+        for post in posts:
+            post.cancel()
     misses: list[str] = []
-    for url, result in zip(urls, results, strict=True):
+    for url, result in zip([*fixed, *more], results, strict=True):
         if isinstance(result, (Found, _Redirect)):
             return result
         misses.append(f"{url}: {result}")
