@@ -7,33 +7,31 @@
 
 Exit status: 0 when no finding reaches the `--fail-on` level (default error),
 1 when one does, 2 for a usage error (bad domain, unknown option or stage).
+
+Each command imports what it uses when it runs (issue 18: start-up within
+150 ms): `--help` and `codes` stay clear of the engine, `check` of Redis, saq,
+Slack and the send test's receiver; tests/unit/test_startup.py holds them to it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import getpass
-import json
-import logging
 import os
 import sys
 import time
-import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from rich.console import Console
-
-from bot import terminal
-from bot.sendtests import SendTest, SendTests
-from bot.settings import Settings, parse_resolvers
-from checks import catalog, jsonreport
 from checks.errors import InputError
-from checks.model import CheckRequest, Report, Severity, Stage
-from checks.names import normalize_domain, normalize_selector, normalize_sender_ip
-from checks.runner import CheckDone, ProbeFinished, ProbeStarted, available_stages, stream
+from checks.model import CHECK_STAGES, CheckRequest, Report, Severity, Stage
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bot.sendtests import SendTest, SendTests
+    from bot.settings import Settings
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -78,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stage",
         action="append",
         metavar="NAME",
-        choices=[s.value for s in available_stages()],
-        help="run only this stage (repeatable): " + ", ".join(s.value for s in available_stages()),
+        choices=[s.value for s in CHECK_STAGES],
+        help="run only this stage (repeatable): " + ", ".join(s.value for s in CHECK_STAGES),
     )
     check.add_argument(
         "--dkim-selector",
@@ -189,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sendtest":
             return _sendtest(args)
         if args.command == "history":
+            import asyncio
+
             return asyncio.run(_history(args))
         return _check(args)
     except InputError as exc:
@@ -202,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _codes(markdown: bool) -> int:
+    from checks import catalog
+
     if markdown:
         print(catalog.markdown())
         return EXIT_OK
@@ -211,8 +213,12 @@ def _codes(markdown: bool) -> int:
 
 
 def _serve(what: str) -> int:
+    import asyncio
+    import logging
+
     from bot.app import run_bot
     from bot.receiver import run_receiver
+    from bot.settings import Settings
     from bot.worker import run_worker
 
     logging.basicConfig(
@@ -227,6 +233,16 @@ def _serve(what: str) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from rich.console import Console
+
+    from bot import terminal
+    from bot.settings import Settings, parse_resolvers
+    from checks import jsonreport
+    from checks.names import normalize_domain, normalize_selector, normalize_sender_ip
+
     settings = Settings.from_env().override(
         resolvers=parse_resolvers(args.resolver) if args.resolver else None,
         allow_targets=tuple(args.allow_target) if args.allow_target else None,
@@ -266,6 +282,16 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _sendtest(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from rich.console import Console
+
+    from bot import terminal
+    from bot.settings import Settings, parse_resolvers
+    from checks import jsonreport
+    from checks.names import normalize_domain
+
     settings = Settings.from_env().override(
         resolvers=parse_resolvers(args.resolver) if args.resolver else None,
         allow_targets=tuple(args.allow_target) if args.allow_target else None,
@@ -294,6 +320,7 @@ async def _wait_and_judge(
     from redis.exceptions import RedisError
 
     from bot.queue import redis_client
+    from bot.sendtests import SendTests
     from checks import sendtest
 
     request = sendtest.request_for(domain, display, account)
@@ -315,6 +342,7 @@ async def _wait_and_judge(
 async def _one_test(
     settings: Settings, request: CheckRequest, tests: SendTests, test: SendTest, err: Console
 ) -> Report:
+    from bot import terminal
     from checks import sendtest
 
     config = settings.engine_config()
@@ -351,10 +379,15 @@ def _store_url() -> str:
 
 async def _keep_and_compare(settings: Settings, report: Report) -> str:
     """Keep the report in the history (channel 'cli'); what changed since the last one."""
+    import getpass
+    import json
+    import uuid
+
     from redis.exceptions import RedisError
 
     from bot.history import HistoryStore
     from bot.queue import redis_client
+    from checks import jsonreport
     from checks.diff import diff_reports
 
     redis = redis_client(_store_url())
@@ -385,6 +418,8 @@ async def _history(args: argparse.Namespace) -> int:
 
     from bot.history import HistoryStore
     from bot.queue import redis_client
+    from bot.settings import Settings
+    from checks.names import normalize_domain
 
     settings = Settings.from_env()
     name = normalize_domain(args.domain)
@@ -409,6 +444,8 @@ async def _history(args: argparse.Namespace) -> int:
 
 def redact_logs(settings: Settings) -> None:
     """Every log handler drops the test accounts' secrets (and their base64 forms)."""
+    import logging
+
     log_filter = settings.accounts.secrets().log_filter()
     for handler in logging.getLogger().handlers:
         handler.addFilter(log_filter)
@@ -422,6 +459,9 @@ def _url(text: str) -> str:
 
 
 async def _run(request: CheckRequest, settings: Settings, console: Console | None) -> Report:
+    from bot import terminal
+    from checks.runner import CheckDone, ProbeFinished, ProbeStarted, stream
+
     running: list[str] = []
     status = console.status(f"Checking {request.display}…") if console else None
     if status:
