@@ -246,6 +246,19 @@ async def probe_login(ctx: ProbeContext) -> Logins:
                     reproduce=reproduce(ep, tls=False),
                 )
             continue
+        caps = s.tls_capabilities or s.capabilities
+        if not methods and any(c.upper() in ("SASL", "AUTH") for c in caps):
+            # The keyword with no mechanism after it: Dovecot says that while its
+            # login process waits for the auth service (busy, or starting).
+            ctx.add(
+                "auth.mechanisms.unavailable",
+                target=ep.target(),
+                summary=f"{ep.label()} lists no login method after TLS for now "
+                f"(capabilities: {' '.join(caps)[:200]}): the server's auth service was "
+                "not ready",
+                reproduce=reproduce(ep),
+            )
+            continue
         if not methods:
             ctx.add(
                 "auth.mechanisms.none",

@@ -23,9 +23,16 @@ from checks.budget import spent
 from checks.clientconf import ClientConfig, ConfigError, ServerSetting
 from checks.dns import MXSet, SRVTarget
 from checks.endpoints import Endpoint
-from checks.errors import DNSError, NetError, TargetRefused
+from checks.errors import (
+    ConnectionClosed,
+    ConnectTimeout,
+    DNSError,
+    NetError,
+    ReadTimeout,
+    TargetRefused,
+)
 from checks.mailbox import IMAPDialect, POP3Dialect
-from checks.model import Stage, Target
+from checks.model import Severity, Stage, Target
 from checks.policy.dmarc import organizational_domain
 from checks.runner import Probe, ProbeContext
 from checks.sessions import DialectFactory, Session, converse, reproduce, same_conversation
@@ -87,6 +94,7 @@ class Attempt:
     found: Found | None = None
     problems: tuple[str, ...] = ()  # it answered 200 with something unusable
     missing: str = ""  # why it has nothing (404, refused, no such host)
+    broken: bool = False  # the connection failed midway (reset, hang-up, timeout)
 
 
 async def _get_config(
@@ -95,7 +103,8 @@ async def _get_config(
     try:
         fetched = await http.fetch_reporting(ctx, url, max_bytes=clientconf.MAX_BYTES, data=data)
     except (DNSError, TargetRefused, NetError) as exc:
-        return Attempt(url, missing=str(exc))
+        broken = isinstance(exc, ConnectionClosed | ConnectTimeout | ReadTimeout)
+        return Attempt(url, missing=str(exc), broken=broken)
     if fetched.status != 200:
         return Attempt(url, missing=f"HTTP {fetched.status} {fetched.reason}")
     try:
@@ -170,14 +179,27 @@ async def probe_thunderbird(ctx: ProbeContext) -> Found | None:
         + list(winner.config.warnings),
         reproduce=http.curl(ctx.net, winner.source),
     )
-    report_insecure(ctx, winner, "autoconfig.insecure")
+    # A source Thunderbird prefers broke off midway (a reset, a timeout): the
+    # winner is this moment's, so whether it is "served only over http" is unknown.
+    ahead = attempts[: next(i for i, a in enumerate(attempts) if a.found is winner)]
+    for a in (a for a in ahead if a.broken):
+        ctx.add(
+            "autoconfig.fetch.failed",
+            target=Target(host=_host(a.url), protocol="https"),
+            summary=f"Thunderbird could not fetch {a.url} ({a.missing}), so it took "
+            f"{winner.source}, which it ranks lower",
+            reproduce=http.curl(ctx.net, a.url),
+        )
+    sure = not any(a.broken for a in ahead)
+    report_insecure(ctx, winner, "autoconfig.insecure", plain_http=sure)
     ctx.fact("autoconfig", {"thunderbird": _fact(winner)})
     return winner
 
 
-def report_insecure(ctx: ProbeContext, found: Found, code: str) -> None:
+def report_insecure(ctx: ProbeContext, found: Found, code: str, *, plain_http: bool = True) -> None:
+    """What in `found` exposes users (`plain_http`: judge that it came over http)."""
     target = Target(host=_host(found.source))
-    if found.over_http:
+    if plain_http and found.over_http:
         ctx.add(
             code,
             target=target,
@@ -469,7 +491,7 @@ async def probe_mailconf(ctx: ProbeContext) -> Found | None:
     if attempt.found is not None:
         return attempt.found
     ctx.add(
-        "autoconfig.invalid",
+        "autoconfig.fetch.failed" if attempt.broken else "autoconfig.invalid",
         target=Target(host=_host(url), protocol="https"),
         summary=f"the mailconf= record points at {url}: "
         + ("; ".join(attempt.problems) or attempt.missing),
@@ -562,7 +584,7 @@ def srv_configs(ctx: ProbeContext) -> list[Found]:
 @dataclass(frozen=True)
 class Verified:
     setting: ServerSetting
-    status: str  # works | unreachable | mismatch
+    status: str  # works | unreachable | mismatch | busy (turned us away: says nothing)
     reason: str = ""
     detail: str = ""  # what worked: TLS version, server name
 
@@ -618,6 +640,10 @@ async def _verify(ctx: ProbeContext, setting: ServerSetting) -> Verified:
     failure = next(iter(scratch.findings), None)
     if session is None or not session.complete:
         reason = failure.summary if failure else f"{ep.label()}: the conversation failed"
+        if failure is not None and failure.severity is Severity.INCONCLUSIVE:
+            # A 421, a full queue, a hang-up: the server was busy, and what it
+            # would say when it is not is unknown. Never a mismatch.
+            return Verified(setting, "busy", reason)
         dead = failure is not None and failure.code.endswith(
             (".connect.refused", ".connect.timeout")
         )
@@ -697,6 +723,15 @@ async def probe_servers(ctx: ProbeContext) -> None:
         key = replace(setting, username="", auth=())
         if result.works:
             working.setdefault(key, []).append(found.client)
+            continue
+        if result.status == "busy":
+            ctx.add(
+                "autoconfig.server.busy",
+                target=Target(host=setting.hostname, port=setting.port),
+                summary=f"{_WHO[found.client]} says {setting.label()}: {result.reason}",
+                evidence=[found.source],
+                reproduce=reproduce(endpoint_for(setting, setting.hostname)),
+            )
             continue
         better = await alternative(ctx, setting)
         instead = (

@@ -1141,6 +1141,17 @@ _ENTRIES: tuple[Entry, ...] = (
         "submission service) and advertise it once TLS is on.",
     ),
     Entry(
+        "auth.mechanisms.unavailable",
+        _INC,
+        Stage.AUTH,
+        "Login methods not listed for now",
+        "After TLS the server lists the SASL keyword with no mechanism after it: Dovecot "
+        "does that while its login process waits for the auth service (busy or "
+        "starting), so this says nothing about which logins it offers.",
+        "Repeat later; if it persists, check that the auth service runs (Dovecot: "
+        "doveadm log errors; the auth process limits).",
+    ),
+    Entry(
         "auth.cleartext.refused",
         _ERR,
         Stage.AUTH,
@@ -1308,6 +1319,27 @@ _ENTRIES: tuple[Entry, ...] = (
         "protocol. Clients fail with a TLS or protocol error.",
         "Correct the socket type or port in the configuration (SSL goes with 993/995/"
         "465, STARTTLS with 143/110/587).",
+    ),
+    Entry(
+        "autoconfig.server.busy",
+        _INC,
+        Stage.AUTOCONFIG,
+        "Configured server was too busy to check",
+        "The server a configuration names turned us away (a 421, a full connection "
+        "queue) or hung up before it could be checked, as busy servers do; this says "
+        "nothing about the configuration.",
+        "Repeat later; if it persists, raise the server's connection limits "
+        "(Postfix: smtpd_client_connection_count_limit; Dovecot: process_limit).",
+    ),
+    Entry(
+        "autoconfig.fetch.failed",
+        _INC,
+        Stage.AUTOCONFIG,
+        "Configuration could not be fetched",
+        "The connection to the configuration's URL was reset, closed or timed out "
+        "midway, as a busy or rate-limiting web server does; this says nothing about "
+        "the file.",
+        "Repeat later; if it persists, check the web server's connection limits and logs.",
     ),
     Entry(
         "autodiscover.found",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from OpenSSL import SSL
 
 from checks.config import Limits
-from checks.errors import ConnectionClosed, ProtocolViolation, ReadTimeout, TLSFailed
+from checks.errors import ConnectionClosed, ProtocolViolation, ReadTimeout, TLSDropped, TLSFailed
 from checks.model import Target
 from checks.text import untrusted
 
@@ -246,7 +246,7 @@ class Connection:
                         break
                     except SSL.WantReadError:
                         if not await self._pump_in():
-                            raise TLSFailed(
+                            raise TLSDropped(
                                 "the server closed the connection during the TLS handshake"
                             ) from None
                 await self._pump_out()

@@ -457,6 +457,8 @@ async def _srv(ctx: ProbeContext, service: str) -> tuple[SRVTarget, ...]:
         return ()
     except ResolverFailure as exc:
         _failure(ctx, exc)
+        # Unknown, not absent: the service probes must not call it missing.
+        ctx.net.memo.setdefault("dns.srv.failed", set()).add(service)
         return ()
     targets = tuple(
         ctx.net.budget.cap(

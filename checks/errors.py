@@ -96,6 +96,11 @@ class TLSFailed(NetError):
     pass
 
 
+class TLSDropped(TLSFailed):
+    """The server hung up in the middle of the handshake, without an alert:
+    what a busy server does (a full login queue), and a broken one too."""
+
+
 class DNSError(MailcheckError):
     def __init__(self, qname: str, rdtype: str, message: str) -> None:
         super().__init__(message)

@@ -34,6 +34,7 @@ import h11
 from checks.errors import (
     BudgetExceeded,
     ConnectFailed,
+    ConnectionClosed,
     ConnectRefused,
     ConnectTimeout,
     DNSError,
@@ -262,6 +263,8 @@ async def _over(net: Network, sock: socket.socket, ask: _Ask, context: ssl.SSLCo
         raise TLSFailed(f"TLS handshake failed: {_short(exc)}") from exc
     except TimeoutError as exc:
         raise ReadTimeout(f"no TLS handshake within {reply:g} s") from exc
+    except ConnectionError as exc:  # reset or closed by the server: busy, not broken
+        raise ConnectionClosed(f"the server closed the connection: {_short(exc)}") from exc
     except OSError as exc:
         raise ConnectFailed(_short(exc)) from exc
     try:
@@ -311,7 +314,9 @@ async def _converse(
                 break
     except h11.ProtocolError as exc:
         raise ProtocolViolation(f"no valid HTTP response: {_short(exc)}") from exc
-    except (ConnectionError, ssl.SSLError) as exc:
+    except ConnectionError as exc:  # reset or closed by the server: busy, not broken
+        raise ConnectionClosed(f"the server closed the connection: {_short(exc)}") from exc
+    except ssl.SSLError as exc:
         raise ProtocolViolation(f"no valid HTTP response: {_short(exc)}") from exc
     if response is None:
         raise ProtocolViolation("no valid HTTP response: the server closed the connection")

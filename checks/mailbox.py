@@ -15,7 +15,7 @@ from checks.endpoints import IMAP, POP3
 from checks.errors import NetError, ProtocolViolation
 from checks.model import Stage
 from checks.runner import Probe, ProbeContext
-from checks.sessions import Refused, Session, probe_service, reproduce
+from checks.sessions import Refused, Session, probe_service, reproduce, temporary
 
 CLEARTEXT_SASL = frozenset({"PLAIN", "LOGIN"})
 
@@ -128,6 +128,8 @@ class POP3Dialect:
         await conn.write_line("CAPA")
         status = await conn.read_line()
         if status.startswith("-ERR"):
+            if temporary(status):  # busy (Dovecot: "Connection queue full"), not CAPA-less
+                raise Refused("capabilities", status)
             return ()  # RFC 1939 servers without CAPA
         if not status.startswith("+OK"):
             raise ProtocolViolation(f"not a POP3 response: {status[:80]!r}")

@@ -18,6 +18,7 @@ authenticated, well-behaved sessions of the delivery checks.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -36,6 +37,7 @@ from checks.errors import (
     ProtocolViolation,
     ReadTimeout,
     TargetRefused,
+    TLSDropped,
     TLSFailed,
 )
 from checks.model import Severity, Target
@@ -57,6 +59,26 @@ GREETING_CODES: dict[str, tuple[str, str, str]] = {  # family -> (timeout, rejec
     "imap": ("imap.banner.timeout", "imap.banner.rejected", "imap.starttls.failed"),
     "pop3": ("pop3.banner.timeout", "pop3.banner.rejected", "pop3.starttls.failed"),
 }
+
+
+# What a busy server says when it turns a client away for now: SMTP's 421
+# (closing), words like Dovecot's "Connection queue full" and Postfix's "too
+# many connections"; and, beyond load, the response codes of a temporary
+# failure: POP3's [SYS/TEMP], [IN-USE], [LOGIN-DELAY], IMAP's [UNAVAILABLE].
+_BUSY = re.compile(r"queue full|too many|try (again|later)|temporar|overload|busy", re.I)
+_NOT_NOW = re.compile(r"\[(SYS/TEMP|IN-?USE|LOGIN-DELAY|UNAVAILABLE)\]", re.I)
+
+
+def busy(reply: str) -> bool:
+    """A refusal for load: this client, now, not this server's setup."""
+    return reply.startswith("421") or bool(_BUSY.search(reply[:300]))
+
+
+def temporary(reply: str) -> bool:
+    """A refusal that says "not now" rather than "no". (At STARTTLS only
+    `busy` counts: a 454 or a [UNAVAILABLE] there is the server's TLS that
+    is broken, Postfix's "TLS not available due to local problem".)"""
+    return busy(reply) or bool(_NOT_NOW.search(reply[:300]))
 
 
 class Refused(NetError):
@@ -245,6 +267,9 @@ def _report_failure(
     elif isinstance(exc, Refused):
         if step == "greeting":
             add(rejected, f"{where} refused us: {exc.reply}")
+        elif busy(exc.reply) if step == "starttls" else temporary(exc.reply):
+            # Busy now: what it does when it is not is unknown.
+            add(rejected, f"{where} turned us away during {step}: {exc.reply}")
         elif step == "starttls":
             add(
                 starttls_failed,
@@ -255,6 +280,8 @@ def _report_failure(
             add("smtp.ehlo.rejected", f"{where} rejected EHLO: {exc.reply}")
         else:
             add("session.protocol.invalid", f"{where} refused {step}: {exc.reply}")
+    elif isinstance(exc, TLSDropped):  # no alert, no reason: busy as often as broken
+        add("session.dropped", f"{where} closed the connection during the TLS handshake")
     elif isinstance(exc, TLSFailed):
         how = "after STARTTLS" if ep.tls == "starttls" else "on connect (implicit TLS)"
         add("tls.handshake.failed", f"{where}: TLS handshake {how} failed: {exc}", tls=True)
@@ -315,6 +342,9 @@ async def probe_service(
     sessions = [s for s in results if s is not None]
     for session in sessions:
         judge(ctx, session)
+    unknown = ctx.net.memo.get("dns.srv.failed", set())  # its SRV lookup failed
+    if any(name in unknown for name, *_ in spec.srv):
+        missing = None  # the failed lookup is the (inconclusive) finding
     if missing is not None and not sessions and not found.advertised:
         code, what = missing
         tried = ", ".join(ep.label() for ep in found.endpoints) or "no host name resolved"

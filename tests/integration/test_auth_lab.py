@@ -199,3 +199,31 @@ async def test_no_secret_in_any_output(config: EngineConfig, capsys, caplog) -> 
     for text in outputs:
         for form in forms:
             assert form not in text
+
+
+async def test_sasl_without_mechanisms_is_not_ready_rather_than_none(
+    lab_config: EngineConfig,
+) -> None:
+    """Dovecot, its auth service busy or starting, lists SASL with nothing after
+    it: that says nothing about its logins (a 100-check load made it an error)."""
+    from checks.auth import probe_login
+    from checks.conn import TLSSession
+    from checks.endpoints import Endpoint
+    from checks.net import Network
+    from checks.runner import ProbeContext
+    from checks.sessions import Session
+
+    ep = Endpoint("imap.healthy.test", "127.1.1.11", 110, "pop3", "starttls", "client", True)
+    tls = TLSSession("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, (), "imap.healthy.test")
+    busy = Session(ep, "+OK", ("STLS", "SASL"), tls, ("USER", "SASL"), complete=True)
+    empty = replace(busy, tls_capabilities=("TOP", "UIDL"))  # no USER, no SASL: none at all
+    results = {"connect.submission": [], "connect.imap": [], "connect.pop3": [busy]}
+    request = CheckRequest("healthy.test", "healthy.test")
+    ctx = ProbeContext(request, Network(lab_config), results)
+    await probe_login(ctx)
+    assert [f.code for f in ctx.findings] == ["auth.mechanisms"]  # USER is a login
+    busy = replace(busy, tls_capabilities=("TOP", "SASL"))
+    for session, code in ((busy, "auth.mechanisms.unavailable"), (empty, "auth.mechanisms.none")):
+        ctx = ProbeContext(request, Network(lab_config), {**results, "connect.pop3": [session]})
+        await probe_login(ctx)
+        assert [f.code for f in ctx.findings] == [code], session.tls_capabilities
