@@ -1,12 +1,15 @@
 """`mailcheck`: the engine in a terminal.
 
     mailcheck check example.com [--json] [--resolver IP[:PORT]]... [--allow-target CIDR]...
+    mailcheck check a.example b.example [--file FILE|-] [--parallel N] [--json]
     mailcheck sendtest example.com [--account NAME] [--json]
     mailcheck codes [--markdown]
     mailcheck bot | worker | receiver
 
 Exit status: 0 when no finding reaches the `--fail-on` level (default error),
 1 when one does, 2 for a usage error (bad domain, unknown option or stage).
+A batch (several domains, or --file) exits with its worst check's status and
+runs nothing when one of its domains is a usage error (bot/batch.py).
 
 Each command imports what it uses when it runs (issue 18: start-up within
 150 ms): `--help` and `codes` stay clear of the engine, `check` of Redis, saq,
@@ -34,6 +37,11 @@ if TYPE_CHECKING:
     from bot.settings import Settings
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+# Checks of a batch at once: they wait on the network far more than on the
+# CPU, and a process runs on one core whatever the machine has. The cap
+# bounds the sockets (a check may hold a dozen at once) under a common
+# 8192-descriptor limit.
+PARALLEL, MAX_PARALLEL = 16, 500
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,11 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser(
         "check",
-        help="check a domain",
-        description="Check a domain's mail setup. DOMAIN may also be an email address or a URL.",
+        help="check a domain, or several",
+        description="Check a domain's mail setup. DOMAIN may also be an email address or a URL. "
+        "Several domains (or --file) are checked in one batch: a line per domain in the "
+        "order given, then a summary table; every option applies to each check.",
     )
-    check.add_argument("domain", metavar="DOMAIN")
-    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("domain", metavar="DOMAIN", nargs="*")
+    check.add_argument(
+        "--file",
+        metavar="FILE",
+        help="check the domains listed in FILE too, one per line ('-': stdin; "
+        "blank lines and # comments skipped)",
+    )
+    check.add_argument(
+        "--parallel",
+        type=_parallel,
+        metavar="N",
+        help=f"checks of a batch run at once (default {PARALLEL}, at most {MAX_PARALLEL})",
+    )
+    check.add_argument(
+        "--json", action="store_true", help="print the report as JSON (a batch: JSON Lines)"
+    )
     check.add_argument(
         "--resolver",
         action="append",
@@ -177,8 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parallel(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PARALLEL:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_PARALLEL}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "check" and not any(x.startswith("-") for x in extra):
+        args.domain += extra  # `check a.example --stage dns b.example`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "check" and not args.domain and args.file is None:
+        parser.error("the following arguments are required: DOMAIN (or --file FILE)")
     try:
         if args.command == "codes":
             return _codes(args.markdown)
@@ -241,7 +278,6 @@ def _check(args: argparse.Namespace) -> int:
     from bot import terminal
     from bot.settings import Settings, parse_resolvers
     from checks import jsonreport
-    from checks.names import normalize_domain, normalize_selector, normalize_sender_ip
 
     settings = Settings.from_env().override(
         resolvers=parse_resolvers(args.resolver) if args.resolver else None,
@@ -250,26 +286,34 @@ def _check(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         trust_anchor_file=args.trust_anchor,
     )
-    name = normalize_domain(args.domain)
-    request = CheckRequest(
-        domain=name.ascii,
-        display=name.unicode,
-        original=args.domain,
-        stages=frozenset(Stage(s) for s in args.stage) if args.stage else None,
-        dkim_selectors=tuple(normalize_selector(s) for s in args.dkim_selector),
-        sender_ips=tuple(normalize_sender_ip(a) for a in args.sender_ip),
-        mobileconfig_url=_url(args.mobileconfig) if args.mobileconfig else None,
-        account=(
-            settings.accounts.for_domain(args.account, name.ascii).name if args.account else None
-        ),
-    )
+    requests = _requests(args, settings)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     redact_logs(settings)
+    resolver = ", ".join(str(n) for n in settings.resolvers) or "system resolver"
+    fail_on = Severity(args.fail_on)
+    if args.file is not None or len(requests) > 1:
+        from bot.batch import run_batch
+
+        async def keep(report: Report) -> str:
+            return await _keep_and_compare(settings, report)
+
+        failed = asyncio.run(
+            run_batch(
+                requests,
+                settings.engine_config(),
+                parallel=args.parallel or PARALLEL,
+                fail_on=fail_on,
+                json_lines=args.json,
+                verbose=args.verbose,
+                resolver=resolver,
+                keep=keep if args.compare_last else None,
+            )
+        )
+        return EXIT_PROBLEMS if failed else EXIT_OK
+
     err = Console(stderr=True)
     live = err.is_terminal and not args.json
-    report = asyncio.run(_run(request, settings, err if live else None))
-
-    resolver = ", ".join(str(n) for n in settings.resolvers) or "system resolver"
+    report = asyncio.run(_run(requests[0], settings, err if live else None))
     changes = asyncio.run(_keep_and_compare(settings, report)) if args.compare_last else None
     if args.json:
         sys.stdout.write(jsonreport.dumps(report) + "\n")
@@ -277,8 +321,49 @@ def _check(args: argparse.Namespace) -> int:
         terminal.print_report(Console(), report, resolver=resolver, verbose=args.verbose)
     if changes is not None:
         print(changes, file=sys.stderr if args.json else sys.stdout)
-    fail_on = Severity(args.fail_on)
     return EXIT_PROBLEMS if report.at_least(fail_on) else EXIT_OK
+
+
+def _requests(args: argparse.Namespace, settings: Settings) -> list[CheckRequest]:
+    """A request per DOMAIN, then per line of --file, in that order; InputError
+    (naming the file's line) for the first that cannot be checked."""
+    from checks.names import normalize_domain, normalize_selector, normalize_sender_ip
+
+    given: list[tuple[str, str | None]] = [(d, None) for d in args.domain]
+    if args.file is not None:
+        from bot.batch import read_domains
+
+        given += read_domains(args.file)
+    stages = frozenset(Stage(s) for s in args.stage) if args.stage else None
+    selectors = tuple(normalize_selector(s) for s in args.dkim_selector)
+    sender_ips = tuple(normalize_sender_ip(a) for a in args.sender_ip)
+    mobileconfig = _url(args.mobileconfig) if args.mobileconfig else None
+    requests = []
+    for text, where in given:
+        try:
+            name = normalize_domain(text)
+            account = (
+                settings.accounts.for_domain(args.account, name.ascii).name
+                if args.account
+                else None
+            )
+        except InputError as exc:
+            if where is None:
+                raise
+            raise InputError(f"{where}: {exc}") from None
+        requests.append(
+            CheckRequest(
+                domain=name.ascii,
+                display=name.unicode,
+                original=text,
+                stages=stages,
+                dkim_selectors=selectors,
+                sender_ips=sender_ips,
+                mobileconfig_url=mobileconfig,
+                account=account,
+            )
+        )
+    return requests
 
 
 def _sendtest(args: argparse.Namespace) -> int:

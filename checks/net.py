@@ -17,7 +17,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -111,14 +111,53 @@ def make_resolver(config: EngineConfig) -> dns.asyncresolver.Resolver:
     return resolver
 
 
+class Politeness:
+    """Connections open at once to one address:port, across the checks that
+    share this (a batch in one process). Each check opens one at a time per
+    address:port; without a shared bound, a batch of 100 domains hosted by one
+    provider would open 100 at once to its MX, which postscreen and
+    connection-rate limits take for an attack. A slot lives while it is used
+    or waited for, so a long batch keeps nothing per address it once met."""
+
+    def __init__(self, per_port: int = 2) -> None:
+        self.per_port = per_port
+        self._slots: dict[tuple[str, int], _Slot] = {}
+
+    @asynccontextmanager
+    async def turn(self, address: str, port: int) -> AsyncIterator[None]:
+        """Hold one of the address:port's slots (wait for one to be free)."""
+        key = (address, port)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(self.per_port)
+        slot.users += 1
+        try:
+            async with slot.free:
+                yield
+        finally:
+            slot.users -= 1
+            if not slot.users:
+                del self._slots[key]
+
+
+class _Slot:
+    def __init__(self, size: int) -> None:
+        self.free = asyncio.Semaphore(size)
+        self.users = 0  # holding or waiting
+
+
 class Network:
     """The door, for one check: resolver, target policy, timeouts, memo."""
 
     def __init__(
-        self, config: EngineConfig, resolver: dns.asyncresolver.Resolver | None = None
+        self,
+        config: EngineConfig,
+        resolver: dns.asyncresolver.Resolver | None = None,
+        politeness: Politeness | None = None,
     ) -> None:
         self.config = config
         self.policy = config.policy
+        self.politeness = politeness  # shared with the other checks of a batch, if any
         self._resolver = resolver or make_resolver(config)
         self._memo: dict[tuple[str, str], asyncio.Task[DNSAnswer]] = {}
         self._dnssec_memo: dict[tuple[str, str], asyncio.Task[SignedAnswer]] = {}
@@ -141,7 +180,7 @@ class Network:
         packet, then this address:port's lock. Yields (address, port, the
         transcript header). Every connection spends the check's budget
         (ConnectBudgetExceeded once it is spent) and waits for a slot of its
-        /24 or /64."""
+        /24 or /64, then for one of the batch's slots of the address:port."""
         address, port = target.address, target.port
         if address is None or port is None:
             raise ValueError("a connection needs an address and a port")
@@ -152,6 +191,7 @@ class Network:
         async with (
             self._locks.setdefault((address, port), asyncio.Lock()),
             self.budget.prefix_slot(address),
+            self.politeness.turn(address, port) if self.politeness else nullcontext(),
         ):
             self._not_again(address, port, header)  # it timed out while this one waited
             yield address, port, header
@@ -174,8 +214,9 @@ class Network:
         Raises TargetRefused before any packet when the policy forbids the
         address; ConnectRefused / ConnectTimeout / ConnectFailed otherwise.
         At most one connection per address:port is open at a time (polite to
-        servers that count connections, and postscreen-safe); later callers
-        wait their turn. The conversation lands in the probe's transcript.
+        servers that count connections, and postscreen-safe), and two among
+        the checks sharing a Politeness; later callers wait their turn. The
+        conversation lands in the probe's transcript.
         """
         async with self._turn(target) as (address, port, header):
             started = time.monotonic()

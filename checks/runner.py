@@ -25,7 +25,7 @@ from checks import catalog
 from checks.budget import charging
 from checks.config import EngineConfig
 from checks.model import CheckRequest, Finding, ProbeTiming, Report, Severity, Stage, Target
-from checks.net import Network, recording
+from checks.net import Network, Politeness, recording
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +159,13 @@ async def stream(
     *,
     probes: Sequence[Probe] | None = None,
     network: Network | None = None,
+    politeness: Politeness | None = None,
 ) -> AsyncIterator[Event]:
-    """Run the check, yielding events as probes start and finish, then CheckDone."""
+    """Run the check, yielding events as probes start and finish, then CheckDone.
+    Checks run side by side share a `politeness` (a batch's bound on the
+    connections open at once to one address:port)."""
     selected = plan(probes if probes is not None else default_probes(), request)
-    net = network or Network(config)
+    net = network or Network(config, politeness=politeness)
     started_at = datetime.now(UTC)
     t0 = time.monotonic()
     events: asyncio.Queue[Event] = asyncio.Queue()
@@ -298,9 +301,11 @@ async def run(
     *,
     probes: Sequence[Probe] | None = None,
     network: Network | None = None,
+    politeness: Politeness | None = None,
 ) -> Report:
     """Run the check to the end and return its Report."""
-    async for event in stream(request, config, probes=probes, network=network):
+    events = stream(request, config, probes=probes, network=network, politeness=politeness)
+    async for event in events:
         if isinstance(event, CheckDone):
             return event.report
     raise RuntimeError("check ended without a report")  # pragma: no cover
