@@ -43,7 +43,7 @@ from bot import access, blocks, terminal
 from bot.commands import describe_every
 from bot.history import HistoryStore
 from bot.outbox import END, Delivery, Outbox, Write, reply
-from bot.poster import FINAL_ERRORS, Poster, RunState, slack_client
+from bot.poster import FINAL_ERRORS, Poster, ReportFile, RunState, slack_client
 from bot.queue import (
     POST_QUEUE_NAME,
     CheckJob,
@@ -447,13 +447,12 @@ async def _finish(
     await _keep(history, state, job, report, job.user)
     verdict = blocks.verdict_message(report, job.user, rerun_value(job))
     writes: list[tuple[str, Write]] = []
+    budget = Budget(settings.slack_max_replies - 1)
     if live:
-        budget = Budget(settings.slack_max_replies - 1)
         for stage in Stage:
             writes += budget.stage_writes(report, stage)
     else:
         writes.append(("parent", Write("parent", verdict)))
-        budget = Budget(settings.slack_max_replies - 1)
         writes += budget.writes("report", blocks.report_pages(report))
     writes += await _thread_end(job, settings, report, budget)
     if live:
@@ -496,35 +495,20 @@ async def _thread_end(
     writes: list[tuple[str, Write]] = []
     if budget.left:
         message = blocks.left_out_message(budget.left, settings.slack_max_replies)
-        resolver = ", ".join(str(ns) for ns in settings.resolvers) or "system resolver"
-        text = await asyncio.to_thread(terminal.plain_text, report, resolver=resolver)
-        writes += [
-            ("left_out", reply(message)),
-            (
-                "report_file",
-                Write(
-                    "upload",
-                    filename=f"mailcheck-{job.domain}-report.txt",
-                    title=f"Full report: {job.display}",
-                    content=text,
-                ),
-            ),
-        ]
+        file = ReportFile.of(
+            settings, f"mailcheck-{job.domain}-report.txt", f"Full report: {job.display}"
+        )
+        text = await asyncio.to_thread(terminal.plain_text, report, resolver=file.resolver)
+        upload = Write("upload", filename=file.filename, title=file.title, content=text)
+        writes += [("left_out", reply(message)), ("report_file", upload)]
+    if report.worst < Severity.INCONCLUSIVE:
+        return writes
     text = "\n".join(
         f"## {probe}\n" + "\n".join(lines) for probe, lines in report.transcripts.items() if lines
     )
-    if text and report.worst >= Severity.INCONCLUSIVE:
-        writes.append(
-            (
-                "transcripts",
-                Write(
-                    "upload",
-                    filename=f"mailcheck-{job.domain}-transcripts.txt",
-                    title=f"Transcripts: {job.display}",
-                    content=text,
-                ),
-            )
-        )
+    if text:
+        name, title = f"mailcheck-{job.domain}-transcripts.txt", f"Transcripts: {job.display}"
+        writes.append(("transcripts", Write("upload", filename=name, title=title, content=text)))
     return writes
 
 
