@@ -31,6 +31,7 @@ class _UDPClientSide(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.proxy.datagrams += 1
+        self.proxy.arrivals.append((asyncio.get_running_loop().time(), data))
         asyncio.get_running_loop().create_task(self._forward(data, addr))
 
     async def _forward(self, data: bytes, addr: Any) -> None:
@@ -66,6 +67,9 @@ class DelayProxy:
         self.upstream = upstream
         self.rtt = rtt
         self.datagrams = 0
+        self.arrivals: list[tuple[float, bytes]] = []  # (loop time, datagram) from clients
+        self.open = 0  # TCP connections open through the proxy now
+        self.most_open = 0  # and at most, so far
         self._udp: _UDPClientSide | None = None
         self._tcp: asyncio.AbstractServer | None = None
 
@@ -88,6 +92,16 @@ class DelayProxy:
             await self._tcp.wait_closed()
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await self._relay(reader, writer)
+        except asyncio.CancelledError:  # the bench is over: nothing to report
+            writer.close()
+        finally:
+            self.open -= 1
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(self.rtt / 2)  # the SYN's half of the handshake delay
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
@@ -100,10 +114,26 @@ class DelayProxy:
         )
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await asyncio.sleep(self.rtt / 2)
+        """Each chunk leaves rtt/2 after it arrived, as on a wire: a burst of
+        chunks is delayed once, not once per chunk."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    return
+                await asyncio.sleep(max(0.0, due - loop.time()))
                 writer.write(data)
                 await writer.drain()
+
+        sender = asyncio.create_task(deliver())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((loop.time() + self.rtt / 2, data))
+            queue.put_nowait((loop.time() + self.rtt / 2, b""))
+            await sender
         finally:
+            sender.cancel()
             writer.close()

@@ -12,16 +12,19 @@ and so does the MTA-STS policy host. The zones are signed like the lab's
 records, so DNSSEC validation and DANE matching are part of the check.
 
 It prints each check's duration against the critical path: the longest chain
-of round trips that must happen one after another (see CRITICAL_PATH), and,
-for halfdown.test, the cost of the filtered host against one connect timeout.
+of round trips that must happen one after another (see CRITICAL_PATH; issue
+18 asks for at most 1.3x), and, for halfdown.test, the cost of the filtered
+host against one connect timeout.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
 from pathlib import Path
+from typing import Any
 
 from bench.delayproxy import DelayProxy
 from checks.config import EngineConfig, Nameserver, Timeouts
@@ -54,19 +57,13 @@ PORTS = {
 FILTERED = "127.1.20.2"  # dropped by the lab's iptables chain
 CONNECT_TIMEOUT = 2.0
 
-# Round trips on the longest chain of the healthy check (IMAP on 143, whose
-# SRV lookup waits for the MX lookup):
-#   DNS: MX, then SRV, then the SRV target's A/AAAA            3
-#   connect + greeting (SYN/SYN-ACK, then the banner's half)    1.5
-#   CAPABILITY, STARTTLS, TLS 1.3 handshake, CAPABILITY, LOGOUT 5
-#   legacy TLS probe: connect + greeting, CAPABILITY, STARTTLS,
-#   refused handshake                                           4.5
-#
-# The other long chains are shorter: the autoconfig stage's (MX; Outlook's
-# http GET: A, connect, GET; its POST: connect, TLS, POST; then the servers
-# named, whose conversations the connect stage already had) is 7-8, the
-# MTA-STS fetch 6, DNSSEC validation 4-5.
-CRITICAL_PATH = 3 + 1.5 + 5 + 4.5
+# Round trips on the longest chain that must happen one after another, port 25
+# of the MX: the MX lookup, its host's address, connect, greeting, EHLO,
+# STARTTLS, the TLS 1.3 handshake, EHLO again. Every other lookup starts at
+# once (SRV, TXT, _dmarc, _mta-sts, DKIM and the web names are asked at the
+# start), and each legacy-TLS probe runs beside its port's main conversation.
+CRITICAL_PATH = 8
+TARGET_RATIO = 1.3
 
 
 def bench_zones(pki: LabPKI) -> SignedLab:
@@ -108,17 +105,36 @@ def bench_zones(pki: LabPKI) -> SignedLab:
     return sign_lab(zones, unsigned={REVERSE_ZONE})
 
 
+def serve_proxies(rtt: float, ready: Any, stop: Any) -> None:
+    """The delay proxies, in a process of their own: in the check's process
+    their CPU would queue behind the check's and add latency of its own."""
+
+    async def serve() -> None:
+        proxies = [DelayProxy(DNS_PROXY, BENCH_DNS, rtt)]
+        proxies += [
+            DelayProxy((PROXIED[real], port), (real, port), rtt)
+            for real, ports in PORTS.items()
+            for port in ports
+        ]
+        for i, proxy in enumerate(proxies):
+            await proxy.start(udp=i == 0, tcp=i > 0)
+        ready.set()
+        await asyncio.to_thread(stop.wait)
+        for proxy in proxies:
+            await proxy.stop()
+
+    asyncio.run(serve())
+
+
 async def measure(
     domain: str, rtt: float, runs: int, ca_file: str, anchors: tuple[str, ...]
 ) -> list[Report]:
-    proxies = [DelayProxy(DNS_PROXY, BENCH_DNS, rtt)]
-    proxies += [
-        DelayProxy((PROXIED[real], port), (real, port), rtt)
-        for real, ports in PORTS.items()
-        for port in ports
-    ]
-    for i, proxy in enumerate(proxies):
-        await proxy.start(udp=i == 0, tcp=i > 0)
+    ready, stop = multiprocessing.Event(), multiprocessing.Event()
+    proxies = multiprocessing.Process(target=serve_proxies, args=(rtt, ready, stop))
+    proxies.start()
+    if not ready.wait(10):
+        proxies.terminate()
+        raise SystemExit("the delay proxies did not start")
     config = EngineConfig(
         nameservers=(Nameserver(*DNS_PROXY),),
         policy=TargetPolicy(parse_networks(["127.1.0.0/16"])),
@@ -132,8 +148,8 @@ async def measure(
         for _ in range(runs):
             reports.append(await run(CheckRequest(domain, domain), config))
     finally:
-        for proxy in proxies:
-            await proxy.stop()
+        stop.set()
+        proxies.join(10)
     return reports
 
 
@@ -165,7 +181,7 @@ def main() -> None:
     rtt_ms = args.rtt * 1000
     base, slow = results["healthy.test"]
     bad = [f.code for f in slow[-1].findings if f.severity >= Severity.WARNING]
-    bound = median_ms(base) + CRITICAL_PATH * rtt_ms
+    bound = CRITICAL_PATH * rtt_ms
     print(
         f"full check of healthy.test, {args.runs} runs each, "
         f"{len(slow[-1].timings)} probes, problems: {bad or 'none'}"
@@ -173,8 +189,9 @@ def main() -> None:
     print(f"  no added latency:         median {median_ms(base):7.1f} ms")
     print(f"  +{rtt_ms:.0f} ms per round trip:   median {median_ms(slow):7.1f} ms")
     print(
-        f"  critical path bound:      {bound:7.1f} ms ({CRITICAL_PATH:g} round trips "
-        f"+ the no-latency time)  ratio {median_ms(slow) / bound:.2f}x"
+        f"  critical path:            {bound:7.1f} ms ({CRITICAL_PATH:g} round trips)  "
+        f"ratio {median_ms(slow) / bound:.2f}x (target {TARGET_RATIO:g}x, "
+        f"{TARGET_RATIO * bound:.0f} ms)"
     )
     hb, hs = results["halfdown.test"]
     extra = median_ms(hs) - median_ms(slow)

@@ -38,7 +38,6 @@ import logging
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -485,6 +484,8 @@ def _load_toml(path: str) -> dict[str, Any]:
         data = b"".join(chunks)
     finally:
         os.close(fd)
+    import tomllib  # only an operator with a file pays for its parser
+
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:

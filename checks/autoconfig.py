@@ -22,7 +22,7 @@ from checks import clientconf, http, tls
 from checks.budget import spent
 from checks.clientconf import ClientConfig, ConfigError, ServerSetting
 from checks.dns import MXSet, SRVTarget
-from checks.endpoints import Endpoint
+from checks.endpoints import Endpoint, address_questions
 from checks.errors import (
     ConnectionClosed,
     ConnectTimeout,
@@ -758,8 +758,23 @@ async def probe_servers(ctx: ProbeContext) -> None:
 
 
 PROBES: tuple[Probe, ...] = (
-    Probe("autoconfig.thunderbird", Stage.AUTOCONFIG, probe_thunderbird, needs=("dns.mx",)),
-    Probe("autoconfig.outlook", Stage.AUTOCONFIG, probe_outlook, needs=("dns.mx",)),
+    Probe(
+        "autoconfig.thunderbird",
+        Stage.AUTOCONFIG,
+        probe_thunderbird,
+        needs=("dns.mx",),
+        asks=lambda r, _c: address_questions(f"autoconfig.{r.domain}", r.domain),
+    ),
+    Probe(
+        "autoconfig.outlook",
+        Stage.AUTOCONFIG,
+        probe_outlook,
+        needs=("dns.mx",),
+        asks=lambda r, _c: [
+            *address_questions(f"autodiscover.{r.domain}", r.domain),
+            (f"_autodiscover._tcp.{r.domain}", "SRV"),
+        ],
+    ),
     Probe("autoconfig.mailconf", Stage.AUTOCONFIG, probe_mailconf, needs=("dns.mailconf",)),
     Probe("autoconfig.mobileconfig", Stage.AUTOCONFIG, probe_mobileconfig),
     Probe(

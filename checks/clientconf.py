@@ -36,7 +36,6 @@ from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as SafeET
 import idna
-from asn1crypto import cms  # type: ignore[import-untyped]  # no stubs, no py.typed
 from defusedxml import DefusedXmlException, EntitiesForbidden, ExternalReferenceForbidden
 
 from checks import signeddata
@@ -752,7 +751,9 @@ def _unwrap_cms(body: bytes, ca_file: str | None) -> tuple[bytes, signeddata.Ver
 
     asn1crypto reads BER as well as DER: Apple's CMSEncoder writes indefinite
     lengths and the content as a chunked OCTET STRING, which a minimal DER
-    walker would refuse."""
+    walker would refuse. Imported here: most profiles are not signed."""
+    from asn1crypto import cms  # type: ignore[import-untyped]  # no stubs, no py.typed
+
     try:
         info = cms.ContentInfo.load(body)
         content_type = info["content_type"].native

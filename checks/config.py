@@ -90,7 +90,7 @@ class Budgets:
     connections: int = 200  # TCP connections per check
     dns_queries: int = 1500  # DNS questions per check (a full check asks about 100)
     spf_queries: int = 100  # of those, the SPF diagnosis' own walk of the record tree
-    prefix_connections: int = 4  # open at once to one /24 (IPv4) or /64 (IPv6)
+    prefix_connections: int = 16  # open at once to one /24 (IPv4) or /64 (IPv6)
 
 
 @dataclass(frozen=True)

@@ -16,26 +16,23 @@ judge ourselves. The same code serves STARTTLS and implicit TLS.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-
-from OpenSSL import SSL
+from typing import TYPE_CHECKING, Any
 
 from checks.config import Limits
 from checks.errors import ConnectionClosed, ProtocolViolation, ReadTimeout, TLSDropped, TLSFailed
 from checks.model import Target
 from checks.text import untrusted
 
+if TYPE_CHECKING:
+    from OpenSSL import SSL
+
 # Everything OpenSSL can still speak: we want to see what the server accepts,
 # then judge it, rather than fail the handshake for a reason we cannot report.
 PERMISSIVE_CIPHERS = b"ALL:COMPLEMENTOFALL:@SECLEVEL=0"
-
-TLS_VERSIONS = {
-    "TLSv1": SSL.TLS1_VERSION,
-    "TLSv1.1": SSL.TLS1_1_VERSION,
-    "TLSv1.2": SSL.TLS1_2_VERSION,
-    "TLSv1.3": SSL.TLS1_3_VERSION,
-}
 
 
 @dataclass(frozen=True)
@@ -49,12 +46,25 @@ class TLSSession:
     server_name: str | None
 
 
+@functools.lru_cache(maxsize=8)
 def tls_context(version: str | None = None) -> SSL.Context:
     """A client context that verifies nothing (we verify later, ourselves);
     `version` pins the protocol ("TLSv1"...), "legacy" offers TLS 1.0-1.1, and
     "client" offers only what a current mail client would (TLS 1.2 or later,
     OpenSSL's default ciphers and security level): the context for connections
-    that carry a password, whose certificate is then verified before it is sent."""
+    that carry a password, whose certificate is then verified before it is sent.
+    pyOpenSSL (and cryptography under it) is imported here, by the first
+    handshake, not with the module: a check without TLS never loads it. One
+    context per kind, made once per process: making one costs more CPU than
+    a loopback handshake."""
+    from OpenSSL import SSL
+
+    versions = {
+        "TLSv1": SSL.TLS1_VERSION,
+        "TLSv1.1": SSL.TLS1_1_VERSION,
+        "TLSv1.2": SSL.TLS1_2_VERSION,
+        "TLSv1.3": SSL.TLS1_3_VERSION,
+    }
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_verify(SSL.VERIFY_NONE)
     if version == "client":
@@ -65,8 +75,8 @@ def tls_context(version: str | None = None) -> SSL.Context:
         ctx.set_min_proto_version(SSL.TLS1_VERSION)
         ctx.set_max_proto_version(SSL.TLS1_1_VERSION)
     elif version is not None:
-        ctx.set_min_proto_version(TLS_VERSIONS[version])
-        ctx.set_max_proto_version(TLS_VERSIONS[version])
+        ctx.set_min_proto_version(versions[version])
+        ctx.set_max_proto_version(versions[version])
     else:
         ctx.set_min_proto_version(SSL.TLS1_VERSION)
     return ctx
@@ -95,6 +105,14 @@ class Connection:
         self._eof = False
         self._tls: SSL.Connection | None = None
         self.tls: TLSSession | None = None
+        self.goodbye: Coroutine[Any, Any, None] | None = None
+
+    def leave(self, goodbye: Coroutine[Any, Any, None]) -> None:
+        """Say `goodbye` (QUIT, LOGOUT) once the caller is done with the
+        connection: the door sends it and waits for its reply in the
+        background, so no probe waits a round trip for a farewell."""
+        self.goodbye = goodbye
+        self.note("-- goodbye sent as the conversation ends; its reply is not waited for")
 
     # -- transcript ----------------------------------------------------------------
 
@@ -163,6 +181,8 @@ class Connection:
                 return await self._reader.read(65536)
             except ConnectionError:
                 return b""
+        from OpenSSL import SSL  # loaded by start_tls already
+
         while True:
             try:
                 return self._tls.recv(65536)
@@ -186,6 +206,8 @@ class Connection:
 
     def _pump_out_bytes(self) -> bytes:
         assert self._tls is not None
+        from OpenSSL import SSL  # loaded by start_tls already
+
         out = b""
         while True:
             try:
@@ -229,6 +251,8 @@ class Connection:
             # Bytes after the STARTTLS reply and before the handshake: a classic
             # injection hole (CVE-2011-0411); refuse them.
             raise ProtocolViolation("the server sent data before the TLS handshake")
+        from OpenSSL import SSL
+
         tls = SSL.Connection(tls_context(version), None)
         if server_name:
             tls.set_tlsext_host_name(server_name.encode("idna"))
@@ -279,6 +303,8 @@ class Connection:
     async def aclose(self) -> None:
         try:
             if self._tls is not None:
+                from OpenSSL import SSL  # loaded by start_tls already
+
                 try:
                     self._tls.shutdown()
                     await self._pump_out()

@@ -206,6 +206,9 @@ async def probe_mx(ctx: ProbeContext) -> MXSet | None:
     # Senders try the most preferred first: those are the ones worth checking.
     kept = ctx.net.budget.cap("mx_hosts", [mx for mx in records if mx.host], lambda mx: mx.host)
     records = tuple(mx for mx in records if not mx.host or mx in kept)
+    # The hosts' addresses are the next step of the longest chain (MX, address,
+    # connect...): asked now, before the probes this answer starts are scheduled.
+    ctx.net.prefetch((mx.host, rdtype) for mx in kept for rdtype in ("A", "AAAA"))
     listing = ", ".join(f"{mx.preference} {mx.host or '.'}" for mx in records)
     if published > len(records):
         listing += f" (and {published - len(records)} more)"
@@ -520,9 +523,21 @@ async def probe_mailconf(ctx: ProbeContext) -> str | None:
 
 
 PROBES: tuple[Probe, ...] = (
-    Probe("dns.mx", Stage.DNS, probe_mx),
+    Probe("dns.mx", Stage.DNS, probe_mx, asks=lambda r, _c: [(r.domain, "MX")]),
     Probe("dns.mx.hosts", Stage.DNS, probe_mx_hosts, needs=("dns.mx",)),
     Probe("dns.ptr", Stage.DNS, probe_ptr, needs=("dns.mx.hosts",)),
-    Probe("dns.srv", Stage.DNS, probe_srv, needs=("dns.mx",)),
-    Probe("dns.mailconf", Stage.DNS, probe_mailconf, needs=("dns.mx",)),
+    Probe(
+        "dns.srv",
+        Stage.DNS,
+        probe_srv,
+        needs=("dns.mx",),
+        asks=lambda r, _c: [(f"{service}.{r.domain}", "SRV") for service, _ in SRV_SERVICES],
+    ),
+    Probe(
+        "dns.mailconf",
+        Stage.DNS,
+        probe_mailconf,
+        needs=("dns.mx",),
+        asks=lambda r, _c: [(r.domain, "TXT")],
+    ),
 )

@@ -77,6 +77,11 @@ POP3 = ServiceSpec(
 )
 
 
+def address_questions(*names: str) -> list[tuple[str, str]]:
+    """The A and AAAA questions for `names`, for a probe's `asks`."""
+    return [(name, rdtype) for name in names for rdtype in ("A", "AAAA")]
+
+
 def mx_endpoints(hosts: Sequence[MailHost]) -> list[Endpoint]:
     return [
         Endpoint(h.host, address, 25, "smtp", "starttls", "mx", True)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -58,6 +58,10 @@ _transcript: ContextVar[list[str] | None] = ContextVar("mailcheck_transcript", d
 
 
 A = TypeVar("A")
+
+# Connections one check opens at once to one address:port: a mail client opens
+# several too, and a second lets the legacy-TLS probe run beside the main one.
+PER_PORT = 2
 
 
 @contextmanager
@@ -164,12 +168,16 @@ class Network:
         self._server_memo: dict[tuple[str, int, str, str], asyncio.Task[ServerAnswer]] = {}
         # Per-check caches of the stages (e.g. which server settings work).
         self.memo: dict[str, Any] = {}
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._ports: dict[tuple[str, int], asyncio.Semaphore] = {}
         # Addresses that let a connect time out in this check, with what was
         # tried: later connects get that outcome at once (one timeout per host,
         # not one per probe). Port 25 is remembered for port 25 alone: it is
         # the port a checker's own network most often blocks outbound.
         self._silent: dict[tuple[str, int | None], str] = {}
+        # Connects in flight, per address:port: a second waits for the first's
+        # SYN to be answered, so a silent port is waited for once, not twice.
+        self._dialing: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._parting: set[asyncio.Task[None]] = set()  # goodbyes still being said
         self.budget = Ledger(config.budgets)  # this check's budgets (checks.budget)
 
     # -- connections ---------------------------------------------------------------
@@ -177,7 +185,7 @@ class Network:
     @asynccontextmanager
     async def _turn(self, target: Target) -> AsyncIterator[tuple[str, int, str]]:
         """The gate every connection passes: the target policy before any
-        packet, then this address:port's lock. Yields (address, port, the
+        packet, then one of this address:port's two slots. Yields (address, port, the
         transcript header). Every connection spends the check's budget
         (ConnectBudgetExceeded once it is spent) and waits for a slot of its
         /24 or /64, then for one of the batch's slots of the address:port."""
@@ -189,12 +197,37 @@ class Network:
         self._not_again(address, port, header)
         self.budget.spend_connection(address, port)
         async with (
-            self._locks.setdefault((address, port), asyncio.Lock()),
+            self._ports.setdefault((address, port), asyncio.Semaphore(PER_PORT)),
             self.budget.prefix_slot(address),
             self.politeness.turn(address, port) if self.politeness else nullcontext(),
         ):
             self._not_again(address, port, header)  # it timed out while this one waited
             yield address, port, header
+
+    async def _dial(self, address: str, port: int, header: str, connect: Awaitable[A]) -> A:
+        """Await `connect` within the connect timeout, once no other connect to
+        address:port is in flight (if that one timed out: ConnectTimeout at
+        once, from the memo). Its failures as the door's errors."""
+        key = (address, port)
+        try:
+            while (pending := self._dialing.get(key)) is not None:
+                await asyncio.shield(pending)
+                self._not_again(address, port, header)
+        except BaseException:
+            _discard(connect)
+            raise
+        done = self._dialing[key] = asyncio.get_running_loop().create_future()
+        timeout = self.config.timeouts.connect
+        try:
+            async with asyncio.timeout(timeout):
+                return await connect
+        except OSError as exc:  # TimeoutError and ConnectionRefusedError among them
+            if isinstance(exc, TimeoutError):
+                self._timed_out(address, port, timeout)
+            raise _connect_failure(header, exc, timeout) from exc
+        finally:
+            del self._dialing[key]
+            done.set_result(None)
 
     def _not_again(self, address: str, port: int, header: str) -> None:
         """ConnectTimeout at once when `address` timed out earlier in this check."""
@@ -213,32 +246,57 @@ class Network:
 
         Raises TargetRefused before any packet when the policy forbids the
         address; ConnectRefused / ConnectTimeout / ConnectFailed otherwise.
-        At most one connection per address:port is open at a time (polite to
-        servers that count connections, and postscreen-safe), and two among
-        the checks sharing a Politeness; later callers wait their turn. The
-        conversation lands in the probe's transcript.
+        At most two connections per address:port are open at a time, as a
+        mail client opens (polite to servers that count connections, and
+        postscreen-safe), and two among the checks sharing a Politeness; later
+        callers wait their turn. The conversation lands in the probe's
+        transcript.
         """
-        async with self._turn(target) as (address, port, header):
+        slots = AsyncExitStack()  # held until the goodbye is over, maybe in the background
+        address, port, header = await slots.enter_async_context(self._turn(target))
+        try:
             started = time.monotonic()
-            timeout = self.config.timeouts.connect
+            opened = asyncio.open_connection(address, port)
+            reader, writer = await self._dial(address, port, header, opened)
+        except BaseException:
+            await slots.aclose()
+            raise
+        conn = Connection(reader, writer, target, self.config.limits, self.config.timeouts.reply)
+        conn.note(f"-- connected in {(time.monotonic() - started) * 1000:.1f} ms")
+        try:
+            yield conn
+        finally:
+            note(header)
+            for line in conn.transcript:
+                note(f"  {line}")
+            if conn.goodbye is None:
+                try:
+                    await conn.aclose()
+                finally:
+                    await slots.aclose()
+            else:
+                self._part(conn, conn.goodbye, slots)
+
+    def _part(
+        self, conn: Connection, goodbye: Coroutine[Any, Any, None], slots: AsyncExitStack
+    ) -> None:
+        """Finish a goodbye in the background, then close and free the slots."""
+
+        async def part() -> None:
             try:
-                async with asyncio.timeout(timeout):
-                    reader, writer = await asyncio.open_connection(address, port)
-            except OSError as exc:  # TimeoutError and ConnectionRefusedError among them
-                if isinstance(exc, TimeoutError):
-                    self._timed_out(address, port, timeout)
-                raise _connect_failure(header, exc, timeout) from exc
-            conn = Connection(
-                reader, writer, target, self.config.limits, self.config.timeouts.reply
-            )
-            conn.note(f"-- connected in {(time.monotonic() - started) * 1000:.1f} ms")
-            try:
-                yield conn
+                async with asyncio.timeout(self.config.timeouts.reply):
+                    await goodbye
+            except (NetError, OSError):  # TimeoutError among them: a rude goodbye is no problem
+                pass
             finally:
-                await conn.aclose()
-                note(header)
-                for line in conn.transcript:
-                    note(f"  {line}")
+                try:
+                    await conn.aclose()
+                finally:
+                    await slots.aclose()
+
+        task = asyncio.ensure_future(part())
+        self._parting.add(task)
+        task.add_done_callback(self._parting.discard)
 
     @asynccontextmanager
     async def open_socket(self, target: Target) -> AsyncIterator[socket.socket]:
@@ -249,15 +307,12 @@ class Network:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setblocking(False)
-            timeout = self.config.timeouts.connect
+            connected = asyncio.get_running_loop().sock_connect(sock, (address, port))
             try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.get_running_loop().sock_connect(sock, (address, port))
-            except OSError as exc:
+                await self._dial(address, port, header, connected)
+            except BaseException:
                 sock.close()
-                if isinstance(exc, TimeoutError):
-                    self._timed_out(address, port, timeout)
-                raise _connect_failure(header, exc, timeout) from exc
+                raise
             note(f"{header}: connected")
             try:
                 yield sock
@@ -265,13 +320,27 @@ class Network:
                 # A TLS transport closes the socket itself, a moment after it is
                 # told to: closing it under a live transport would free its
                 # descriptor for the next socket while the loop still watches it.
-                for _ in range(100):
+                # It is usually done within a turn or two of the loop.
+                for turn in range(104):
                     if sock.fileno() == -1:
                         break
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0 if turn < 4 else 0.01)
                 sock.close()
 
     # -- DNS -------------------------------------------------------------------
+
+    def prefetch(self, questions: Iterable[tuple[str, str]]) -> None:
+        """Ask these questions now, for probes that will ask them later (after
+        the MX lookup, say): their answers are waiting in the memo by then. A
+        question the budget has no room for is left to its probe, which
+        reports it."""
+        for name, rdtype in questions:
+            key = (name.rstrip(".").lower(), rdtype.upper())
+            if key in self._memo or self.budget.queries >= self.budget.budgets.dns_queries:
+                continue
+            self.budget.spend_query(*key)
+            task = self._memo[key] = asyncio.ensure_future(self._query(*key))
+            task.add_done_callback(_retrieved)
 
     async def query(self, name: str, rdtype: str) -> DNSAnswer:
         """Look up `name`/`rdtype`. Raises NXDomain or ResolverFailure; an
@@ -579,6 +648,19 @@ class SignedAnswer:
             head = dns.rcode.to_text(self.rcode)
         via = " over TCP" if self.tcp else ""
         return f"{head} [{sigs} RRSIG{via}]"
+
+
+def _discard(awaitable: Awaitable[Any]) -> None:
+    """Close a coroutine that will not be awaited (no 'never awaited' warning)."""
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """A prefetched answer nobody asked for: its failure is no error to log."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _connect_failure(header: str, exc: OSError, timeout: float) -> NetError:

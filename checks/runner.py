@@ -3,6 +3,9 @@
 A probe is an `async def probe(ctx) -> result` plus the names of the probes
 whose results it needs. Every probe starts the moment its dependencies are
 done, so a check lasts as long as its longest chain of lookups, not their sum.
+A probe may also follow another without waiting for it (it reads that one's
+result when it must), and name the DNS questions it will ask: the runner asks
+them all at the start, so a lookup waits for no unrelated one before it.
 Events stream out as probes start and finish; the last event is the Report.
 
 A probe that raises is a bug in mailcheck, not a fact about the domain: the
@@ -14,6 +17,7 @@ still running then are cancelled and reported as `engine.deadline`.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -34,11 +38,18 @@ class ProbeContext:
     """What a probe may use: the request, the network door, its dependencies'
     results, and `emit` for findings."""
 
-    def __init__(self, request: CheckRequest, net: Network, results: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        request: CheckRequest,
+        net: Network,
+        results: Mapping[str, Any],
+        followed: Mapping[str, asyncio.Task[_Outcome]] | None = None,
+    ) -> None:
         self.request = request
         self.net = net
         self.domain = request.domain
         self._results = results
+        self._followed = followed or {}
         self.findings: list[Finding] = []
         self.facts: dict[str, Any] = {}
         self.transcript: list[str] = []
@@ -46,6 +57,12 @@ class ProbeContext:
     def result(self, probe: str) -> Any:
         """The value returned by a dependency (declared in `needs`)."""
         return self._results[probe]
+
+    async def followed(self, probe: str) -> Any:
+        """The value of a probe this one follows (declared in `follows`) once
+        it is done; None when it failed or was skipped."""
+        outcome = await asyncio.shield(self._followed[probe])
+        return outcome.value if outcome.status == "done" else None
 
     def emit(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -68,6 +85,10 @@ class Probe:
     stage: Stage
     run: ProbeFunc
     needs: tuple[str, ...] = ()
+    # Planned with this probe and run beside it, not before it: see ProbeContext.followed.
+    follows: tuple[str, ...] = ()
+    # The (name, type) questions it will ask of DNS: asked at the start of the check.
+    asks: Callable[[CheckRequest, EngineConfig], Iterable[tuple[str, str]]] | None = None
 
 
 # -- events ------------------------------------------------------------------
@@ -96,24 +117,42 @@ Event = ProbeStarted | ProbeFinished | CheckDone
 # -- planning ------------------------------------------------------------------
 
 
-def default_probes() -> tuple[Probe, ...]:
-    # The stage modules import this one, so they are imported here, late.
-    from checks import auth, autoconfig, consistency, delivery, dns, mailbox, smtp, tlsprobe
-    from checks.policy import probes as policy
-    from checks.policy import transport
+# The modules of the probes, in planning order, with the stages of their probes.
+PROBE_MODULES: tuple[tuple[str, frozenset[Stage]], ...] = (
+    ("checks.dns", frozenset({Stage.DNS})),
+    ("checks.consistency", frozenset({Stage.DNS, Stage.POLICY})),
+    ("checks.smtp", frozenset({Stage.CONNECT})),
+    ("checks.mailbox", frozenset({Stage.CONNECT})),
+    ("checks.tlsprobe", frozenset({Stage.TLS})),
+    ("checks.policy.probes", frozenset({Stage.POLICY})),
+    ("checks.policy.transport", frozenset({Stage.POLICY, Stage.TLS})),
+    ("checks.autoconfig", frozenset({Stage.AUTOCONFIG})),
+    ("checks.auth", frozenset({Stage.AUTH})),
+    ("checks.delivery", frozenset({Stage.DELIVERY})),
+)
 
-    return (
-        dns.PROBES
-        + consistency.PROBES
-        + smtp.PROBES
-        + mailbox.PROBES
-        + tlsprobe.PROBES
-        + policy.PROBES
-        + transport.PROBES
-        + autoconfig.PROBES
-        + auth.PROBES
-        + delivery.PROBES
-    )
+
+def default_probes(stages: Iterable[Stage] | None = None) -> tuple[Probe, ...]:
+    """The engine's probes, in planning order; with `stages`, only those of the
+    modules holding probes of these stages or of the stages they need, so that
+    a DNS-only check imports no TLS, HTTP or mail-protocol stack (issue 18).
+    A probe's name starts with its stage ("connect.smtp"): a probe needed but
+    not yet imported names the stage to import next (every one, failing that).
+    The stage modules import this one, so they are imported here, late."""
+    wanted = set(Stage) if stages is None else set(stages)
+    while True:
+        probes = tuple(
+            probe
+            for module, held in PROBE_MODULES
+            if held & wanted
+            for probe in importlib.import_module(module).PROBES
+        )
+        known = {p.name for p in probes}
+        missing = {n for p in probes if p.stage in wanted for n in (*p.needs, *p.follows)} - known
+        if not missing or wanted == set(Stage):
+            return probes
+        named = {s for s in Stage if any(n.startswith(f"{s.value}.") for n in missing)}
+        wanted |= named if named - wanted else set(Stage)
 
 
 def available_stages(probes: Iterable[Probe] | None = None) -> list[Stage]:
@@ -136,6 +175,10 @@ def plan(probes: Sequence[Probe], request: CheckRequest) -> list[Probe]:
                 raise ValueError(f"probe {probe.name} needs unknown probe {dep}")
             add(by_name[dep], (*path, probe.name))
         wanted.setdefault(probe.name, probe)
+        for other in probe.follows:
+            if other not in by_name:
+                raise ValueError(f"probe {probe.name} follows unknown probe {other}")
+            add(by_name[other], ())
 
     for probe in probes:
         if request.wants(probe.stage):
@@ -164,7 +207,7 @@ async def stream(
     """Run the check, yielding events as probes start and finish, then CheckDone.
     Checks run side by side share a `politeness` (a batch's bound on the
     connections open at once to one address:port)."""
-    selected = plan(probes if probes is not None else default_probes(), request)
+    selected = plan(probes if probes is not None else default_probes(request.stages), request)
     net = network or Network(config, politeness=politeness)
     started_at = datetime.now(UTC)
     t0 = time.monotonic()
@@ -211,7 +254,8 @@ async def stream(
             return _Outcome("skipped")
         starts[probe.name] = time.monotonic() - t0
         events.put_nowait(ProbeStarted(probe.name, probe.stage))
-        ctx = ProbeContext(request, net, {d: tasks[d].result().value for d in probe.needs})
+        results = {d: tasks[d].result().value for d in probe.needs}
+        ctx = ProbeContext(request, net, results, {f: tasks[f] for f in probe.follows})
         try:
             with recording(ctx.transcript), charging(probe.name, probe.stage):
                 value = await probe.run(ctx)
@@ -238,6 +282,7 @@ async def stream(
         return _Outcome(status, value)
 
     async def supervise() -> None:
+        net.prefetch(q for p in selected if p.asks is not None for q in p.asks(request, config))
         for probe in selected:
             tasks[probe.name] = asyncio.create_task(run_one(probe), name=f"probe:{probe.name}")
         _done, pending = await asyncio.wait(tasks.values(), timeout=config.timeouts.check)

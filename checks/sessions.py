@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from checks.config import EngineConfig
 from checks.conn import Connection, TLSSession
 from checks.dns import MailHost
-from checks.endpoints import Endpoint, ServiceSpec, discover
+from checks.endpoints import Discovery, Endpoint, ServiceSpec, discover
 from checks.errors import (
     BudgetExceeded,
     ConnectFailed,
@@ -158,6 +158,36 @@ def reproduce(endpoint: Endpoint, tls: bool = True) -> str:
     return f"openssl s_client -connect {addr}:{endpoint.port}{starttls} -servername {endpoint.host}"
 
 
+def _key(endpoint: Endpoint) -> tuple[str, str, int, str]:
+    return (endpoint.host, endpoint.address, endpoint.port, endpoint.tls)
+
+
+def _reached(net: Network, endpoint: Endpoint) -> asyncio.Future[bool]:
+    """Whether this check's conversation with `endpoint` reached TLS: set
+    True once it connected (implicit TLS) or saw STARTTLS offered, False once
+    it failed before, for probes that go beside it."""
+    reached: dict[tuple[str, str, int, str], asyncio.Future[bool]]
+    reached = net.memo.setdefault("reached", {})
+    future = reached.get(_key(endpoint))
+    if future is None:
+        future = reached[_key(endpoint)] = asyncio.get_running_loop().create_future()
+    return future
+
+
+async def reached(net: Network, endpoint: Endpoint, source: Awaitable[Any]) -> bool:
+    """True once the conversation with `endpoint` is known to reach TLS (see
+    _reached), False when it failed first or `source` (the probe holding it)
+    ended without it."""
+    known = asyncio.ensure_future(asyncio.shield(_reached(net, endpoint)))
+    ended: asyncio.Future[Any] = asyncio.ensure_future(source)
+    try:
+        await asyncio.wait({known, ended}, return_when=asyncio.FIRST_COMPLETED)
+        return known.done() and known.result()
+    finally:
+        known.cancel()
+        ended.cancel()
+
+
 def _conversations(net: Network) -> dict[tuple[str, str, int, str], asyncio.Future[Session | None]]:
     conversations: dict[tuple[str, str, int, str], asyncio.Future[Session | None]]
     conversations = net.memo.setdefault("conversations", {})
@@ -167,8 +197,7 @@ def _conversations(net: Network) -> dict[tuple[str, str, int, str], asyncio.Futu
 async def same_conversation(net: Network, endpoint: Endpoint) -> Session | None:
     """The outcome of a conversation with `endpoint` (same name, address, port
     and TLS mode) that this check had or is having; None if there was none."""
-    key = (endpoint.host, endpoint.address, endpoint.port, endpoint.tls)
-    pending = _conversations(net).get(key)
+    pending = _conversations(net).get(_key(endpoint))
     return await asyncio.shield(pending) if pending is not None else None
 
 
@@ -177,25 +206,31 @@ async def converse(ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect) -> S
     got as far as a greeting. Other stages can read its outcome with
     `same_conversation`. Raises TargetRefused (ConnectBudgetExceeded among
     them) when it may not connect at all."""
-    key = (endpoint.host, endpoint.address, endpoint.port, endpoint.tls)
     conversations = _conversations(ctx.net)
     outcome: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
-    conversations.setdefault(key, outcome)
+    conversations.setdefault(_key(endpoint), outcome)
+    reaches_tls = _reached(ctx.net, endpoint)
     session = None
     try:
-        session = await _converse(ctx, endpoint, dialect)
+        session = await _converse(ctx, endpoint, dialect, reaches_tls)
         return session
     finally:
         if not outcome.done():
             outcome.set_result(session)
+        if not reaches_tls.done():
+            reaches_tls.set_result(False)
 
 
-async def _converse(ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect) -> Session | None:
+async def _converse(
+    ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect, reaches_tls: asyncio.Future[bool]
+) -> Session | None:
     session = Session(endpoint)
     step = "connect"
     conn: Connection | None = None
     try:
         async with ctx.net.connect(endpoint.target()) as conn:
+            if endpoint.tls == "implicit" and not reaches_tls.done():
+                reaches_tls.set_result(True)
             if endpoint.tls == "implicit":
                 step = "tls"
                 session = replace(session, tls=await conn.start_tls(endpoint.host))
@@ -208,7 +243,10 @@ async def _converse(ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect) -> 
                 capabilities=await dialect.capabilities(conn),
                 server_name=getattr(dialect, "server_name", None),
             )
-            if endpoint.tls == "starttls" and dialect.offers_starttls(session.capabilities):
+            offers = dialect.offers_starttls(session.capabilities)
+            if endpoint.tls == "starttls" and not reaches_tls.done():
+                reaches_tls.set_result(offers)
+            if endpoint.tls == "starttls" and offers:
                 step = "starttls"
                 await dialect.starttls(conn)
                 step = "tls"
@@ -217,7 +255,7 @@ async def _converse(ctx: ProbeContext, endpoint: Endpoint, dialect: Dialect) -> 
                 session = replace(session, tls_capabilities=await dialect.capabilities(conn))
             step = "quit"
             session = replace(session, complete=True)
-            await dialect.quit(conn)
+            conn.leave(dialect.quit(conn))
     except NetError as exc:
         if isinstance(exc, BudgetExceeded):
             raise  # not connected at all: for the caller, a refused target
@@ -320,6 +358,17 @@ async def converse_or_refuse(
         return None
 
 
+async def service_endpoints(
+    ctx: ProbeContext, spec: ServiceSpec, hosts: Sequence[MailHost] = ()
+) -> Discovery | None:
+    """Where a client would look for the service (needs dns.mx and dns.srv);
+    None when there is no domain or its SRV records say there is no service."""
+    if ctx.result("dns.mx") is None:
+        return None
+    found = await discover(ctx, spec, ctx.result("dns.srv"), hosts)
+    return None if found.declared_absent else found
+
+
 async def probe_service(
     ctx: ProbeContext,
     spec: ServiceSpec,
@@ -331,10 +380,8 @@ async def probe_service(
     """Find a client service's endpoints, talk to each, judge each session.
     `missing` is (code, what) for when nothing answers at the guessed names;
     advertised endpoints that fail have said so themselves."""
-    if ctx.result("dns.mx") is None:
-        return []
-    found = await discover(ctx, spec, ctx.result("dns.srv"), hosts)
-    if found.declared_absent:
+    found = await service_endpoints(ctx, spec, hosts)
+    if found is None:
         return []
     results = await asyncio.gather(
         *(converse_or_refuse(ctx, ep, dialect(ctx.net.config)) for ep in found.endpoints)

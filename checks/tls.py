@@ -71,7 +71,10 @@ class CertInfo:
         }
 
 
+@functools.lru_cache(maxsize=512)
 def parse_cert(der: bytes) -> CertInfo:
+    """The facts of one DER certificate, parsed once per process (a check
+    meets each certificate several times: every port, every legacy probe)."""
     cert = x509.load_der_x509_certificate(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)

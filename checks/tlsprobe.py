@@ -7,14 +7,22 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
-from checks import tls
-from checks.endpoints import Endpoint
+from checks import mailbox, smtp, tls
+from checks.dns import MailHost
+from checks.endpoints import IMAP, POP3, SUBMISSION, Endpoint, mx_endpoints
 from checks.errors import NetError, TargetRefused
 from checks.mailbox import IMAPDialect, POP3Dialect
 from checks.model import Stage
 from checks.policy.transport import STSState
 from checks.runner import Probe, ProbeContext
-from checks.sessions import DialectFactory, Session, reproduce, severity_for
+from checks.sessions import (
+    DialectFactory,
+    Session,
+    reached,
+    reproduce,
+    service_endpoints,
+    severity_for,
+)
 from checks.smtp import SMTP
 
 DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}
@@ -165,16 +173,40 @@ async def _legacy(ctx: ProbeContext, ep: Endpoint) -> None:
     )
 
 
-def _legacy_probe(source: str) -> Probe:
-    """Legacy versions for the endpoints of one connect probe: each family
-    starts as soon as its own sessions are done, not after the slowest."""
+async def _endpoints(ctx: ProbeContext, source: str) -> list[Endpoint]:
+    """The endpoints connect probe `source` talks to, found as it finds them
+    (the lookups are the check's, asked once)."""
+    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts") if source in _NEEDS_HOSTS else ()
+    if source == "connect.smtp":
+        return mx_endpoints(hosts)
+    found = await service_endpoints(ctx, _SPECS[source], hosts)
+    return list(found.endpoints) if found is not None else []
+
+
+_SPECS = {"connect.submission": SUBMISSION, "connect.imap": IMAP, "connect.pop3": POP3}
+_NEEDS_HOSTS = ("connect.smtp", "connect.submission")
+
+
+def _legacy_probe(source: Probe) -> Probe:
+    """Legacy versions for the endpoints of one connect probe, each tried
+    beside that probe's own conversation with it, not after it: a second
+    connection as soon as the first has connected with implicit TLS or seen
+    STARTTLS offered."""
 
     async def probe(ctx: ProbeContext) -> None:
-        sessions: list[Session] = ctx.result(source)
-        endpoints = list(dict.fromkeys(s.endpoint for s in sessions if s.tls is not None))
-        await asyncio.gather(*(_legacy(ctx, ep) for ep in endpoints))
+        endpoints = list(dict.fromkeys(await _endpoints(ctx, source.name)))
 
-    return Probe(f"tls.legacy.{source.removeprefix('connect.')}", Stage.TLS, probe, needs=(source,))
+        async def legacy(ep: Endpoint) -> None:
+            if await reached(ctx.net, ep, ctx.followed(source.name)):
+                await _legacy(ctx, ep)
+
+        await asyncio.gather(*(legacy(ep) for ep in endpoints))
+
+    name = f"tls.legacy.{source.name.removeprefix('connect.')}"
+    return Probe(name, Stage.TLS, probe, needs=source.needs, follows=(source.name,))
+
+
+_SOURCES = {p.name: p for p in (*smtp.PROBES, *mailbox.PROBES) if p.name in SESSION_PROBES}
 
 
 PROBES: tuple[Probe, ...] = (
@@ -185,5 +217,5 @@ PROBES: tuple[Probe, ...] = (
         probe_certificates,
         needs=(*SESSION_PROBES, "policy.mtasts"),
     ),
-    *(_legacy_probe(source) for source in SESSION_PROBES),
+    *(_legacy_probe(_SOURCES[source]) for source in SESSION_PROBES),
 )

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from checks.config import EngineConfig
 from checks.dns import MailHost, txt_strings
 from checks.errors import BudgetExceeded, NXDomain, ResolverFailure
-from checks.model import Severity, Stage, Target
+from checks.model import CheckRequest, Severity, Stage, Target
 from checks.policy import dkim, dmarc, dnsbl, tlsrpt
 from checks.policy.spf import NetworkLookup, Verdict, check_host
 from checks.policy.spfdiagnose import diagnose
@@ -238,6 +239,14 @@ async def probe_dmarc(ctx: ProbeContext) -> None:
         ctx.add("dmarc.ok", target=target, summary=text, reproduce=dig)
 
 
+def dkim_questions(request: CheckRequest, config: EngineConfig) -> list[tuple[str, str]]:
+    """The selectors' TXT lookups (as many as the budget lets probe_dkim ask),
+    asked at the start of the check."""
+    selectors = list(dict.fromkeys((*request.dkim_selectors, *dkim.COMMON_SELECTORS)))
+    limit = config.budgets.dkim_selectors
+    return [(dkim.selector_name(sel, request.domain), "TXT") for sel in selectors[:limit]]
+
+
 async def probe_dkim(ctx: ProbeContext) -> list[str]:
     """Keys at the selectors asked for and the common ones. DKIM selectors are
     not discoverable, so 'none found' is information, not a verdict. Returns
@@ -406,8 +415,20 @@ async def probe_dnsbl(ctx: ProbeContext) -> None:
 
 PROBES: tuple[Probe, ...] = (
     Probe("policy.spf", Stage.POLICY, probe_spf, needs=("dns.mx", "dns.mx.hosts")),
-    Probe("policy.dmarc", Stage.POLICY, probe_dmarc, needs=("dns.mx",)),
-    Probe("policy.dkim", Stage.POLICY, probe_dkim, needs=("dns.mx",)),
-    Probe("policy.tlsrpt", Stage.POLICY, probe_tlsrpt, needs=("dns.mx",)),
+    Probe(
+        "policy.dmarc",
+        Stage.POLICY,
+        probe_dmarc,
+        needs=("dns.mx",),
+        asks=lambda r, _c: [(f"_dmarc.{r.domain}", "TXT")],
+    ),
+    Probe("policy.dkim", Stage.POLICY, probe_dkim, needs=("dns.mx",), asks=dkim_questions),
+    Probe(
+        "policy.tlsrpt",
+        Stage.POLICY,
+        probe_tlsrpt,
+        needs=("dns.mx",),
+        asks=lambda r, _c: [(f"_smtp._tls.{r.domain}", "TXT")],
+    ),
     Probe("policy.dnsbl", Stage.POLICY, probe_dnsbl, needs=("dns.mx.hosts",)),
 )

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from checks import http, tls
 from checks.dns import MailHost, MXSet
 from checks.dnssec import Security, Validated, validator_for
-from checks.errors import DNSError, NetError, TargetRefused
+from checks.endpoints import address_questions
+from checks.errors import ConnectionClosed, DNSError, NetError, TargetRefused
 from checks.model import Severity, Stage, Target
 from checks.policy import dane, mtasts
 from checks.policy.probes import lookup_txts
@@ -83,13 +84,16 @@ async def probe_mtasts(ctx: ProbeContext) -> STSState:
     policy_target = Target(host=f"mta-sts.{domain}", port=443, protocol="https")
     curl = http.curl(ctx.net, url)
 
-    def unreachable(why: str, evidence: list[str] | None = None) -> STSState:
+    def unreachable(
+        why: str, evidence: list[str] | None = None, severity: Severity | None = None
+    ) -> STSState:
         ctx.add(
             "mtasts.policy.unreachable",
             target=policy_target,
             summary=f"{url}: {why}",
             evidence=evidence or [f"_mta-sts record: {text}"],
             reproduce=curl,
+            severity=severity,
         )
         return STSState()
 
@@ -99,6 +103,8 @@ async def probe_mtasts(ctx: ProbeContext) -> STSState:
         return unreachable(str(exc))
     except DNSError as exc:
         return unreachable(f"mta-sts.{domain} does not resolve ({exc})")
+    except ConnectionClosed as exc:  # a reset: busy as often as broken
+        return unreachable(f"{exc} (busy? try again)", severity=Severity.INCONCLUSIVE)
     except NetError as exc:
         return unreachable(str(exc))
     if fetched.status != 200:
@@ -329,7 +335,16 @@ async def probe_tls_policy(ctx: ProbeContext) -> None:
 
 
 PROBES: tuple[Probe, ...] = (
-    Probe("policy.mtasts", Stage.POLICY, probe_mtasts, needs=("dns.mx",)),
+    Probe(
+        "policy.mtasts",
+        Stage.POLICY,
+        probe_mtasts,
+        needs=("dns.mx",),
+        asks=lambda r, _c: [
+            (f"_mta-sts.{r.domain}", "TXT"),
+            *address_questions(f"mta-sts.{r.domain}"),
+        ],
+    ),
     Probe("policy.dnssec", Stage.POLICY, probe_dnssec, needs=("dns.mx",)),
     Probe("policy.tlsa", Stage.POLICY, probe_tlsa, needs=("dns.mx.hosts",)),
     Probe(

@@ -117,6 +117,8 @@ class NginxLab:
             "            application/x-apple-aspen-config mobileconfig; }",
             "    default_type application/octet-stream;",
             "    server_tokens off;",
+            # nginx 1.22's default leaves TLS 1.3 out; today's web servers offer it.
+            "    ssl_protocols TLSv1.2 TLSv1.3;",
             "    map_hash_bucket_size 256;",  # keys are whole host+path strings
             '    map "$host$uri" $lab_redirect {',
             '        default "";',

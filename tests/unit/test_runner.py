@@ -195,3 +195,86 @@ async def test_report_orders_findings_worst_first_within_a_stage() -> None:
     report = await check([Probe("p", Stage.DNS, emit)])
     assert [f.severity for f in report.findings] == [Severity.ERROR, Severity.INFO, Severity.OK]
     assert report.worst is Severity.ERROR
+
+
+async def test_a_follower_runs_beside_the_probe_it_follows_and_reads_its_result() -> None:
+    # The follower starts before the followed probe ends, and reads its value.
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def main(ctx: ProbeContext) -> str:
+        await release.wait()
+        return "sessions"
+
+    async def follower(ctx: ProbeContext) -> str:
+        started.set()
+        release.set()
+        return f"saw {await ctx.followed('connect.x')}"
+
+    async def crash(ctx: ProbeContext) -> None:
+        raise RuntimeError("bug")
+
+    async def after_crash(ctx: ProbeContext) -> None:
+        seen.append(await ctx.followed("connect.y"))
+
+    seen: list[object] = []
+    request = CheckRequest("example.test", "example.test", stages=frozenset({Stage.TLS}))
+    report = await check(
+        [
+            Probe("connect.x", Stage.CONNECT, main),
+            Probe("tls.x", Stage.TLS, follower, follows=("connect.x",)),
+            Probe("connect.y", Stage.CONNECT, crash),
+            Probe("tls.y", Stage.TLS, after_crash, follows=("connect.y",)),
+        ],
+        request,
+    )
+    # Planned although only the TLS stage was asked for; a failed one reads as None.
+    assert {t.probe: t.outcome for t in report.timings} == {
+        "connect.x": "done",
+        "tls.x": "done",
+        "connect.y": "failed",
+        "tls.y": "done",
+    }
+    assert started.is_set() and seen == [None]
+
+
+def test_plan_rejects_an_unknown_followed_probe() -> None:
+    async def noop(ctx: ProbeContext) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="follows unknown probe"):
+        plan([Probe("a", Stage.DNS, noop, follows=("nope",))], REQUEST)
+
+
+async def test_the_questions_probes_will_ask_are_asked_at_the_start() -> None:
+    # A probe that waits for another still finds its lookup already asked.
+    asked: list[tuple[str, str]] = []
+    network = Network(CONFIG)
+
+    async def fake_query(name: str, rdtype: str) -> object:
+        asked.append((name, rdtype))
+        raise AssertionError("never awaited by a probe here")
+
+    network._query = fake_query  # type: ignore[method-assign]
+
+    async def first(ctx: ProbeContext) -> None:
+        assert asked == [("example.test", "MX"), ("_dmarc.example.test", "TXT")]
+
+    async def second(ctx: ProbeContext) -> None:
+        return None
+
+    await run(
+        REQUEST,
+        CONFIG,
+        probes=[
+            Probe("dns.mx", Stage.DNS, first, asks=lambda r, _c: [(r.domain, "MX")]),
+            Probe(
+                "policy.dmarc",
+                Stage.POLICY,
+                second,
+                needs=("dns.mx",),
+                asks=lambda r, _c: [(f"_dmarc.{r.domain}", "TXT"), (r.domain, "MX")],
+            ),
+        ],
+        network=network,
+    )
+    assert network.budget.queries == 2  # each question once, counted against the budget
