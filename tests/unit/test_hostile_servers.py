@@ -231,6 +231,55 @@ async def test_at_most_two_connections_at_a_time_per_address_and_port() -> None:
     assert server.connections == 5 and most == 2
 
 
+async def test_the_goodbye_is_said_in_the_background_holding_its_slot() -> None:
+    # A server slow to answer QUIT: the conversation is over (and judged) at
+    # once, the QUIT still goes out and its reply is read, and the connection
+    # keeps its place among the two per address:port until then.
+    release = asyncio.Event()
+    quits: list[str] = []
+    open_now = most = 0
+
+    async def slow_goodbye(reader, writer) -> None:
+        nonlocal open_now, most
+        open_now += 1
+        most = max(most, open_now)
+        try:
+            writer.write(b"+OK hi\r\n")
+            while line := await reader.readline():
+                if line.startswith(b"CAPA"):
+                    writer.write(b"+OK\r\nUSER\r\n.\r\n")
+                elif line.startswith(b"QUIT"):
+                    quits.append("asked")
+                    await release.wait()
+                    writer.write(b"+OK bye\r\n")
+                    await writer.drain()
+                    quits.append("answered")
+                    await reader.read()  # until the client hangs up
+                    return
+                await writer.drain()
+        finally:
+            open_now -= 1
+
+    async with FakeServer(slow_goodbye) as server:
+        ep = Endpoint(
+            "mail.hostile.test", server.address, server.port, "pop3", "starttls", "client", True
+        )
+        ctx = context()
+        first = await asyncio.wait_for(converse_or_refuse(ctx, ep, POP3Dialect(CONFIG)), 2)
+        assert first is not None and first.complete
+        assert quits in ([], ["asked"])  # not answered, and nobody waited for it
+        # Two goodbyes pending hold both slots: a third conversation waits.
+        second = asyncio.ensure_future(converse_or_refuse(ctx, ep, POP3Dialect(CONFIG)))
+        await asyncio.sleep(0.05)
+        third = asyncio.ensure_future(converse_or_refuse(ctx, ep, POP3Dialect(CONFIG)))
+        await asyncio.sleep(0.1)
+        assert second.done() and not third.done() and server.connections == 2
+        release.set()
+        assert (await asyncio.wait_for(third, 2)) is not None
+        await asyncio.sleep(0.1)
+    assert quits.count("answered") == 3 and most == 2
+
+
 @pytest.mark.parametrize(
     ("family", "greeting", "code"),
     [
