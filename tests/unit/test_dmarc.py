@@ -400,3 +400,22 @@ def test_external_destinations_are_listed_once() -> None:
 )
 def test_authorizes(txts: list[str], ok: bool) -> None:
     assert authorizes(txts) is ok
+
+
+def test_the_quickly_parsed_suffix_list_is_the_librarys() -> None:
+    # Every rule of the bundled list, in U-label and A-label form, finds the
+    # same organisational domain as the library's own (slower) parse.
+    from publicsuffixlist import PSLFILE, PublicSuffixList, encode_idn
+
+    from checks.policy.dmarc import _psl
+
+    reference = PublicSuffixList()
+    names = ["example.com", "a.b.example.co.uk", "xn--80ak6aa92e.com", "localhost"]
+    with open(PSLFILE, encoding="utf-8") as source:
+        for line in source:
+            rule = line.split(" ")[0].strip().lower()
+            if rule and not rule.startswith("//"):
+                bare = rule.lstrip("!").replace("*", "w")
+                names += [f"x.y.{bare}", f"x.y.{encode_idn(bare)}"]
+    assert len(names) > 20_000
+    assert [_psl().privatesuffix(n) for n in names] == [reference.privatesuffix(n) for n in names]
