@@ -207,7 +207,7 @@ def cipher_problem(cipher: str, bits: int) -> Problem | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _store(ca_file: str | None) -> crypto.X509Store:
+def trust_store(ca_file: str | None) -> crypto.X509Store:
     """System roots plus the operator's, loaded once per process by OpenSSL
     itself (the system bundle holds certificates `cryptography` would refuse)."""
     store = crypto.X509Store()
@@ -219,13 +219,16 @@ def _store(ca_file: str | None) -> crypto.X509Store:
     return store
 
 
+@functools.lru_cache(maxsize=256)
 def chain_error(chain_der: tuple[bytes, ...], ca_file: str | None) -> tuple[int, str] | None:
     """OpenSSL's (verify code, message) when the chain (leaf first, then whatever
     else was sent, in any order) leads to no root in the system store or
     `ca_file`; None when it does. Dates are not judged here (see
-    `validity_problem`). Raises ValueError on a certificate OpenSSL cannot read."""
+    `validity_problem`), so the answer holds for the process and is
+    remembered: a check meets the same chain on every port of a host.
+    Raises ValueError on a certificate OpenSSL cannot read."""
     certs = [crypto.X509.from_cryptography(x509.load_der_x509_certificate(d)) for d in chain_der]
-    context = crypto.X509StoreContext(_store(ca_file), certs[0], certs[1:])
+    context = crypto.X509StoreContext(trust_store(ca_file), certs[0], certs[1:])
     try:
         context.verify_certificate()
     except crypto.X509StoreContextError as exc:
