@@ -250,7 +250,9 @@ class Network:
         mail client opens (polite to servers that count connections, and
         postscreen-safe), and two among the checks sharing a Politeness; later
         callers wait their turn. The conversation lands in the probe's
-        transcript.
+        transcript. A goodbye left with `Connection.leave` is said once the
+        caller is done, in the background: the connection holds its slots
+        until that is over.
         """
         slots = AsyncExitStack()  # held until the goodbye is over, maybe in the background
         address, port, header = await slots.enter_async_context(self._turn(target))
