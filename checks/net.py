@@ -14,6 +14,7 @@ share one query (and see the same answer).
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
@@ -204,23 +205,21 @@ class Network:
             self._not_again(address, port, header)  # it timed out while this one waited
             yield address, port, header
 
-    async def _dial(self, address: str, port: int, header: str, connect: Awaitable[A]) -> A:
-        """Await `connect` within the connect timeout, once no other connect to
+    async def _dial(
+        self, address: str, port: int, header: str, connect: Callable[[], Awaitable[A]]
+    ) -> A:
+        """Run `connect()` within the connect timeout, once no other connect to
         address:port is in flight (if that one timed out: ConnectTimeout at
         once, from the memo). Its failures as the door's errors."""
         key = (address, port)
-        try:
-            while (pending := self._dialing.get(key)) is not None:
-                await asyncio.shield(pending)
-                self._not_again(address, port, header)
-        except BaseException:
-            _discard(connect)
-            raise
+        while (pending := self._dialing.get(key)) is not None:
+            await asyncio.shield(pending)
+            self._not_again(address, port, header)
         done = self._dialing[key] = asyncio.get_running_loop().create_future()
         timeout = self.config.timeouts.connect
         try:
             async with asyncio.timeout(timeout):
-                return await connect
+                return await connect()
         except OSError as exc:  # TimeoutError and ConnectionRefusedError among them
             if isinstance(exc, TimeoutError):
                 self._timed_out(address, port, timeout)
@@ -258,7 +257,7 @@ class Network:
         address, port, header = await slots.enter_async_context(self._turn(target))
         try:
             started = time.monotonic()
-            opened = asyncio.open_connection(address, port)
+            opened = functools.partial(asyncio.open_connection, address, port)
             reader, writer = await self._dial(address, port, header, opened)
         except BaseException:
             await slots.aclose()
@@ -309,9 +308,11 @@ class Network:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setblocking(False)
-            connected = asyncio.get_running_loop().sock_connect(sock, (address, port))
+            connect = functools.partial(
+                asyncio.get_running_loop().sock_connect, sock, (address, port)
+            )
             try:
-                await self._dial(address, port, header, connected)
+                await self._dial(address, port, header, connect)
             except BaseException:
                 sock.close()
                 raise
@@ -336,8 +337,7 @@ class Network:
         the MX lookup, say): their answers are waiting in the memo by then. A
         question the budget has no room for is left to its probe, which
         reports it."""
-        for name, rdtype in questions:
-            key = (name.rstrip(".").lower(), rdtype.upper())
+        for key in (_question(name, rdtype) for name, rdtype in questions):
             if key in self._memo or self.budget.queries >= self.budget.budgets.dns_queries:
                 continue
             self.budget.spend_query(*key)
@@ -347,7 +347,7 @@ class Network:
     async def query(self, name: str, rdtype: str) -> DNSAnswer:
         """Look up `name`/`rdtype`. Raises NXDomain or ResolverFailure; an
         existing name without such records gives an empty answer."""
-        key = (name.rstrip(".").lower(), rdtype.upper())
+        key = _question(name, rdtype)
 
         def shown(answer: DNSAnswer) -> str:
             cname = f" via CNAME {answer.canonical_name}" if answer.via_cname else ""
@@ -652,11 +652,9 @@ class SignedAnswer:
         return f"{head} [{sigs} RRSIG{via}]"
 
 
-def _discard(awaitable: Awaitable[Any]) -> None:
-    """Close a coroutine that will not be awaited (no 'never awaited' warning)."""
-    close = getattr(awaitable, "close", None)
-    if close is not None:
-        close()
+def _question(name: str, rdtype: str) -> tuple[str, str]:
+    """The memo's key for a question: one per name (any case, dot or not) and type."""
+    return (name.rstrip(".").lower(), rdtype.upper())
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

@@ -173,18 +173,21 @@ async def _legacy(ctx: ProbeContext, ep: Endpoint) -> None:
     )
 
 
-async def _endpoints(ctx: ProbeContext, source: str) -> list[Endpoint]:
+async def _endpoints(ctx: ProbeContext, source: Probe) -> list[Endpoint]:
     """The endpoints connect probe `source` talks to, found as it finds them
-    (the lookups are the check's, asked once)."""
-    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts") if source in _NEEDS_HOSTS else ()
-    if source == "connect.smtp":
+    (with the MX hosts when it takes them; the lookups are the check's, asked
+    once)."""
+    hosts: tuple[MailHost, ...] = (
+        ctx.result("dns.mx.hosts") if "dns.mx.hosts" in source.needs else ()
+    )
+    service = source.name.removeprefix("connect.")
+    if service == "smtp":
         return mx_endpoints(hosts)
-    found = await service_endpoints(ctx, _SPECS[source], hosts)
+    found = await service_endpoints(ctx, _SPECS[service], hosts)
     return list(found.endpoints) if found is not None else []
 
 
-_SPECS = {"connect.submission": SUBMISSION, "connect.imap": IMAP, "connect.pop3": POP3}
-_NEEDS_HOSTS = ("connect.smtp", "connect.submission")
+_SPECS = {spec.service: spec for spec in (SUBMISSION, IMAP, POP3)}
 
 
 def _legacy_probe(source: Probe) -> Probe:
@@ -194,7 +197,7 @@ def _legacy_probe(source: Probe) -> Probe:
     STARTTLS offered."""
 
     async def probe(ctx: ProbeContext) -> None:
-        endpoints = list(dict.fromkeys(await _endpoints(ctx, source.name)))
+        endpoints = list(dict.fromkeys(await _endpoints(ctx, source)))
 
         async def legacy(ep: Endpoint) -> None:
             if await reached(ctx.net, ep, ctx.followed(source.name)):
