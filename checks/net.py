@@ -6,6 +6,15 @@ configured); every address is checked against the target policy before a
 connection; every step has a timeout; every exchange is written to the
 transcript of the probe that made it.
 
+Lookups run a stub resolver's resolution here (`Network._resolve`: the
+nameservers in turn, retries, rcodes, TCP after truncation) over
+`exchange_udp`, a plain socket per query; dnspython makes and parses the
+messages and follows CNAME chains. dnspython's own resolver and datagram
+endpoint cost more CPU than the queries they send, and a warm process asks
+the same questions and gets the same answers again and again, so the query
+for a question is rendered once and a datagram seen before is not parsed
+again.
+
 dnspython's exceptions are translated into `checks.errors` here and nowhere
 else. Answers are memoised per check, so two probes asking the same question
 share one query (and see the same answer).
@@ -14,6 +23,7 @@ share one query (and see the same answer).
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import socket
 import time
@@ -24,12 +34,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dns.asyncquery
-import dns.asyncresolver
+import dns.entropy
 import dns.exception
 import dns.flags
+import dns.inet
 import dns.message
 import dns.name
 import dns.nameserver
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
@@ -100,20 +112,147 @@ class DNSAnswer:
         return [r.to_text() for r in self.records]
 
 
-def make_resolver(config: EngineConfig) -> dns.asyncresolver.Resolver:
-    """A resolver on the configured nameservers, or the system's if none are."""
+def nameservers(config: EngineConfig) -> tuple[tuple[str, int], ...]:
+    """The (address, port) of each nameserver the door asks, in order: the
+    configured ones, else the system's, read from /etc/resolv.conf as
+    dnspython reads it (none when it names none)."""
     if config.nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [
-            dns.nameserver.Do53Nameserver(ns.address, ns.port) for ns in config.nameservers
-        ]
-    else:
-        resolver = dns.asyncresolver.Resolver()
-    resolver.lifetime = config.timeouts.dns
-    # Per-server attempt timeout: short enough to retry once over UDP within the lifetime.
-    resolver.timeout = max(config.timeouts.dns / 2, 0.5)
-    resolver.use_edns(0, 0, 1232)
-    return resolver
+        return tuple((ns.address, ns.port) for ns in config.nameservers)
+    try:
+        system = dns.resolver.Resolver()
+    except dns.resolver.NoResolverConfiguration:
+        return ()
+    found: list[tuple[str, int]] = []
+    for ns in system.nameservers:
+        if isinstance(ns, dns.nameserver.Do53Nameserver):
+            found.append((ns.address, ns.port))
+        elif isinstance(ns, str) and dns.inet.is_address(ns):
+            found.append((ns, system.nameserver_ports.get(ns, system.port)))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _template(name: str, rdtype: str) -> dns.message.QueryMessage:
+    """The query a stub resolver sends for name/rdtype (RD, EDNS0 with a
+    1,232-byte payload), made once per process; `_request` gives it an ID."""
+    return dns.message.make_query(dns.name.from_text(name), rdtype, use_edns=0, payload=1232)
+
+
+def _request(name: str, rdtype: str) -> dns.message.QueryMessage:
+    request = copy.copy(_template(name, rdtype))
+    request.id = dns.entropy.random_16()
+    return request
+
+
+async def exchange_udp(
+    query: dns.message.Message, address: str, port: int, timeout: float, *, strict: bool = False
+) -> tuple[dns.message.Message, bool]:
+    """The answer of address:port to `query` over UDP, or over TCP when the
+    UDP answer is truncated (within what is left of `timeout`): (response,
+    whether TCP gave it): dns.asyncquery.udp_with_fallback without its
+    datagram endpoint. Silence raises dns.exception.Timeout.
+
+    Datagrams that do not parse or answer another question are ignored, as
+    dnspython's ignore_unexpected does; `strict` makes the first datagram the
+    answer instead (its parse error, or dns.query.BadResponse), which is what
+    asking one server directly reports about it."""
+    deadline = time.monotonic() + timeout
+    try:
+        return await _udp(query, address, port, timeout, strict=strict), False
+    except dns.message.Truncated:
+        remaining = max(deadline - time.monotonic(), 0.0)
+        return await dns.asyncquery.tcp(query, address, timeout=remaining, port=port), True
+
+
+_WIRES: dict[tuple[Any, ...], bytes] = {}  # a question's wire form, its ID zeroed (bounded)
+
+
+def _wire(query: dns.message.Message) -> bytes:
+    """`query.to_wire()`, from the form last rendered for the same question
+    and options with only the ID changed: a warm process asks the same
+    questions again and again, and rendering one costs more than sending it."""
+    if (
+        len(query.question) != 1
+        or query.sections[1:] != [[], [], []]
+        or query.options
+        or query.keyring
+    ):
+        return query.to_wire()
+    question = query.question[0]
+    key = (question.name, question.rdtype, question.rdclass, query.flags, query.edns,
+           query.payload, query.ednsflags)  # fmt: skip
+    template = _WIRES.get(key)
+    if template is None:
+        template = query.to_wire()
+        if len(_WIRES) >= 4096:
+            _WIRES.clear()
+        _WIRES[key] = template
+    return query.id.to_bytes(2, "big") + template[2:]
+
+
+_KEPT_SIZE = 1232  # the EDNS payload our queries offer; a bigger answer is not kept
+
+
+def _parse(datagram: bytes) -> dns.message.Message:
+    """The message in `datagram`; a datagram seen before (its ID aside) is
+    not parsed again (see `_parsed`), unless it is bigger than the payload
+    our queries offer (a hostile server's 64 kB datagrams would fill the memo
+    with megabytes)."""
+    if len(datagram) < 12 or len(datagram) > _KEPT_SIZE or datagram[2] & 0x02:
+        # Short (an error), too big to keep, or truncated (the error carries the message)
+        return dns.message.from_wire(datagram, raise_on_truncation=True)
+    response = copy.copy(_parsed(datagram[2:]))
+    response.id = int.from_bytes(datagram[:2], "big")
+    return response
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(body: bytes) -> dns.message.Message:
+    """A DNS message from its wire form without the ID: the same bytes parse
+    to the same message, so a warm process parses each answer once (the
+    nameserver's own records, a watched domain checked again). Shared: never
+    changed by its readers."""
+    return dns.message.from_wire(b"\0\0" + body, raise_on_truncation=True)
+
+
+async def _udp(
+    query: dns.message.Message, address: str, port: int, timeout: float, *, strict: bool
+) -> dns.message.Message:
+    """One UDP exchange on a fresh socket (a fresh random source port each
+    query), connect()ed so that only the server's datagrams arrive. A
+    truncated answer raises dns.message.Truncated; see exchange_udp."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(dns.inet.af_for_address(address), socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect((address, port))
+        sock.send(_wire(query))  # one datagram into a fresh socket's empty buffer
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    datagram = await loop.sock_recv(sock, 65535)
+                except ConnectionRefusedError:
+                    # An ICMP port unreachable, which an unconnected socket
+                    # (dnspython's) never hears of: silence, as before.
+                    continue
+                try:
+                    response = _parse(datagram)
+                except dns.message.Truncated as exc:
+                    if strict or query.is_response(exc.message()):  # type: ignore[no-untyped-call]
+                        raise
+                    continue
+                except Exception:
+                    if strict:
+                        raise
+                    continue
+                if query.is_response(response):
+                    return response
+                if strict:
+                    raise dns.query.BadResponse
+    except TimeoutError as exc:
+        raise dns.exception.Timeout(timeout=timeout) from exc  # type: ignore[no-untyped-call]
+    finally:
+        sock.close()
 
 
 class Politeness:
@@ -157,13 +296,12 @@ class Network:
     def __init__(
         self,
         config: EngineConfig,
-        resolver: dns.asyncresolver.Resolver | None = None,
         politeness: Politeness | None = None,
     ) -> None:
         self.config = config
         self.policy = config.policy
         self.politeness = politeness  # shared with the other checks of a batch, if any
-        self._resolver = resolver or make_resolver(config)
+        self._servers: tuple[tuple[str, int], ...] | None = None  # see nameservers()
         self._memo: dict[tuple[str, str], asyncio.Task[DNSAnswer]] = {}
         self._dnssec_memo: dict[tuple[str, str], asyncio.Task[SignedAnswer]] = {}
         self._server_memo: dict[tuple[str, int, str, str], asyncio.Task[ServerAnswer]] = {}
@@ -389,25 +527,77 @@ class Network:
 
     async def _query(self, name: str, rdtype: str) -> DNSAnswer:
         try:
-            ans = await self._resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN as exc:
-            raise NXDomain(name, rdtype, f"NXDOMAIN: {name} does not exist") from exc
-        except dns.resolver.NoNameservers as exc:
-            raise ResolverFailure(name, rdtype, _no_nameservers_text(exc)) from exc
-        except dns.exception.Timeout as exc:
-            raise ResolverTimeout(
-                name, rdtype, f"no answer within {self.config.timeouts.dns:g} s"
-            ) from exc
+            request = _request(name, rdtype)
+            if dns.rdatatype.is_metatype(request.question[0].rdtype):
+                raise dns.resolver.NoMetaqueries
         except dns.exception.DNSException as exc:
             raise ResolverFailure(name, rdtype, f"{type(exc).__name__}: {exc}") from exc
-        records = tuple(ans.rrset) if ans.rrset is not None else ()
+        response = await self._resolve(request, name, rdtype)
+        try:
+            chain = response.resolve_chaining()  # type: ignore[attr-defined]
+        except dns.exception.DNSException as exc:
+            raise ResolverFailure(name, rdtype, f"{type(exc).__name__}: {exc}") from exc
+        rrset = chain.answer
         return DNSAnswer(
             qname=name,
             rdtype=rdtype,
-            canonical_name=ans.canonical_name.to_text().rstrip("."),
-            records=records,
-            ttl=ans.rrset.ttl if ans.rrset is not None else None,
+            canonical_name=chain.canonical_name.to_text().rstrip("."),
+            records=tuple(rrset) if rrset is not None else (),
+            ttl=rrset.ttl if rrset is not None else None,
         )
+
+    async def _resolve(
+        self, request: dns.message.QueryMessage, name: str, rdtype: str
+    ) -> dns.message.Message:
+        """A stub resolver's resolution, as dnspython's Resolver.resolve does
+        it (search list off), on the door's own exchange: each nameserver in
+        turn, `timeouts.dns / 2` per attempt (at least 0.5 s), until the
+        lifetime `timeouts.dns` ends; silence is retried, a nameserver that
+        answers SERVFAIL, REFUSED or garbage is dropped, a truncated answer is
+        asked again over TCP. A NOERROR answer is returned; NXDOMAIN raises
+        NXDomain, silence ResolverTimeout, every nameserver dropped
+        ResolverFailure naming what each said."""
+        lifetime = self.config.timeouts.dns
+        attempt = max(lifetime / 2, 0.5)
+        deadline = time.monotonic() + lifetime
+        servers = list(self._nameservers())
+        turn: list[tuple[str, int]] = list(servers)
+        errors: list[str] = []
+        backoff = 0.1
+        while True:
+            if not turn:
+                if not servers:
+                    raise ResolverFailure(name, rdtype, "; ".join(errors) or "no nameserver to ask")
+                turn = list(servers)  # every one left was silent: again, after a pause
+                await asyncio.sleep(min(backoff, max(deadline - time.monotonic(), 0.0)))
+                backoff = min(backoff * 2, 2.0)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ResolverTimeout(name, rdtype, f"no answer within {lifetime:g} s")
+            address, port = turn.pop(0)
+            where = address if port == 53 else f"{_host(address)}:{port}"
+            try:
+                response, _tcp = await exchange_udp(request, address, port, min(attempt, remaining))
+            except dns.exception.Timeout:
+                continue  # silence: this nameserver stays in the turn
+            except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
+                errors.append(f"{str(exc).rstrip('.') or type(exc).__name__} from {where}")
+                servers.remove((address, port))
+                continue
+            rcode = response.rcode()
+            if rcode == dns.rcode.NOERROR:
+                return response
+            if rcode == dns.rcode.NXDOMAIN:
+                raise NXDomain(name, rdtype, f"NXDOMAIN: {name} does not exist")
+            if rcode == dns.rcode.YXDOMAIN:
+                raise ResolverFailure(name, rdtype, "YXDOMAIN: a DNAME made the name too long")
+            errors.append(f"{dns.rcode.to_text(rcode)} from {where}")
+            servers.remove((address, port))
+
+    def _nameservers(self) -> tuple[tuple[str, int], ...]:
+        if self._servers is None:
+            self._servers = nameservers(self.config)
+        return self._servers
 
     async def ask_server(
         self, address: str, name: str, rdtype: str, port: int = 53
@@ -438,8 +628,8 @@ class Network:
         deadline = time.monotonic() + lifetime
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                response, tcp = await dns.asyncquery.udp_with_fallback(
-                    request, address, timeout=min(attempt, remaining), port=port
+                response, tcp = await exchange_udp(
+                    request, address, port, min(attempt, remaining), strict=True
                 )
             except dns.exception.Timeout:
                 continue
@@ -512,17 +702,9 @@ class Network:
                 payload=1232,
                 flags=dns.flags.RD | dns.flags.CD,
             )
-            if self.config.nameservers:
-                servers = [(ns.address, ns.port) for ns in self.config.nameservers]
-            else:
-                system = dns.resolver.Resolver()
-                servers = [
-                    (ns, system.port) if isinstance(ns, str) else (ns.address, ns.port)
-                    for ns in system.nameservers
-                    if isinstance(ns, str | dns.nameserver.Do53Nameserver)
-                ]
         except dns.exception.DNSException as exc:
             raise ResolverFailure(name, rdtype, f"{type(exc).__name__}: {exc}") from exc
+        servers = list(self._nameservers())
         errors: list[str] = []
         deadline = time.monotonic() + lifetime
         while servers and time.monotonic() < deadline:
@@ -530,11 +712,10 @@ class Network:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                host = f"[{address}]" if ":" in address else address
-                where = address if port == 53 else f"{host}:{port}"
+                where = address if port == 53 else f"{_host(address)}:{port}"
                 try:
-                    response, tcp = await dns.asyncquery.udp_with_fallback(
-                        request, address, timeout=min(attempt, remaining), port=port
+                    response, tcp = await exchange_udp(
+                        request, address, port, min(attempt, remaining), strict=True
                     )
                 except dns.exception.Timeout:
                     continue
@@ -675,18 +856,8 @@ def _connect_failure(header: str, exc: OSError, timeout: float) -> NetError:
     return ConnectFailed(str(exc.strerror or exc))
 
 
-def _no_nameservers_text(exc: dns.resolver.NoNameservers) -> str:
-    """'REFUSED from 127.1.0.53:53' rather than dnspython's long sentence."""
-    parts = []
-    for server, _tcp, port, err, response in exc.kwargs.get("errors", []):
-        if response is not None:
-            what = dns.rcode.to_text(response.rcode())
-        else:
-            what = str(err) or type(err).__name__
-        # dnspython names the server "Do53:ADDRESS@PORT"; show it as ADDRESS:PORT.
-        address = str(server).removeprefix("Do53:").rsplit("@", 1)[0]
-        parts.append(f"{what} from {address}" + (f":{port}" if port and port != 53 else ""))
-    return "; ".join(parts) or "no nameserver answered"
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def _ms(started: float) -> str:
