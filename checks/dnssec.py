@@ -648,9 +648,8 @@ class Validator:
                     if stop is not None:
                         break
                     made += 1
-                    one = dns.rdataset.from_rdata(rrset.ttl, key)
                     try:
-                        dns.dnssec.validate_rrsig(rrset, sig, {signer: one}, now=now)
+                        _signature_holds(rrset, sig, signer, key, now)
                     except (dns.exception.DNSException, ValueError) as exc:
                         failure = str(exc)
                     else:
@@ -860,6 +859,34 @@ def _ds_matches(
             if made == ds:
                 found.append((ds, key))
     return found
+
+
+_HELD: dict[tuple[Any, ...], None] = {}  # signatures verified, oldest first (bounded)
+_HELD_LOCK = threading.Lock()  # several checks' validators run in their own threads
+_HELD_KEPT = 1024
+_HELD_RECORDS = 32  # a bigger rrset is verified every time, never kept
+
+
+def _signature_holds(
+    rrset: dns.rrset.RRset, sig: RRSIG, signer: dns.name.Name, key: DNSKEY, now: float
+) -> None:
+    """dns.dnssec.validate_rrsig of `sig` over `rrset` with `key`; raises as it
+    does when the signature does not hold. A signature verified before over
+    the same records with the same key is not verified again (a warm process
+    sees the parent zones' keys and a rechecked domain's records once): the
+    outcome cannot change while the signature is within its validity, which
+    the caller has checked against `now`."""
+    held = (rrset.name, rrset.rdclass, rrset.rdtype, frozenset(rrset), sig, signer, key)
+    with _HELD_LOCK:
+        if held in _HELD:
+            return
+    one = dns.rdataset.from_rdata(rrset.ttl, key)
+    dns.dnssec.validate_rrsig(rrset, sig, {signer: one}, now=now)
+    if len(rrset) <= _HELD_RECORDS:
+        with _HELD_LOCK:
+            _HELD[held] = None
+            while len(_HELD) > _HELD_KEPT:
+                del _HELD[next(iter(_HELD))]
 
 
 def _key_index(rdataset: Iterable[Any]) -> dict[tuple[int, int], list[DNSKEY]]:

@@ -22,7 +22,7 @@ import dns.zone
 import pytest
 
 from checks import dns as dns_stage
-from checks import runner
+from checks import dnssec, runner
 from checks.config import CPULimits, EngineConfig, Nameserver, Timeouts
 from checks.dnssec import (
     ROOT_ANCHORS,
@@ -657,6 +657,43 @@ async def test_the_validator_is_memoised_per_network(resolver: Server) -> None:
     assert first.status is second.status is Security.SECURE
     assert all(v.status is Security.SECURE for v in more)
     assert resolver.count("SOA", "good.test.") == 1
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The owner and type of each RRSIG verification made, from an empty memo."""
+    made: list[str] = []
+    real = dnssec.dns.dnssec.validate_rrsig
+
+    def counted(rrset: dns.rrset.RRset, *args: Any, **kwargs: Any) -> None:
+        made.append(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}")
+        real(rrset, *args, **kwargs)
+
+    monkeypatch.setattr(dnssec.dns.dnssec, "validate_rrsig", counted)
+    monkeypatch.setattr(dnssec, "_HELD", {})
+    return made
+
+
+async def test_a_signature_verified_once_is_not_verified_again(
+    resolver: Server, verifications: list[str]
+) -> None:
+    first = await check(resolver, "good.test", "MX")  # a check, then another one
+    made = list(verifications)
+    assert "good.test. MX" in made and "test. DNSKEY" in made
+    second = await check(resolver, "good.test", "MX")
+    assert verifications == made  # nothing verified again
+    assert first.status is second.status is Security.SECURE and first.chain == second.chain
+
+
+async def test_a_signature_that_failed_is_verified_again(
+    resolver: Server, verifications: list[str]
+) -> None:
+    # Only signatures that hold are kept: a broken one is tried each time,
+    # so a fixed zone is judged on what it serves now.
+    for _ in range(2):
+        v = await check(resolver, "badsig.test", "MX")
+        assert v.status is Security.BOGUS and "does not verify" in v.reason
+    assert verifications.count("badsig.test. MX") == 2
 
 
 async def test_an_explicit_clock_judges_signatures(resolver: Server) -> None:
