@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from publicsuffixlist import PSLFILE, PublicSuffixList, encode_idn
+from publicsuffixlist import PSLFILE, PublicSuffixList
 
 from checks.errors import MailcheckError
 from checks.policy.records import select_versioned
@@ -348,20 +348,24 @@ def policy_problems(record: DMARCRecord) -> list[str]:
 @functools.cache
 def _psl() -> PublicSuffixList:
     """The list bundled with the package (no download), parsed once per
-    process. The library would punycode every one of its ~10,000 rules through
-    the idna codec (some 50 ms at each CLI start); only the few hundred IDN
-    rules need it, so they get their A-label form here and the rest go as is."""
-    rules: list[str] = []
+    process, its IDN rules in their U-label form only: the library would
+    punycode all of them at each start (some 50 ms of a CLI check) so as to
+    match A-labels, which `organizational_domain` decodes instead."""
     with open(PSLFILE, encoding="utf-8") as source:
-        for line in source:
-            rule = line.lower().split(" ")[0].rstrip()
-            if not rule or rule.startswith("//"):
-                continue
-            rules.append(rule)
-            if not rule.isascii():
-                bang = "!" if rule.startswith("!") else ""
-                rules.append(bang + encode_idn(rule.lstrip("!")))
-    return PublicSuffixList(rules, accept_encoded_idn=False)
+        rules = [line.lower().split(" ")[0].rstrip() for line in source]
+    return PublicSuffixList(
+        [r for r in rules if r and not r.startswith("//")], accept_encoded_idn=False
+    )
+
+
+def _u_label(label: str) -> str:
+    """An A-label's Unicode form (the list's), any other label as it is."""
+    if not label.startswith("xn--"):
+        return label
+    try:
+        return label.encode("ascii").decode("idna")
+    except UnicodeError:
+        return label  # not a valid A-label: no IDN rule can match it
 
 
 def organizational_domain(domain: str) -> str:
@@ -370,7 +374,11 @@ def organizational_domain(domain: str) -> str:
     A name that is itself a public suffix is its own organisational domain.
     """
     name = domain.lower().rstrip(".")
-    return _psl().privatesuffix(name) or name
+    labels = name.split(".")
+    private = _psl().privatesuffix(".".join(_u_label(label) for label in labels))
+    if private is None:
+        return name
+    return ".".join(labels[-(private.count(".") + 1) :])
 
 
 def external_destinations(domain: str, record: DMARCRecord) -> list[tuple[str, str]]:
