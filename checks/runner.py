@@ -285,7 +285,9 @@ async def stream(
         net.prefetch(q for p in selected if p.asks is not None for q in p.asks(request, config))
         for probe in selected:
             tasks[probe.name] = asyncio.create_task(run_one(probe), name=f"probe:{probe.name}")
-        _done, pending = await asyncio.wait(tasks.values(), timeout=config.timeouts.check)
+        pending: set[asyncio.Task[_Outcome]] = set()
+        if tasks:  # asyncio.wait refuses an empty plan (a stage with no probe of its own)
+            _done, pending = await asyncio.wait(tasks.values(), timeout=config.timeouts.check)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -278,3 +278,13 @@ async def test_the_questions_probes_will_ask_are_asked_at_the_start() -> None:
         network=network,
     )
     assert network.budget.queries == 2  # each question once, counted against the budget
+
+
+async def test_a_stage_with_no_probe_gives_an_empty_report_not_a_crash() -> None:
+    # The send test's stage has no probe in a check (it is its own command):
+    # a job naming it alone plans nothing, which asyncio.wait refused.
+    probe = Probe("dns.only", Stage.DNS, lambda ctx: asyncio.sleep(0))
+    report = await check(
+        [probe], CheckRequest("example.test", "example.test", stages=frozenset({Stage.SENDTEST}))
+    )
+    assert report.findings == () and report.timings == ()
