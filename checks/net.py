@@ -145,7 +145,13 @@ def _request(name: str, rdtype: str) -> dns.message.QueryMessage:
 
 
 async def exchange_udp(
-    query: dns.message.Message, address: str, port: int, timeout: float, *, strict: bool = False
+    query: dns.message.Message,
+    address: str,
+    port: int,
+    timeout: float,
+    *,
+    strict: bool = False,
+    answer_only: bool = False,
 ) -> tuple[dns.message.Message, bool]:
     """The answer of address:port to `query` over UDP, or over TCP when the
     UDP answer is truncated (within what is left of `timeout`): (response,
@@ -155,10 +161,13 @@ async def exchange_udp(
     Datagrams that do not parse or answer another question are ignored, as
     dnspython's ignore_unexpected does; `strict` makes the first datagram the
     answer instead (its parse error, or dns.query.BadResponse), which is what
-    asking one server directly reports about it."""
+    asking one server directly reports about it. With `answer_only`, a
+    NOERROR answer over UDP comes without its authority and additional
+    sections (a stub resolver's caller reads the answer section alone, and
+    skipping the rest halves the cost of reading it)."""
     deadline = time.monotonic() + timeout
     try:
-        return await _udp(query, address, port, timeout, strict=strict), False
+        return await _udp(query, address, port, timeout, strict, answer_only), False
     except dns.message.Truncated:
         remaining = max(deadline - time.monotonic(), 0.0)
         return await dns.asyncquery.tcp(query, address, timeout=remaining, port=port), True
@@ -193,30 +202,41 @@ def _wire(query: dns.message.Message) -> bytes:
 _KEPT_SIZE = 1232  # the EDNS payload our queries offer; a bigger answer is not kept
 
 
-def _parse(datagram: bytes) -> dns.message.Message:
+def _parse(datagram: bytes, answer_only: bool = False) -> dns.message.Message:
     """The message in `datagram`; a datagram seen before (its ID aside) is
     not parsed again (see `_parsed`), unless it is bigger than the payload
     our queries offer (a hostile server's 64 kB datagrams would fill the memo
-    with megabytes)."""
+    with megabytes). `answer_only`: see exchange_udp."""
     if len(datagram) < 12 or len(datagram) > _KEPT_SIZE or datagram[2] & 0x02:
         # Short (an error), too big to keep, or truncated (the error carries the message)
         return dns.message.from_wire(datagram, raise_on_truncation=True)
-    response = copy.copy(_parsed(datagram[2:]))
+    body = datagram[2:]
+    answer_only = answer_only and datagram[3] & 0x0F == dns.rcode.NOERROR
+    if answer_only:  # NSCOUNT and ARCOUNT zeroed: the sections after the answer go unread
+        body = body[:6] + b"\0\0\0\0" + body[10:]
+    response = copy.copy(_parsed(body, answer_only))
     response.id = int.from_bytes(datagram[:2], "big")
     return response
 
 
 @functools.lru_cache(maxsize=1024)
-def _parsed(body: bytes) -> dns.message.Message:
+def _parsed(body: bytes, answer_only: bool = False) -> dns.message.Message:
     """A DNS message from its wire form without the ID: the same bytes parse
     to the same message, so a warm process parses each answer once (the
     nameserver's own records, a watched domain checked again). Shared: never
     changed by its readers."""
-    return dns.message.from_wire(b"\0\0" + body, raise_on_truncation=True)
+    return dns.message.from_wire(
+        b"\0\0" + body, raise_on_truncation=True, ignore_trailing=answer_only
+    )
 
 
 async def _udp(
-    query: dns.message.Message, address: str, port: int, timeout: float, *, strict: bool
+    query: dns.message.Message,
+    address: str,
+    port: int,
+    timeout: float,
+    strict: bool,
+    answer_only: bool = False,
 ) -> dns.message.Message:
     """One UDP exchange on a fresh socket (a fresh random source port each
     query), connect()ed so that only the server's datagrams arrive. A
@@ -236,7 +256,7 @@ async def _udp(
                     # (dnspython's) never hears of: silence, as before.
                     continue
                 try:
-                    response = _parse(datagram)
+                    response = _parse(datagram, answer_only)
                 except dns.message.Truncated as exc:
                     if strict or query.is_response(exc.message()):  # type: ignore[no-untyped-call]
                         raise
@@ -577,7 +597,9 @@ class Network:
             address, port = turn.pop(0)
             where = address if port == 53 else f"{_host(address)}:{port}"
             try:
-                response, _tcp = await exchange_udp(request, address, port, min(attempt, remaining))
+                response, _tcp = await exchange_udp(
+                    request, address, port, min(attempt, remaining), answer_only=True
+                )
             except dns.exception.Timeout:
                 continue  # silence: this nameserver stays in the turn
             except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:

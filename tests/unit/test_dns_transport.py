@@ -16,7 +16,9 @@ import dns.flags
 import dns.message
 import dns.nameserver
 import dns.query
+import dns.rcode
 import dns.resolver
+import dns.rrset
 import pytest
 
 from checks.config import EngineConfig, Nameserver, Timeouts
@@ -402,3 +404,43 @@ async def test_each_lookup_is_a_stub_resolvers_query_with_its_own_id() -> None:
     for query in server.queries:
         assert query.flags & dns.flags.RD and not query.flags & dns.flags.CD
         assert (query.edns, query.payload) == (0, 1232)
+
+
+def with_authority(query: dns.message.Message) -> dns.message.Message:
+    """An answer with the zone's NS in authority and their address in additional,
+    as an authoritative server or a chatty resolver sends it."""
+    name = query.question[0].name
+    response = reply(query, answers=[f"{name} 300 IN A 192.0.2.1"])
+    response.authority.append(
+        dns.rrset.from_text("example.test.", 300, "IN", "NS", "ns.example.test.")
+    )
+    response.additional.append(
+        dns.rrset.from_text("ns.example.test.", 300, "IN", "A", "192.0.2.53")
+    )
+    return response
+
+
+async def test_a_stub_lookup_reads_the_answer_section_alone() -> None:
+    with NanoDNS(with_authority) as server:
+        whole, _ = await exchange_udp(question(), server.address, server.port, 2.0)
+        lean, _ = await exchange_udp(question(), server.address, server.port, 2.0, answer_only=True)
+        answer = await door(server).query("example.test", "A")
+    assert [rs.to_text() for rs in whole.authority] == ["example.test. 300 IN NS ns.example.test."]
+    assert len(whole.additional) == 1 and whole.edns == 0
+    assert lean.answer == whole.answer and lean.authority == lean.additional == []
+    assert answer.texts() == ["192.0.2.1"]
+
+
+async def test_an_error_answer_is_read_whole_even_for_a_stub_lookup() -> None:
+    def nxdomain(query: dns.message.Message) -> dns.message.Message:
+        response = reply(query, dns.rcode.NXDOMAIN)
+        response.authority.append(
+            dns.rrset.from_text("example.test.", 300, "IN", "SOA", "ns. host. 1 2 3 4 5")
+        )
+        return response
+
+    with NanoDNS(nxdomain) as server:
+        response, _ = await exchange_udp(
+            question(), server.address, server.port, 2.0, answer_only=True
+        )
+    assert response.rcode() == dns.rcode.NXDOMAIN and len(response.authority) == 1
