@@ -27,7 +27,15 @@ import copy
 import functools
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -199,6 +207,7 @@ def _wire(query: dns.message.Message) -> bytes:
     return query.id.to_bytes(2, "big") + template[2:]
 
 
+_ANSWERS = frozenset({dns.rcode.NOERROR, dns.rcode.NXDOMAIN})  # rcodes that answer a question
 _KEPT_SIZE = 1232  # the EDNS payload our queries offer; a bigger answer is not kept
 
 
@@ -570,50 +579,77 @@ class Network:
         self, request: dns.message.QueryMessage, name: str, rdtype: str
     ) -> dns.message.Message:
         """A stub resolver's resolution, as dnspython's Resolver.resolve does
-        it (search list off), on the door's own exchange: each nameserver in
-        turn, `timeouts.dns / 2` per attempt (at least 0.5 s), until the
-        lifetime `timeouts.dns` ends; silence is retried, a nameserver that
-        answers SERVFAIL, REFUSED or garbage is dropped, a truncated answer is
-        asked again over TCP. A NOERROR answer is returned; NXDOMAIN raises
-        NXDomain, silence ResolverTimeout, every nameserver dropped
-        ResolverFailure naming what each said."""
+        it (search list off), on the door's own exchange (see `_in_turn`). A
+        NOERROR answer is returned (its answer section alone); NXDOMAIN
+        raises NXDomain."""
+        response, _tcp, _where = await self._in_turn(
+            request, name, rdtype, _ANSWERS | {dns.rcode.YXDOMAIN}, answer_only=True
+        )
+        if response.rcode() == dns.rcode.NXDOMAIN:
+            raise NXDomain(name, rdtype, f"NXDOMAIN: {name} does not exist")
+        if response.rcode() == dns.rcode.YXDOMAIN:
+            raise ResolverFailure(name, rdtype, "YXDOMAIN: a DNAME made the name too long")
+        return response
+
+    async def _in_turn(
+        self,
+        request: dns.message.Message,
+        name: str,
+        rdtype: str,
+        answers: Collection[int],
+        *,
+        strict: bool = False,
+        answer_only: bool = False,
+    ) -> tuple[dns.message.Message, bool, str]:
+        """Ask the nameservers in turn, as dnspython's Resolver does: each
+        attempt gets half of the lifetime `timeouts.dns` (at least 0.5 s),
+        silence is retried (after a pause once every server left was silent),
+        a server that answers with an rcode not in `answers`, garbage or a
+        network error is dropped, a truncated answer is asked again over TCP.
+        Returns (response, whether over TCP, the server as shown). Raises
+        ResolverTimeout when the lifetime ends, ResolverFailure naming what
+        each server said when every one was dropped."""
         lifetime = self.config.timeouts.dns
         attempt = max(lifetime / 2, 0.5)
         deadline = time.monotonic() + lifetime
         servers = list(self._nameservers())
         turn: list[tuple[str, int]] = list(servers)
         errors: list[str] = []
-        backoff = 0.1
+        pause = 0.1
         while True:
             if not turn:
                 if not servers:
-                    raise ResolverFailure(name, rdtype, "; ".join(errors) or "no nameserver to ask")
+                    text = "; ".join(errors) or "no nameserver to ask"
+                    raise ResolverFailure(name, rdtype, text)
                 turn = list(servers)  # every one left was silent: again, after a pause
-                await asyncio.sleep(min(backoff, max(deadline - time.monotonic(), 0.0)))
-                backoff = min(backoff * 2, 2.0)
+                await asyncio.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+                pause = min(pause * 2, 2.0)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ResolverTimeout(name, rdtype, f"no answer within {lifetime:g} s")
             address, port = turn.pop(0)
             where = address if port == 53 else f"{_host(address)}:{port}"
             try:
-                response, _tcp = await exchange_udp(
-                    request, address, port, min(attempt, remaining), answer_only=True
+                response, tcp = await exchange_udp(
+                    request,
+                    address,
+                    port,
+                    min(attempt, remaining),
+                    strict=strict,
+                    answer_only=answer_only,
                 )
             except dns.exception.Timeout:
-                continue  # silence: this nameserver stays in the turn
+                continue  # silence: this server stays in the turn
             except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
-                errors.append(f"{str(exc).rstrip('.') or type(exc).__name__} from {where}")
+                detail = str(exc).rstrip(".")
+                errors.append(
+                    f"{type(exc).__name__} from {where}" + (f" ({detail})" if detail else "")
+                )
                 servers.remove((address, port))
                 continue
-            rcode = response.rcode()
-            if rcode == dns.rcode.NOERROR:
-                return response
-            if rcode == dns.rcode.NXDOMAIN:
-                raise NXDomain(name, rdtype, f"NXDOMAIN: {name} does not exist")
-            if rcode == dns.rcode.YXDOMAIN:
-                raise ResolverFailure(name, rdtype, "YXDOMAIN: a DNAME made the name too long")
-            errors.append(f"{dns.rcode.to_text(rcode)} from {where}")
+            if response.rcode() in answers:
+                return response, tcp, where
+            errors.append(f"{dns.rcode.to_text(response.rcode())} from {where}")
             servers.remove((address, port))
 
     def _nameservers(self) -> tuple[tuple[str, int], ...]:
@@ -712,10 +748,8 @@ class Network:
         )
 
     async def _query_dnssec(self, name: str, rdtype: str) -> SignedAnswer:
-        """Ask each nameserver in turn, as the resolver behind `query` does:
-        one that fails is dropped, silence is retried until the lifetime ends."""
-        lifetime = self.config.timeouts.dns
-        attempt = max(lifetime / 2, 0.5)
+        """Ask the nameservers in turn (`_in_turn`), as `query` does; an
+        NXDOMAIN answer is data here, its authority section evidence."""
         try:
             request = dns.message.make_query(
                 name,
@@ -726,47 +760,16 @@ class Network:
             )
         except dns.exception.DNSException as exc:
             raise ResolverFailure(name, rdtype, f"{type(exc).__name__}: {exc}") from exc
-        servers = list(self._nameservers())
-        errors: list[str] = []
-        deadline = time.monotonic() + lifetime
-        while servers and time.monotonic() < deadline:
-            for address, port in list(servers):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                where = address if port == 53 else f"{_host(address)}:{port}"
-                try:
-                    response, tcp = await exchange_udp(
-                        request, address, port, min(attempt, remaining), strict=True
-                    )
-                except dns.exception.Timeout:
-                    continue
-                except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
-                    detail = str(exc).rstrip(".")
-                    errors.append(
-                        f"{type(exc).__name__} from {where}" + (f" ({detail})" if detail else "")
-                    )
-                    servers.remove((address, port))
-                    continue
-                rcode = response.rcode()
-                if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                    errors.append(f"{dns.rcode.to_text(rcode)} from {where}")
-                    servers.remove((address, port))
-                    continue
-                return SignedAnswer(
-                    qname=name,
-                    rdtype=rdtype,
-                    rcode=dns.rcode.Rcode.make(rcode),
-                    answer=tuple(response.answer),
-                    authority=tuple(response.authority),
-                    server=where,
-                    tcp=tcp,
-                )
-        if errors and not servers:
-            raise ResolverFailure(name, rdtype, "; ".join(errors))
-        if not errors and not servers:
-            raise ResolverFailure(name, rdtype, "no nameserver to ask")
-        raise ResolverTimeout(name, rdtype, f"no answer within {lifetime:g} s")
+        response, tcp, where = await self._in_turn(request, name, rdtype, _ANSWERS, strict=True)
+        return SignedAnswer(
+            qname=name,
+            rdtype=rdtype,
+            rcode=dns.rcode.Rcode.make(response.rcode()),
+            answer=tuple(response.answer),
+            authority=tuple(response.authority),
+            server=where,
+            tcp=tcp,
+        )
 
 
 @dataclass(frozen=True)
