@@ -24,6 +24,8 @@ import gc
 import pstats
 import ssl
 import time
+from collections.abc import Callable
+from typing import Any
 
 import dns.message
 
@@ -65,23 +67,32 @@ async def side_by_side(n: int, parallel: int, config: object) -> list[str]:
 async def floor(config: object, lab: Lab) -> None:
     """What the check's bare I/O costs: its counts of connections, TLS
     handshakes and DNS exchanges, times each one's CPU measured alone
-    (connect, read a greeting, close; the same with TLS; one memoised DNS
-    exchange). The rest of a check's CPU is the engine's own work."""
+    (connect and close; connect, a TLS handshake, the greeting and close; one
+    memoised DNS exchange). Handshakes a server refused (the legacy-TLS
+    probes') are not counted. The rest of a check's CPU is the engine's own
+    work."""
+    from OpenSSL import SSL  # the mail conversations' TLS; HTTPS is the ssl module's
+
     handshakes = 0
-    real = ssl.SSLObject.do_handshake
+    real = {kind: kind.do_handshake for kind in (ssl.SSLObject, SSL.Connection)}
 
-    def counted(self: ssl.SSLObject) -> None:
-        nonlocal handshakes
-        real(self)  # raises SSLWantReadError until the handshake is done
-        handshakes += 1
+    def counting(kind: Any) -> Callable[[Any], None]:
+        def counted(self: Any) -> None:
+            nonlocal handshakes
+            real[kind](self)  # raises until the handshake is done (or has failed)
+            handshakes += 1
 
-    ssl.SSLObject.do_handshake = counted  # type: ignore[method-assign]
+        return counted
+
+    for kind in real:
+        kind.do_handshake = counting(kind)  # type: ignore[method-assign]
     try:
         net = Network(config)  # type: ignore[arg-type]
         await run(CheckRequest(DOMAIN, DOMAIN), config, network=net)  # type: ignore[arg-type]
         net.close()
     finally:
-        ssl.SSLObject.do_handshake = real  # type: ignore[method-assign]
+        for kind, method in real.items():
+            kind.do_handshake = method  # type: ignore[method-assign]
     used = {"connections": net.budget.connections, "dns_queries": net.budget.queries}
     runs = 100
     context = ssl.create_default_context(cafile=str(lab.ca_file))
