@@ -208,6 +208,7 @@ def _wire(query: dns.message.Message) -> bytes:
 
 
 _ANSWERS = frozenset({dns.rcode.NOERROR, dns.rcode.NXDOMAIN})  # rcodes that answer a question
+_STUB_ANSWERS = _ANSWERS | {dns.rcode.YXDOMAIN}  # a stub lookup reports YXDOMAIN itself
 _KEPT_SIZE = 1232  # the EDNS payload our queries offer; a bigger answer is not kept
 
 
@@ -583,7 +584,7 @@ class Network:
         NOERROR answer is returned (its answer section alone); NXDOMAIN
         raises NXDomain."""
         response, _tcp, _where = await self._in_turn(
-            request, name, rdtype, _ANSWERS | {dns.rcode.YXDOMAIN}, answer_only=True
+            request, name, rdtype, _STUB_ANSWERS, answer_only=True
         )
         if response.rcode() == dns.rcode.NXDOMAIN:
             raise NXDomain(name, rdtype, f"NXDOMAIN: {name} does not exist")
