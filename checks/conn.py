@@ -311,7 +311,8 @@ class Connection:
                 except (SSL.Error, ConnectionError):
                     pass
             self._writer.close()
-            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await self._writer.wait_closed()
         except (ConnectionError, TimeoutError, OSError):
             pass
 

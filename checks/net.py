@@ -544,8 +544,8 @@ class Network:
             task = asyncio.ensure_future(ask())
             memo[key] = task
         started = time.monotonic()
-        try:
-            answer = await asyncio.shield(task)
+        try:  # an answer already in needs no shield (a future and two callbacks)
+            answer = task.result() if task.done() else await asyncio.shield(task)
         except DNSError as exc:
             note(f"{_ms(started)}  {what} -> {exc}")
             raise

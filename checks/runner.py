@@ -20,6 +20,7 @@ import asyncio
 import importlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -211,7 +212,8 @@ async def stream(
     net = network or Network(config, politeness=politeness)
     started_at = datetime.now(UTC)
     t0 = time.monotonic()
-    events: asyncio.Queue[Event] = asyncio.Queue()
+    events: deque[Event] = deque()  # not yet yielded
+    arrived = asyncio.Event()  # set by each new event and by the supervisor's end
     tasks: dict[str, asyncio.Task[_Outcome]] = {}
     starts: dict[str, float] = {}
     timings: dict[str, ProbeTiming] = {}
@@ -245,7 +247,8 @@ async def stream(
             # Run only to feed a requested stage: keep what the user must know.
             found = [f for f in found if f.severity >= Severity.WARNING or f.code in _ALWAYS]
         findings.extend(found)
-        events.put_nowait(ProbeFinished(timing, tuple(found)))
+        events.append(ProbeFinished(timing, tuple(found)))
+        arrived.set()
 
     async def run_one(probe: Probe) -> _Outcome:
         deps = [await tasks[d] for d in probe.needs]
@@ -253,7 +256,8 @@ async def stream(
             finish(probe, "skipped", [])
             return _Outcome("skipped")
         starts[probe.name] = time.monotonic() - t0
-        events.put_nowait(ProbeStarted(probe.name, probe.stage))
+        events.append(ProbeStarted(probe.name, probe.stage))
+        arrived.set()
         results = {d: tasks[d].result().value for d in probe.needs}
         ctx = ProbeContext(request, net, results, {f: tasks[f] for f in probe.follows})
         try:
@@ -311,14 +315,15 @@ async def stream(
                 )
 
     supervisor = asyncio.create_task(supervise())
+    supervisor.add_done_callback(lambda _: arrived.set())
     try:
-        while not (supervisor.done() and events.empty()):
-            getter = asyncio.ensure_future(events.get())
-            await asyncio.wait({getter, supervisor}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield getter.result()
-            else:
-                getter.cancel()
+        while True:
+            while events:
+                yield events.popleft()
+            if supervisor.done():
+                break
+            arrived.clear()  # no await since the queue was seen empty: nothing is missed
+            await arrived.wait()
         supervisor.result()  # re-raise a bug in the runner itself
     finally:
         supervisor.cancel()
