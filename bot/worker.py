@@ -62,9 +62,10 @@ from checks import jsonreport
 from checks.diff import diff_reports
 from checks.model import CheckRequest, Finding, Report, Severity, Stage
 from checks.policy.dmarc import organizational_domain
-from checks.runner import CheckDone, ProbeFinished, dedupe, default_probes, plan, sort_findings
+from checks.runner import CheckDone, ProbeFinished, dedupe, plan, sort_findings
 from checks.runner import run as run_check
 from checks.runner import stream as run_stream
+from checks.stages import default_probes
 
 log = logging.getLogger(__name__)
 

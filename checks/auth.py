@@ -27,9 +27,9 @@ from checks.endpoints import Endpoint
 from checks.errors import InputError, NetError, TargetRefused, TLSFailed
 from checks.mailbox import IMAPDialect, POP3Dialect
 from checks.model import Stage, Target
-from checks.runner import Probe, ProbeContext
 from checks.sessions import Dialect, DialectFactory, Session, reproduce
 from checks.smtp import SMTP, auth_mechanisms, read_reply
+from checks.stages.probe import Probe, ProbeContext
 from checks.tls import client_trust_problem, now_utc
 
 CONNECT_PROBES = ("connect.submission", "connect.imap", "connect.pop3")

@@ -34,9 +34,9 @@ from checks.errors import (
 from checks.mailbox import IMAPDialect, POP3Dialect
 from checks.model import Severity, Stage, Target
 from checks.policy.dmarc import organizational_domain
-from checks.runner import Probe, ProbeContext
 from checks.sessions import DialectFactory, Session, converse, reproduce, same_conversation
 from checks.smtp import SMTP
+from checks.stages.probe import Probe, ProbeContext
 from checks.tlsprobe import problems_of
 
 DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}

@@ -30,7 +30,7 @@ from checks.errors import BudgetExceeded, DNSError, NXDomain, TargetRefused
 from checks.model import Finding, Severity, Stage, Target
 from checks.names import within
 from checks.net import Network, ServerAnswer
-from checks.runner import Probe, ProbeContext
+from checks.stages.probe import Probe, ProbeContext
 
 NXDOMAIN = ("NXDOMAIN",)
 # Findings about the servers carry the per-server table here, for renderers.

@@ -36,7 +36,7 @@ from checks.endpoints import Endpoint
 from checks.errors import DNSError, InputError, NetError, TargetRefused
 from checks.model import Stage, Target
 from checks.net import Network, note
-from checks.runner import Probe, ProbeContext
+from checks.stages.probe import Probe, ProbeContext
 from checks.text import untrusted
 
 TAG_HEADER = "X-Mailcheck-Tag"

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from checks.errors import BudgetExceeded, NXDomain, ResolverFailure
 from checks.model import Stage, Target
 from checks.net import DNSAnswer, Network
-from checks.runner import Probe, ProbeContext
+from checks.stages.probe import Probe, ProbeContext
 
 # -- values passed between probes -----------------------------------------------
 

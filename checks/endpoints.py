@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from checks.dns import MailHost, SRVTarget, capped_addresses
 from checks.errors import DNSError
 from checks.model import Target
-from checks.runner import ProbeContext
+from checks.stages.probe import ProbeContext
 
 
 @dataclass(frozen=True)

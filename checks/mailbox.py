@@ -14,8 +14,8 @@ from checks.conn import Connection
 from checks.endpoints import IMAP, POP3
 from checks.errors import NetError, ProtocolViolation
 from checks.model import Stage
-from checks.runner import Probe, ProbeContext
 from checks.sessions import Refused, Session, probe_service, reproduce, temporary
+from checks.stages.probe import Probe, ProbeContext
 
 CLEARTEXT_SASL = frozenset({"PLAIN", "LOGIN"})
 

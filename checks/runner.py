@@ -1,7 +1,7 @@
 """Plans a check as a graph of probes, runs it concurrently, streams findings.
 
-A probe is an `async def probe(ctx) -> result` plus the names of the probes
-whose results it needs. Every probe starts the moment its dependencies are
+A probe (`checks.stages.probe`) is an `async def probe(ctx) -> result` plus
+the names of the probes whose results it needs. Every probe starts the moment its dependencies are
 done, so a check lasts as long as its longest chain of lookups, not their sum.
 A probe may also follow another without waiting for it (it reads that one's
 result when it must), and name the DNS questions it will ask: the runner asks
@@ -17,12 +17,11 @@ still running then are cancelled and reported as `engine.deadline`.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,65 +30,10 @@ from checks.budget import charging
 from checks.config import EngineConfig
 from checks.model import CheckRequest, Finding, ProbeTiming, Report, Severity, Stage, Target
 from checks.net import Network, Politeness, recording
+from checks.stages import default_probes
+from checks.stages.probe import Outcome, Probe, ProbeContext
 
 log = logging.getLogger(__name__)
-
-
-class ProbeContext:
-    """What a probe may use: the request, the network door, its dependencies'
-    results, and `emit` for findings."""
-
-    def __init__(
-        self,
-        request: CheckRequest,
-        net: Network,
-        results: Mapping[str, Any],
-        followed: Mapping[str, asyncio.Task[_Outcome]] | None = None,
-    ) -> None:
-        self.request = request
-        self.net = net
-        self.domain = request.domain
-        self._results = results
-        self._followed = followed or {}
-        self.findings: list[Finding] = []
-        self.facts: dict[str, Any] = {}
-        self.transcript: list[str] = []
-
-    def result(self, probe: str) -> Any:
-        """The value returned by a dependency (declared in `needs`)."""
-        return self._results[probe]
-
-    async def followed(self, probe: str) -> Any:
-        """The value of a probe this one follows (declared in `follows`) once
-        it is done; None when it failed or was skipped."""
-        outcome = await asyncio.shield(self._followed[probe])
-        return outcome.value if outcome.status == "done" else None
-
-    def emit(self, finding: Finding) -> None:
-        self.findings.append(finding)
-
-    def add(self, code: str, **fields: Any) -> None:
-        """Emit a finding for catalogued `code`; `fields` as for `catalog.finding`."""
-        self.emit(catalog.finding(code, **fields))
-
-    def fact(self, key: str, value: Any) -> None:
-        """Record a JSON-serialisable fact (an MX set, a serial) for reports and diffs."""
-        self.facts[key] = value
-
-
-ProbeFunc = Callable[[ProbeContext], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Probe:
-    name: str
-    stage: Stage
-    run: ProbeFunc
-    needs: tuple[str, ...] = ()
-    # Planned with this probe and run beside it, not before it: see ProbeContext.followed.
-    follows: tuple[str, ...] = ()
-    # The (name, type) questions it will ask of DNS: asked at the start of the check.
-    asks: Callable[[CheckRequest, EngineConfig], Iterable[tuple[str, str]]] | None = None
 
 
 # -- events ------------------------------------------------------------------
@@ -116,49 +60,6 @@ Event = ProbeStarted | ProbeFinished | CheckDone
 
 
 # -- planning ------------------------------------------------------------------
-
-
-# The modules of the probes, in planning order, with the stages of their probes.
-PROBE_MODULES: tuple[tuple[str, frozenset[Stage]], ...] = (
-    ("checks.dns", frozenset({Stage.DNS})),
-    ("checks.consistency", frozenset({Stage.DNS, Stage.POLICY})),
-    ("checks.smtp", frozenset({Stage.CONNECT})),
-    ("checks.mailbox", frozenset({Stage.CONNECT})),
-    ("checks.tlsprobe", frozenset({Stage.TLS})),
-    ("checks.policy.probes", frozenset({Stage.POLICY})),
-    ("checks.policy.transport", frozenset({Stage.POLICY, Stage.TLS})),
-    ("checks.autoconfig", frozenset({Stage.AUTOCONFIG})),
-    ("checks.auth", frozenset({Stage.AUTH})),
-    ("checks.delivery", frozenset({Stage.DELIVERY})),
-)
-
-
-def default_probes(stages: Iterable[Stage] | None = None) -> tuple[Probe, ...]:
-    """The engine's probes, in planning order; with `stages`, only those of the
-    modules holding probes of these stages or of the stages they need, so that
-    a DNS-only check imports no TLS, HTTP or mail-protocol stack (issue 18).
-    A probe's name starts with its stage ("connect.smtp"): a probe needed but
-    not yet imported names the stage to import next (every one, failing that).
-    The stage modules import this one, so they are imported here, late."""
-    wanted = set(Stage) if stages is None else set(stages)
-    while True:
-        probes = tuple(
-            probe
-            for module, held in PROBE_MODULES
-            if held & wanted
-            for probe in importlib.import_module(module).PROBES
-        )
-        known = {p.name for p in probes}
-        missing = {n for p in probes if p.stage in wanted for n in (*p.needs, *p.follows)} - known
-        if not missing or wanted == set(Stage):
-            return probes
-        named = {s for s in Stage if any(n.startswith(f"{s.value}.") for n in missing)}
-        wanted |= named if named - wanted else set(Stage)
-
-
-def available_stages(probes: Iterable[Probe] | None = None) -> list[Stage]:
-    present = {p.stage for p in (probes if probes is not None else default_probes())}
-    return [s for s in Stage if s in present]
 
 
 def plan(probes: Sequence[Probe], request: CheckRequest) -> list[Probe]:
@@ -190,13 +91,6 @@ def plan(probes: Sequence[Probe], request: CheckRequest) -> list[Probe]:
 # -- running -------------------------------------------------------------------
 
 
-@dataclass
-class _Outcome:
-    status: str  # done | failed | skipped
-    value: Any = None
-    findings: list[Finding] = field(default_factory=list)
-
-
 async def stream(
     request: CheckRequest,
     config: EngineConfig,
@@ -214,7 +108,7 @@ async def stream(
     t0 = time.monotonic()
     events: deque[Event] = deque()  # not yet yielded
     arrived = asyncio.Event()  # set by each new event and by the supervisor's end
-    tasks: dict[str, asyncio.Task[_Outcome]] = {}
+    tasks: dict[str, asyncio.Task[Outcome]] = {}
     starts: dict[str, float] = {}
     timings: dict[str, ProbeTiming] = {}
     transcripts: dict[str, tuple[str, ...]] = {}
@@ -250,11 +144,11 @@ async def stream(
         events.append(ProbeFinished(timing, tuple(found)))
         arrived.set()
 
-    async def run_one(probe: Probe) -> _Outcome:
+    async def run_one(probe: Probe) -> Outcome:
         deps = [await tasks[d] for d in probe.needs]
         if any(d.status != "done" for d in deps):
             finish(probe, "skipped", [])
-            return _Outcome("skipped")
+            return Outcome("skipped")
         starts[probe.name] = time.monotonic() - t0
         events.append(ProbeStarted(probe.name, probe.stage))
         arrived.set()
@@ -283,13 +177,13 @@ async def stream(
         transcripts[probe.name] = tuple(lines)
         facts.update(ctx.facts if redact is None else redact.deep(ctx.facts))
         finish(probe, status, ctx.findings)
-        return _Outcome(status, value)
+        return Outcome(status, value)
 
     async def supervise() -> None:
         net.prefetch(q for p in selected if p.asks is not None for q in p.asks(request, config))
         for probe in selected:
             tasks[probe.name] = asyncio.create_task(run_one(probe), name=f"probe:{probe.name}")
-        pending: set[asyncio.Task[_Outcome]] = set()
+        pending: set[asyncio.Task[Outcome]] = set()
         if tasks:  # asyncio.wait refuses an empty plan (a stage with no probe of its own)
             _done, pending = await asyncio.wait(tasks.values(), timeout=config.timeouts.check)
         for task in pending:

@@ -46,7 +46,8 @@ from checks.names import within
 from checks.policy import dmarc
 from checks.policy.probes import blocklists, find_dmarc
 from checks.policy.spf import NetworkLookup, Result, Verdict, check_host
-from checks.runner import Probe, ProbeContext
+from checks.stages import default_probes
+from checks.stages.probe import Probe, ProbeContext
 from checks.text import untrusted
 
 TOKEN_PREFIX = "st-"
@@ -755,7 +756,7 @@ async def submit(request: CheckRequest, config: EngineConfig, address: str, toke
     submission (`sendtest.submitted` or `sendtest.submit.failed`, and any
     login problem found on the way)."""
     wanted = replace(request, stages=frozenset({Stage.SENDTEST}))
-    probes = (*runner.default_probes(), submit_probe(address, token))
+    probes = (*default_probes(), submit_probe(address, token))
     return await runner.run(wanted, config, probes=probes)
 
 

@@ -42,7 +42,7 @@ from checks.errors import (
 )
 from checks.model import Severity, Target
 from checks.net import Network
-from checks.runner import ProbeContext
+from checks.stages.probe import ProbeContext
 
 EVIDENCE_LINES = 40
 

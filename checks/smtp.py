@@ -19,7 +19,6 @@ from checks.dns import MailHost
 from checks.endpoints import SUBMISSION, Endpoint, mx_endpoints
 from checks.errors import NetError, ProtocolViolation
 from checks.model import Stage
-from checks.runner import Probe, ProbeContext
 from checks.sessions import (
     Refused,
     Session,
@@ -28,6 +27,7 @@ from checks.sessions import (
     reproduce,
     severity_for,
 )
+from checks.stages.probe import Probe, ProbeContext
 
 _REPLY = re.compile(r"^(\d{3})(?:([ -])(.*))?$")
 CLEARTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN"})

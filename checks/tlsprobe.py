@@ -14,7 +14,6 @@ from checks.errors import NetError, TargetRefused
 from checks.mailbox import IMAPDialect, POP3Dialect
 from checks.model import Stage
 from checks.policy.transport import STSState
-from checks.runner import Probe, ProbeContext
 from checks.sessions import (
     DialectFactory,
     Session,
@@ -24,6 +23,7 @@ from checks.sessions import (
     severity_for,
 )
 from checks.smtp import SMTP
+from checks.stages.probe import Probe, ProbeContext
 
 DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}
 SESSION_PROBES = ("connect.smtp", "connect.submission", "connect.imap", "connect.pop3")

@@ -19,7 +19,7 @@ from checks.policy.spf import NetworkLookup, Verdict, check_host
 from checks.policy.spfdiagnose import diagnose
 from checks.policy.spfmacro import SPFSyntaxError
 from checks.policy.spfparse import select_record
-from checks.runner import Probe, ProbeContext
+from checks.stages.probe import Probe, ProbeContext
 from checks.text import untrusted
 
 

@@ -20,8 +20,8 @@ from checks.errors import ConnectionClosed, DNSError, NetError, TargetRefused
 from checks.model import Severity, Stage, Target
 from checks.policy import dane, mtasts
 from checks.policy.probes import lookup_txts
-from checks.runner import Probe, ProbeContext
 from checks.sessions import Session, reproduce
+from checks.stages.probe import Probe, ProbeContext
 
 # -- MTA-STS ------------------------------------------------------------------------
 

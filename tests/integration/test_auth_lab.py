@@ -210,8 +210,8 @@ async def test_sasl_without_mechanisms_is_not_ready_rather_than_none(
     from checks.conn import TLSSession
     from checks.endpoints import Endpoint
     from checks.net import Network
-    from checks.runner import ProbeContext
     from checks.sessions import Session
+    from checks.stages.probe import ProbeContext
 
     ep = Endpoint("imap.healthy.test", "127.1.1.11", 110, "pop3", "starttls", "client", True)
     tls = TLSSession("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, (), "imap.healthy.test")

@@ -22,7 +22,9 @@ from bench.delayproxy import DelayProxy
 from checks.config import EngineConfig, Nameserver
 from checks.dns import SRVTarget
 from checks.model import CheckRequest, Stage
-from checks.runner import Probe, ProbeContext, default_probes, run
+from checks.runner import run
+from checks.stages import default_probes
+from checks.stages.probe import Probe, ProbeContext
 from tests.lab.zones import NS_ADDRESS
 
 pytestmark = pytest.mark.lab

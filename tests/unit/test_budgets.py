@@ -31,7 +31,8 @@ from bot.settings import Settings
 from checks.config import Budgets, EngineConfig
 from checks.errors import InputError
 from checks.model import CheckRequest, Report, Stage, Target
-from checks.runner import Probe, ProbeContext, run, stream
+from checks.runner import run, stream
+from checks.stages.probe import Probe, ProbeContext
 from tests.support.floods import (
     SMTPListener,
     flood_addresses,

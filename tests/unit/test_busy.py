@@ -18,8 +18,8 @@ from checks import autoconfig, http
 from checks.clientconf import ClientConfig, ServerSetting
 from checks.model import Severity
 from checks.net import Network
-from checks.runner import ProbeContext
 from checks.sessions import busy, temporary
+from checks.stages.probe import ProbeContext
 from tests.support.fakeserver import FakeServer
 from tests.unit.test_hostile_servers import context, talk
 

@@ -1082,7 +1082,7 @@ async def report_on(profile: bytes, ca_file: str | None) -> list[tuple[str, str]
     from checks.config import EngineConfig, Nameserver, Timeouts
     from checks.model import CheckRequest
     from checks.net import Network
-    from checks.runner import ProbeContext
+    from checks.stages.probe import ProbeContext
     from checks.targets import TargetPolicy, parse_networks
 
     async def serve(request: web.Request) -> web.Response:

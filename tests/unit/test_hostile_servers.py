@@ -12,9 +12,9 @@ from checks.endpoints import Endpoint
 from checks.mailbox import IMAPDialect, POP3Dialect
 from checks.model import CheckRequest, Severity
 from checks.net import Network
-from checks.runner import ProbeContext
 from checks.sessions import converse_or_refuse
 from checks.smtp import SMTP
+from checks.stages.probe import ProbeContext
 from checks.targets import TargetPolicy, parse_networks
 from tests.support.fakeserver import FakeServer
 

@@ -86,3 +86,169 @@ def test_the_watchdog_ends_a_run_that_hangs_after_a_failure(tmp_path: Path) -> N
     shown = result.stdout + result.stderr
     assert "test_hang.py::test_fails_then_hangs still running after 3 s" in shown
     assert "async_finalizer" in shown  # where it hung
+
+
+# -- the engine's layers ---------------------------------------------------------
+#
+# Each module's layer, by the longest matching name prefix, lowest first. A layer
+# imports only from the layers it may use (`MAY_USE`); rules are pure judgements,
+# so they use no door. Issue 19 moves the flat modules into one folder per layer;
+# until then the table names them one by one.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "core": (  # values, the catalog, errors, settings, pure helpers
+        "checks.model",
+        "checks.catalog",
+        "checks.errors",
+        "checks.config",
+        "checks.names",
+        "checks.text",
+        "checks.accounts",
+        "checks.targets",
+        "checks.isolate",
+    ),
+    "net": ("checks.net", "checks.conn", "checks.http", "checks.budget", "checks.urls"),
+    "rules": (
+        "checks.tls",
+        "checks.dnssec",
+        "checks.clientconf",
+        "checks.signeddata",
+        "checks.dkimverify",
+        "checks.policy",
+    ),
+    "stages": (
+        "checks.stages",
+        "checks.sessions",
+        "checks.dns",
+        "checks.consistency",
+        "checks.endpoints",
+        "checks.smtp",
+        "checks.mailbox",
+        "checks.tlsprobe",
+        "checks.policy.probes",
+        "checks.policy.transport",
+        "checks.autoconfig",
+        "checks.auth",
+        "checks.delivery",
+    ),
+    "run": ("checks", "checks.runner", "checks.sendtest", "checks.diff", "checks.jsonreport"),
+    "fronts": ("bot",),
+}
+MAY_USE = {
+    "core": {"core"},
+    "net": {"core", "net"},
+    "rules": {"core", "rules"},
+    "stages": {"core", "net", "rules", "stages"},
+    "run": {"core", "net", "rules", "stages", "run"},
+    "fronts": set(LAYERS),
+}
+# Imports that break the order today, each to be removed (issue 19); the test
+# fails when one is gone, so that this list only shrinks.
+KNOWN_UPWARD = {
+    ("checks.dnssec", "checks.net"),
+    ("checks.policy.spf", "checks.dns"),
+    ("checks.policy.spf", "checks.net"),
+}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in ("checks", "bot"):
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports, anywhere in it (late imports
+    too), and those it names in a string (`importlib.import_module(name)`)."""
+
+    def ours(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        targets: list[str] = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, *([node.module] if node.module else [])])
+                # `from checks import catalog` imports checks.catalog, not the facade
+                targets += [
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                    for a in node.names
+                ]
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value in modules
+            ):
+                targets.append(node.value)
+        graph[module] = {t for t in map(ours, targets) if t and t != module}
+    return graph
+
+
+def _layer(module: str) -> str:
+    best = max(
+        (
+            (prefix, layer)
+            for layer, prefixes in LAYERS.items()
+            for prefix in prefixes
+            if module == prefix or module.startswith(prefix + ".")
+        ),
+        key=lambda hit: len(hit[0]),
+        default=None,
+    )
+    assert best is not None, f"{module} is in no layer: add it to LAYERS in {Path(__file__).name}"
+    return best[1]
+
+
+def test_the_imports_form_no_loop() -> None:
+    graph = _imports(_modules())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    loops: list[list[str]] = []
+
+    def visit(module: str) -> None:  # Tarjan's strongly connected components
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in graph[module]:
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                other = stack.pop()
+                component.append(other)
+                if other == module:
+                    break
+            if len(component) > 1:
+                loops.append(sorted(component))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    assert loops == []
+
+
+def test_each_layer_imports_only_from_the_layers_below() -> None:
+    graph = _imports(_modules())
+    upward = {
+        (module, other)
+        for module, others in graph.items()
+        for other in others
+        if _layer(other) not in MAY_USE[_layer(module)]
+    }
+    assert upward - KNOWN_UPWARD == set(), "new imports against the layer order"
+    assert KNOWN_UPWARD - upward == set(), "fixed: remove these from KNOWN_UPWARD"

@@ -8,17 +8,8 @@ from checks import catalog
 from checks.config import EngineConfig, Nameserver, Timeouts
 from checks.model import CheckRequest, Severity, Stage, Target
 from checks.net import Network
-from checks.runner import (
-    CheckDone,
-    Probe,
-    ProbeContext,
-    ProbeFinished,
-    ProbeStarted,
-    dedupe,
-    plan,
-    run,
-    stream,
-)
+from checks.runner import CheckDone, ProbeFinished, ProbeStarted, dedupe, plan, run, stream
+from checks.stages.probe import Probe, ProbeContext
 
 CONFIG = EngineConfig(nameservers=(Nameserver("127.1.0.99"),), timeouts=Timeouts(check=5))
 REQUEST = CheckRequest(domain="example.test", display="example.test")

@@ -19,9 +19,11 @@ import types
 
 import pytest
 
-from checks import runner
+from checks import stages as registry
 from checks.model import CHECK_STAGES, CheckRequest, Stage
-from checks.runner import PROBE_MODULES, Probe, ProbeContext, available_stages, default_probes, plan
+from checks.runner import plan
+from checks.stages import PROBE_MODULES, available_stages, default_probes
+from checks.stages.probe import Probe, ProbeContext
 from tests.support.nanodns import NanoDNS, zone
 
 SERVICES = {"redis", "saq", "slack_sdk", "slack_bolt", "aiohttp", "aiosmtpd", "dkim"}
@@ -179,5 +181,5 @@ def test_a_needed_probe_is_imported_with_its_stage(
         module.PROBES = probes  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, name, module)
     stages = [("fake_dns", Stage.DNS), ("fake_connect", Stage.CONNECT), ("fake_tls", Stage.TLS)]
-    monkeypatch.setattr(runner, "PROBE_MODULES", [(m, frozenset({s})) for m, s in stages])
+    monkeypatch.setattr(registry, "PROBE_MODULES", [(m, frozenset({s})) for m, s in stages])
     assert [p.name for p in default_probes({Stage.DNS})] == imported

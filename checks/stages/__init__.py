@@ -1,0 +1,57 @@
+"""The stages: the modules whose probes a check runs, and the registry the
+runner reads to find them.
+
+A stage module lists its probes in `PROBES`. It is imported only when a check
+wants one of its stages (or a stage that needs them), so that a DNS-only check
+imports no TLS, HTTP or mail-protocol stack (issue 18).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from checks.model import Stage
+from checks.stages.probe import Probe
+
+# The modules of the probes, in planning order, with the stages of their probes.
+PROBE_MODULES: tuple[tuple[str, frozenset[Stage]], ...] = (
+    ("checks.dns", frozenset({Stage.DNS})),
+    ("checks.consistency", frozenset({Stage.DNS, Stage.POLICY})),
+    ("checks.smtp", frozenset({Stage.CONNECT})),
+    ("checks.mailbox", frozenset({Stage.CONNECT})),
+    ("checks.tlsprobe", frozenset({Stage.TLS})),
+    ("checks.policy.probes", frozenset({Stage.POLICY})),
+    ("checks.policy.transport", frozenset({Stage.POLICY, Stage.TLS})),
+    ("checks.autoconfig", frozenset({Stage.AUTOCONFIG})),
+    ("checks.auth", frozenset({Stage.AUTH})),
+    ("checks.delivery", frozenset({Stage.DELIVERY})),
+)
+
+
+def default_probes(stages: Iterable[Stage] | None = None) -> tuple[Probe, ...]:
+    """The engine's probes, in planning order; with `stages`, only those of the
+    modules holding probes of these stages or of the stages they need, so that
+    a DNS-only check imports no TLS, HTTP or mail-protocol stack (issue 18).
+    A probe's name starts with its stage ("connect.smtp"): a probe needed but
+    not yet imported names the stage to import next (every one, failing that).
+    Each is imported on first use."""
+    wanted = set(Stage) if stages is None else set(stages)
+    while True:
+        probes = tuple(
+            probe
+            for module, held in PROBE_MODULES
+            if held & wanted
+            for probe in importlib.import_module(module).PROBES
+        )
+        known = {p.name for p in probes}
+        missing = {n for p in probes if p.stage in wanted for n in (*p.needs, *p.follows)} - known
+        if not missing or wanted == set(Stage):
+            return probes
+        named = {s for s in Stage if any(n.startswith(f"{s.value}.") for n in missing)}
+        wanted |= named if named - wanted else set(Stage)
+
+
+def available_stages(probes: Iterable[Probe] | None = None) -> list[Stage]:
+    present = {p.stage for p in (probes if probes is not None else default_probes())}
+    return [s for s in Stage if s in present]

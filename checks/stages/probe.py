@@ -1,0 +1,86 @@
+"""The probe API: what a stage module gives the runner, and what a probe may use.
+
+A probe is an `async def probe(ctx) -> result` plus the names of the probes
+whose results it needs (`Probe`). The runner hands each one a `ProbeContext`:
+the request, the network door, its dependencies' results, and `emit` for
+findings. This module sits below the stages and the runner alike, so a stage
+never imports the runner that runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from checks import catalog
+from checks.config import EngineConfig
+from checks.model import CheckRequest, Finding, Stage
+from checks.net import Network
+
+
+@dataclass
+class Outcome:
+    """How a probe ended, and its value for the probes that need it."""
+
+    status: str  # done | failed | skipped
+    value: Any = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+class ProbeContext:
+    """What a probe may use: the request, the network door, its dependencies'
+    results, and `emit` for findings."""
+
+    def __init__(
+        self,
+        request: CheckRequest,
+        net: Network,
+        results: Mapping[str, Any],
+        followed: Mapping[str, asyncio.Task[Outcome]] | None = None,
+    ) -> None:
+        self.request = request
+        self.net = net
+        self.domain = request.domain
+        self._results = results
+        self._followed = followed or {}
+        self.findings: list[Finding] = []
+        self.facts: dict[str, Any] = {}
+        self.transcript: list[str] = []
+
+    def result(self, probe: str) -> Any:
+        """The value returned by a dependency (declared in `needs`)."""
+        return self._results[probe]
+
+    async def followed(self, probe: str) -> Any:
+        """The value of a probe this one follows (declared in `follows`) once
+        it is done; None when it failed or was skipped."""
+        outcome = await asyncio.shield(self._followed[probe])
+        return outcome.value if outcome.status == "done" else None
+
+    def emit(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def add(self, code: str, **fields: Any) -> None:
+        """Emit a finding for catalogued `code`; `fields` as for `catalog.finding`."""
+        self.emit(catalog.finding(code, **fields))
+
+    def fact(self, key: str, value: Any) -> None:
+        """Record a JSON-serialisable fact (an MX set, a serial) for reports and diffs."""
+        self.facts[key] = value
+
+
+ProbeFunc = Callable[[ProbeContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    stage: Stage
+    run: ProbeFunc
+    needs: tuple[str, ...] = ()
+    # Planned with this probe and run beside it, not before it: see ProbeContext.followed.
+    follows: tuple[str, ...] = ()
+    # The (name, type) questions it will ask of DNS: asked at the start of the check.
+    asks: Callable[[CheckRequest, EngineConfig], Iterable[tuple[str, str]]] | None = None
