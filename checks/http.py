@@ -149,7 +149,7 @@ async def fetch(
 
 
 class Reporter(Protocol):
-    """What `fetch_reporting` needs of a probe's context (checks.runner.ProbeContext)."""
+    """What `fetch_reporting` needs of a probe's context (checks.stages.probe.ProbeContext)."""
 
     @property
     def net(self) -> Network: ...
@@ -287,6 +287,7 @@ async def _converse(
     if ask.data is not None:
         headers += [("Content-Type", ask.content_type), ("Content-Length", str(len(ask.data)))]
     response: h11.Response | None = None
+    answered = False  # any byte of a response came
     body = bytearray()
     try:
         request = h11.Request(method=ask.method, target=ask.where.target, headers=headers)
@@ -303,6 +304,9 @@ async def _converse(
                         chunk = await reader.read(65536)
                 except TimeoutError:
                     raise ReadTimeout(f"no response within {reply_timeout:g} s") from None
+                if not chunk and not answered:  # read the request, then hung up: busy
+                    raise ConnectionClosed("the server closed the connection before answering")
+                answered = answered or bool(chunk)
                 conn.receive_data(chunk)
             elif isinstance(event, h11.Response):
                 response = event

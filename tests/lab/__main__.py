@@ -1,5 +1,10 @@
 """python -m tests.lab up|down|status: run the lab outside pytest.
 
+python -m tests.lab stages DOMAIN prints the `--stage` options that check a
+lab scenario's domain for its own faults only (nothing for healthy.test or a
+domain that is no scenario), and what the scenario is on standard error:
+scripts/demo uses it.
+
 State lives in $MAILCHECK_LAB_DIR, default .lab/ in the repository: dns/ for
 NSD (dns/trust-anchors is the DNSSEC trust anchor to give --trust-anchor),
 dns-stale/ and dns-parent/ for the second and third NSD (a stale secondary,
@@ -24,8 +29,10 @@ def lab_root() -> Path:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "stages":
+        return _stages(argv[1])
     if len(argv) != 1 or argv[0] not in ("up", "down", "status"):
-        print("usage: python -m tests.lab up|down|status", file=sys.stderr)
+        print("usage: python -m tests.lab up|down|status|stages DOMAIN", file=sys.stderr)
         return 2
     if argv[0] == "up":
         for line in Lab(lab_root()).up():
@@ -41,6 +48,23 @@ def main(argv: list[str]) -> int:
     for part, running in state.items():
         print(f"lab {part}: {'running' if running else 'stopped'} (state in {lab.root})")
     return 0 if all(state.values()) else 1
+
+
+def _stages(domain: str) -> int:
+    from .zones import BY_DOMAIN, scenario_stages
+
+    stages = scenario_stages(domain)
+    if stages is not None:
+        scenario = BY_DOMAIN[domain]
+        expected = ", ".join(sorted(scenario.expect)) or "nothing"
+        print(
+            f"lab scenario {domain}: {scenario.about}; expected: {expected}.\n"
+            f"The lab builds only what the {', '.join(stages)} stage(s) look at for it, so "
+            f"only those run; give --stage to choose others.",
+            file=sys.stderr,
+        )
+        print(" ".join(f"--stage {s}" for s in stages))
+    return 0
 
 
 if __name__ == "__main__":

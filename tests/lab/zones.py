@@ -1340,6 +1340,30 @@ BY_DOMAIN = {
 }
 
 
+# The stages each family of scenarios is built for and checked with by its
+# tests: a scenario's zone holds only what those stages look at, so a full
+# check of it also reports what the lab leaves out (no mail server behind a
+# DNS scenario's MX, no SPF in a mail scenario). healthy.test has everything.
+_FAMILY_STAGES: tuple[tuple[tuple[Scenario, ...], tuple[str, ...]], ...] = (
+    (MAIL_SCENARIOS, ("dns", "connect", "tls")),
+    (POLICY_SCENARIOS, ("policy",)),
+    (CLIENT_SCENARIOS, ("autoconfig",)),
+    (SCENARIOS, ("dns",)),
+)
+HEALTHY = "healthy.test"
+
+
+def scenario_stages(domain: str) -> tuple[str, ...] | None:
+    """The stages to check `domain` with to see only its scenario's faults;
+    None for healthy.test, a domain outside these families, or no scenario."""
+    if domain == HEALTHY:
+        return None
+    for family, stages in _FAMILY_STAGES:
+        if any(s.domain == domain for s in family):
+            return stages
+    return None
+
+
 def all_zones(
     tlsa: Callable[[str, str], str] | None = None, dkim: Callable[[str], str] | None = None
 ) -> list[Zone]:

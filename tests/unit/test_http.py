@@ -12,7 +12,7 @@ import pytest
 
 from checks import http
 from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.errors import ProtocolViolation, ReadTimeout, TargetRefused
+from checks.errors import ConnectionClosed, ProtocolViolation, ReadTimeout, TargetRefused
 from checks.net import Network, recording
 from checks.targets import TargetPolicy, parse_networks
 from tests.support.fakeserver import FakeServer
@@ -62,6 +62,18 @@ async def test_a_plain_response_is_read_and_recorded() -> None:
 
 async def test_garbage_instead_of_http_is_a_protocol_violation() -> None:
     async with FakeServer(responder(b"\x16\x03\x01 not http at all\r\n\r\n"), ADDRESS) as server:
+        with pytest.raises(ProtocolViolation, match="no valid HTTP response"):
+            await http.fetch(door(), f"http://{ADDRESS}:{server.port}/")
+
+
+async def test_a_server_that_closes_without_answering_is_a_closed_connection() -> None:
+    """What nginx does when it is too busy: it reads the request and closes.
+    That is a busy server (ConnectionClosed, inconclusive for the probes), not
+    an invalid response; a response cut off midway still is one."""
+    async with FakeServer(responder(b""), ADDRESS) as server:
+        with pytest.raises(ConnectionClosed, match="closed the connection before answering"):
+            await http.fetch(door(), f"http://{ADDRESS}:{server.port}/")
+    async with FakeServer(responder(b"HTTP/1.1 200 OK\r\nContent-Ty"), ADDRESS) as server:
         with pytest.raises(ProtocolViolation, match="no valid HTTP response"):
             await http.fetch(door(), f"http://{ADDRESS}:{server.port}/")
 
