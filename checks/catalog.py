@@ -820,6 +820,54 @@ _ENTRIES: tuple[Entry, ...] = (
         "Once the reports show all legitimate mail passing, move to p=quarantine, then p=reject.",
     ),
     Entry(
+        "dmarc.pct.partial",
+        _WARN,
+        Stage.POLICY,
+        "DMARC policy covers only part of the mail",
+        "With pct below 100, receivers apply the policy to only that share of the mail that "
+        "fails DMARC and the next weaker policy to the rest (quarantine instead of reject, "
+        "none instead of quarantine): some spoofed mail still gets through.",
+        "Once the reports show all legitimate mail passing, raise pct to 100 or remove the tag.",
+    ),
+    Entry(
+        "dmarc.testing",
+        _WARN,
+        Stage.POLICY,
+        "DMARC policy in testing mode",
+        "t=y (DMARCbis) asks receivers to apply the next weaker policy than p=: a p=reject "
+        "record acts as p=quarantine, a p=quarantine one as p=none.",
+        "Remove t=y once the reports show all legitimate mail passing.",
+    ),
+    Entry(
+        "dmarc.subdomain.weaker",
+        _WARN,
+        Stage.POLICY,
+        "DMARC policy is weaker for subdomains",
+        "sp= (or np=, for names that do not exist) sets a weaker policy than p=: a spoofer "
+        "writes From: anything.example.com, a name nobody checks, and gets the lenient one.",
+        "Remove sp= and np= so that subdomains inherit p= (or set them to the same value); a "
+        "subdomain that still sends unaligned mail can get its own _dmarc record.",
+    ),
+    Entry(
+        "dmarc.rua.missing",
+        _INFO,
+        Stage.POLICY,
+        "DMARC record asks for no reports",
+        "Without rua= receivers send no aggregate reports: nobody learns which servers send "
+        "mail as the domain, whether legitimate mail passes, or when spoofing starts.",
+        "Add `rua=mailto:dmarc-reports@example.com` (an address in the domain, or a "
+        "report service's that publishes an authorisation record).",
+    ),
+    Entry(
+        "dmarc.reporting.odd",
+        _INFO,
+        Stage.POLICY,
+        "DMARC reporting tags do not do what they seem to",
+        "fo= only shapes failure reports, which need a ruf= address; and receivers need only "
+        "send aggregate reports daily (RFC 7489 6.3), so ri= other than 86400 is mostly ignored.",
+        "Add ruf= (few receivers send failure reports at all) or drop fo=; drop ri=.",
+    ),
+    Entry(
         "dmarc.rua.unauthorized",
         _WARN,
         Stage.POLICY,

@@ -2,7 +2,7 @@
 
 Pure rules, no network: `select` picks the record out of the TXT set at
 `_dmarc.<domain>`, `parse_record` reads it the way a receiver does,
-`policy_problems` says where the policy is weak, and `external_destinations`
+`weaknesses` says where a valid policy is weak, and `external_destinations`
 names the authorisation records a report address at another organisation
 needs (RFC 7489 7.1), which `authorizes` judges.
 
@@ -311,35 +311,85 @@ def _hostlike(domain: str) -> bool:
 # -- policy strength ---------------------------------------------------------------
 
 
-def policy_problems(record: DMARCRecord) -> list[str]:
-    """Where the policy leaves spoofed mail through or leaves the owner blind."""
-    problems = []
-    if record.p == "none":
-        problems.append(
-            "p=none: receivers take no action on mail that fails DMARC (monitoring only)"
+@dataclass(frozen=True)
+class Weakness:
+    """Where a valid policy lets spoofed mail through or leaves its owner
+    blind: a catalog code and what the record at `name` says."""
+
+    code: str
+    summary: str
+
+
+def weaknesses(record: DMARCRecord, name: str) -> list[Weakness]:
+    """The record's weaknesses, worst first; `name` is where it was found."""
+    p, strength = record.p, POLICIES.index
+    found = []
+    if p == "none":
+        found.append(
+            Weakness(
+                "dmarc.policy.none",
+                f"p=none at {name}: mail that fails DMARC is delivered as usual",
+            )
         )
-    if record.pct < 100:
-        problems.append(
-            f"pct={record.pct}: the policy applies to only {record.pct}% of failing mail"
+    else:
+        weaker = POLICIES[strength(p) - 1]  # what a receiver applies instead (RFC 7489 6.6.4)
+        if record.pct < 100:
+            found.append(
+                Weakness(
+                    "dmarc.pct.partial",
+                    f"pct={record.pct} at {name}: p={p} applies to {record.pct}% of the mail "
+                    f"that fails DMARC; receivers treat the rest as p={weaker}",
+                )
+            )
+        if record.t == "y":
+            found.append(
+                Weakness(
+                    "dmarc.testing",
+                    f"t=y at {name}: testing mode; receivers apply p={weaker}, not p={p}",
+                )
+            )
+    if record.sp is not None and strength(record.sp) < strength(p):
+        found.append(
+            Weakness(
+                "dmarc.subdomain.weaker",
+                f"sp={record.sp} at {name} is weaker than p={p}: mail that fails DMARC "
+                "from any subdomain, real or made up, is treated more leniently",
+            )
         )
-    if record.t == "y":
-        problems.append("t=y: testing mode; receivers apply a policy one step weaker than p=")
-    strength = POLICIES.index
-    if record.sp is not None and strength(record.sp) < strength(record.p):
-        problems.append(
-            f"sp={record.sp} is weaker than p={record.p}: mail from subdomains "
-            "that fails DMARC is treated more leniently"
-        )
-    if record.np is not None and strength(record.np) < strength(record.subdomain_policy):
-        problems.append(
-            f"np={record.np} is weaker than the subdomain policy {record.subdomain_policy}: "
-            "mail from non-existent subdomains is treated more leniently"
+    elif record.np is not None and strength(record.np) < strength(record.subdomain_policy):
+        found.append(
+            Weakness(
+                "dmarc.subdomain.weaker",
+                f"np={record.np} at {name} is weaker than the subdomain policy "
+                f"{record.subdomain_policy}: mail from subdomains that do not exist "
+                "is treated more leniently",
+            )
         )
     if not record.rua:
-        problems.append(
-            "no rua=: no aggregate reports, so nobody sees who sends mail as this domain"
+        found.append(
+            Weakness(
+                "dmarc.rua.missing",
+                f"no rua= at {name}: no aggregate reports, so nobody sees who sends mail "
+                "as this domain or whether it passes",
+            )
         )
-    return problems
+    if record.fo != ("0",) and not record.ruf:
+        found.append(
+            Weakness(
+                "dmarc.reporting.odd",
+                f"fo={':'.join(record.fo)} at {name} asks for failure reports, but no ruf= "
+                "says where to send them",
+            )
+        )
+    if record.ri != 86400:
+        found.append(
+            Weakness(
+                "dmarc.reporting.odd",
+                f"ri={record.ri} at {name}: receivers need only report once a day "
+                "(RFC 7489 6.3), and most do whatever ri= asks",
+            )
+        )
+    return found
 
 
 # -- organisational domains and external report addresses ----------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from checks import catalog
 from checks.config import EngineConfig
 from checks.dns import MailHost, txt_strings
 from checks.errors import BudgetExceeded, NXDomain, ResolverFailure
@@ -217,13 +218,10 @@ async def probe_dmarc(ctx: ProbeContext) -> None:
     ctx.fact("dmarc", {"record": text, "p": record.p, "pct": record.pct})
     for error in record.errors:
         ctx.add("dmarc.syntax", target=target, summary=error, evidence=[text], reproduce=dig)
-    if record.p == "none":
+    weak = dmarc.weaknesses(record, name)
+    for weakness in weak:
         ctx.add(
-            "dmarc.policy.none",
-            target=target,
-            summary=f"p=none at {name}: mail that fails DMARC is delivered as usual",
-            evidence=[text],
-            reproduce=dig,
+            weakness.code, target=target, summary=weakness.summary, evidence=[text], reproduce=dig
         )
     for uri, auth_name in dmarc.external_destinations(where, record):
         auth = await lookup_txts(ctx, auth_name)
@@ -235,7 +233,7 @@ async def probe_dmarc(ctx: ProbeContext) -> None:
                 f"{where}'s reports (no v=DMARC1 record at {auth_name})",
                 reproduce=ctx.net.dig(auth_name, "TXT"),
             )
-    if record.p != "none" and not record.errors:
+    if not record.errors and all(catalog.entry(w.code).severity < Severity.WARNING for w in weak):
         ctx.add("dmarc.ok", target=target, summary=text, reproduce=dig)
 
 

@@ -42,7 +42,7 @@ def demo(lab: Lab, domain: str) -> tuple[set[str], str]:
 
 @pytest.mark.parametrize(
     "domain",
-    ["mxcname.test", "smtp-refused.test", "dmarc-none.test", "ac-deadport.test", "healthy.test"],
+    ["mxcname.test", "smtp-refused.test", "dmarc-weak.test", "ac-deadport.test", "healthy.test"],
 )
 def test_the_demo_shows_a_scenario_s_own_faults_only(lab: Lab, domain: str) -> None:
     found, said = demo(lab, domain)

@@ -692,6 +692,18 @@ POLICY_SCENARIOS: tuple[Scenario, ...] = (
         dmarc="v=DMARC1; p=reject; rua=mailto:dmarc@reports.test",
     ),
     _policy_case(
+        "dmarc-weak.test",
+        {
+            "dmarc.pct.partial",
+            "dmarc.testing",
+            "dmarc.subdomain.weaker",
+            "dmarc.rua.missing",
+            "dmarc.reporting.odd",
+        },
+        "p=reject, but for half the mail, in testing mode, not for subdomains, and unseen",
+        dmarc="v=DMARC1; p=reject; sp=none; pct=50; t=y; fo=1; ri=3600",
+    ),
+    _policy_case(
         "dkim-none.test", {"dkim.none_found"}, "no key at any common selector", dkim=False
     ),
     _policy_case(

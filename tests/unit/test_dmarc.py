@@ -2,6 +2,7 @@
 
 import pytest
 
+from checks.catalog import CATALOG
 from checks.errors import MailcheckError
 from checks.policy.dmarc import (
     DMARCError,
@@ -12,8 +13,8 @@ from checks.policy.dmarc import (
     organizational_domain,
     parse_record,
     parse_uri,
-    policy_problems,
     select,
+    weaknesses,
 )
 
 STRONG = "v=DMARC1; p=reject; rua=mailto:dmarc@example.com"
@@ -297,47 +298,86 @@ def test_bad_uri_is_skipped_and_the_rest_kept() -> None:
     )
 
 
-# -- policy_problems ---------------------------------------------------------------------
+# -- weaknesses ----------------------------------------------------------------------------
 
 
-def test_a_strong_policy_has_no_problems() -> None:
-    assert policy_problems(parse_record(STRONG)) == []
+def test_a_strong_policy_has_no_weakness() -> None:
+    assert weaknesses(parse_record(STRONG), "_dmarc.example.com") == []
 
 
 @pytest.mark.parametrize(
-    ("text", "fragment"),
+    ("text", "code", "fragment"),
     [
-        ("v=DMARC1; p=none; rua=mailto:d@example.com", "p=none: receivers take no action"),
+        ("v=DMARC1; p=none; rua=mailto:d@x.com", "dmarc.policy.none", "p=none at _dmarc.x.com"),
         (
             "v=DMARC1; p=reject; pct=99; rua=mailto:d@x.com",
-            "pct=99: the policy applies to only 99%",
+            "dmarc.pct.partial",
+            "p=reject applies to 99% of the mail that fails DMARC; receivers treat the rest "
+            "as p=quarantine",
         ),
-        ("v=DMARC1; p=reject; pct=0; rua=mailto:d@x.com", "pct=0"),
-        ("v=DMARC1; p=reject; t=y; rua=mailto:d@x.com", "t=y: testing mode"),
-        ("v=DMARC1; p=reject; sp=none; rua=mailto:d@x.com", "sp=none is weaker than p=reject"),
-        ("v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@x.com", "sp=quarantine is weaker"),
+        (
+            "v=DMARC1; p=quarantine; pct=0; rua=mailto:d@x.com",
+            "dmarc.pct.partial",
+            "treat the rest as p=none",
+        ),
+        (
+            "v=DMARC1; p=reject; t=y; rua=mailto:d@x.com",
+            "dmarc.testing",
+            "receivers apply p=quarantine, not p=reject",
+        ),
+        (
+            "v=DMARC1; p=reject; sp=none; rua=mailto:d@x.com",
+            "dmarc.subdomain.weaker",
+            "sp=none at _dmarc.x.com is weaker than p=reject",
+        ),
+        (
+            "v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@x.com",
+            "dmarc.subdomain.weaker",
+            "sp=quarantine",
+        ),
         (
             "v=DMARC1; p=reject; np=none; rua=mailto:d@x.com",
-            "np=none is weaker than the subdomain policy reject",
+            "dmarc.subdomain.weaker",
+            "np=none at _dmarc.x.com is weaker than the subdomain policy reject",
         ),
-        ("v=DMARC1; p=reject", "no rua=: no aggregate reports"),
+        ("v=DMARC1; p=reject", "dmarc.rua.missing", "no rua= at _dmarc.x.com"),
+        (
+            "v=DMARC1; p=reject; fo=1; rua=mailto:d@x.com",
+            "dmarc.reporting.odd",
+            "fo=1 at _dmarc.x.com asks for failure reports, but no ruf=",
+        ),
+        ("v=DMARC1; p=reject; ri=3600; rua=mailto:d@x.com", "dmarc.reporting.odd", "ri=3600"),
     ],
 )
-def test_policy_problems(text: str, fragment: str) -> None:
-    problems = policy_problems(parse_record(text))
-    assert len(problems) == 1 and fragment in problems[0], problems
+def test_each_weakness_has_its_code(text: str, code: str, fragment: str) -> None:
+    (weakness,) = weaknesses(parse_record(text), "_dmarc.x.com")
+    assert weakness.code == code and fragment in weakness.summary, weakness
+    assert weakness.code in CATALOG
+
+
+def test_what_does_not_weaken_a_policy() -> None:
+    """pct and t mean nothing under p=none (p=none is the finding); fo with a
+    ruf address and the default ri are as meant; sp as strong as p is fine."""
+    quiet = [
+        "v=DMARC1; p=none; pct=10; t=y; rua=mailto:d@x.com",
+        "v=DMARC1; p=reject; fo=1; ruf=mailto:f@x.com; rua=mailto:d@x.com",
+        "v=DMARC1; p=quarantine; sp=reject; ri=86400; rua=mailto:d@x.com",
+    ]
+    assert [[w.code for w in weaknesses(parse_record(t), "_dmarc.x.com")] for t in quiet] == [
+        ["dmarc.policy.none"],
+        [],
+        [],
+    ]
 
 
 def test_stronger_subdomain_policies_are_fine() -> None:
     record = parse_record("v=DMARC1; p=none; sp=reject; np=reject; rua=mailto:d@x.com")
-    assert policy_problems(record) == [
-        "p=none: receivers take no action on mail that fails DMARC (monitoring only)"
-    ]
+    assert [w.code for w in weaknesses(record, "_dmarc.x.com")] == ["dmarc.policy.none"]
 
 
 def test_assumed_p_none_is_weak() -> None:
-    problems = policy_problems(parse_record("v=DMARC1; rua=mailto:d@example.com"))
-    assert problems and problems[0].startswith("p=none")
+    found = weaknesses(parse_record("v=DMARC1; rua=mailto:d@example.com"), "_dmarc.example.com")
+    assert [w.code for w in found] == ["dmarc.policy.none"]
 
 
 # -- organisational domains and external destinations ---------------------------------------
