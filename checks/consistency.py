@@ -25,7 +25,8 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from checks.dns import SRV_SERVICES, hostname, parse_mx
+from checks.answers import hostname
+from checks.dns import SRV_SERVICES, parse_mx
 from checks.errors import BudgetExceeded, DNSError, NXDomain, TargetRefused
 from checks.model import Finding, Severity, Stage, Target
 from checks.names import within

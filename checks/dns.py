@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from checks.answers import DNSAnswer, hostname, txt_strings
 from checks.errors import BudgetExceeded, NXDomain, ResolverFailure
 from checks.model import Stage, Target
-from checks.net import DNSAnswer, Network
+from checks.net import Network
 from checks.stages.probe import Probe, ProbeContext
 
 # -- values passed between probes -----------------------------------------------
@@ -77,12 +78,6 @@ SRV_SERVICES: tuple[tuple[str, str], ...] = (
 # -- pure rules ---------------------------------------------------------------------
 
 
-def hostname(name: Any) -> str:
-    """A dnspython name or text as lower-case text without the root dot ('' for root)."""
-    text = name.to_text() if hasattr(name, "to_text") else str(name)
-    return "" if text == "." else text.rstrip(".").lower()
-
-
 def parse_mx(records: Any) -> tuple[MX, ...]:
     """MX rdata to values, in the order senders try them (preference, then name)."""
     return tuple(
@@ -112,11 +107,6 @@ def parse_srv(service: str, records: Any) -> tuple[SRVTarget, ...]:
             key=lambda s: (s.priority, -s.weight, s.host),
         )
     )
-
-
-def txt_strings(answer: DNSAnswer) -> list[str]:
-    """Each TXT record as one string (its character-strings joined, RFC 7208 style)."""
-    return [b"".join(r.strings).decode("utf-8", errors="replace") for r in answer.records]
 
 
 def parse_mailconf(txts: list[str]) -> tuple[list[str], list[str]]:

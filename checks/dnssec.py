@@ -7,9 +7,10 @@ anchor; the DS itself proven by the parent's keys), checks the answer's RRSIGs
 against the zone's keys, and says which link broke in one sentence, with the
 links that held as evidence lines.
 
-Every lookup goes through `Network.query_dnssec` (DO and CD set, so a
-validating resolver hands over the bogus data for us to judge), so it lands in
-the probe's transcript and is memoised per check; each zone's DS/DNSKEY links
+Every lookup goes through the `SignedLookup` it is given: the policy stage
+hands it the network door's `query_dnssec` (DO and CD set, so a validating
+resolver hands over the bogus data for us to judge), so it lands in the
+probe's transcript and is memoised per check; each zone's DS/DNSKEY links
 are also memoised per `Validator`, so the MX of a domain and the TLSA of its
 three MX hosts cost each zone's links once.
 
@@ -39,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import dns.dnssec
 import dns.dnssecalgs
@@ -55,9 +56,9 @@ from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 from dns.rdtypes.ANY.RRSIG import RRSIG
 
+from checks.answers import SignedAnswer
 from checks.config import CPULimits
 from checks.errors import DNSError, InputError
-from checks.net import Network, SignedAnswer
 
 # The IANA root zone trust anchors (https://data.iana.org/root-anchors/root-anchors.xml):
 # KSK-2017 (tag 20326, in use since 2018) and KSK-2024 (tag 38696, published in
@@ -226,24 +227,27 @@ class _Work:
             return True
 
 
+class SignedLookup(Protocol):
+    """The one question a validator asks: `name`/`rdtype` with DO and CD set,
+    the answer kept whole. Raises DNSError when no usable answer came."""
+
+    async def query_dnssec(self, name: str, rdtype: str) -> SignedAnswer: ...
+
+
 class Validator:
     """Validates answers for one check, memoising each zone's links of the chain."""
 
     def __init__(
         self,
-        net: Network,
+        lookup: SignedLookup,
+        limits: CPULimits,
         anchors: Sequence[str] | None = None,
         now: Callable[[], float] | None = None,
     ) -> None:
-        """`anchors` None: the configured ones (EngineConfig.trust_anchors), or
-        the IANA root anchors when none are. Raises InputError on a bad anchor."""
-        if anchors is None:
-            anchors = net.config.trust_anchors
-        if anchors is None:
-            anchors = ROOT_ANCHORS
-        self.net = net
-        self.anchors = parse_anchors(anchors)
-        self.limits: CPULimits = net.config.cpu
+        """`anchors` None: the IANA root anchors. Raises InputError on a bad anchor."""
+        self.lookup = lookup
+        self.anchors = parse_anchors(ROOT_ANCHORS if anchors is None else anchors)
+        self.limits = limits
         self._now = now or time.time
         self._work = _Work(self.limits.dnssec_validations)
         # One worker thread at a time per check: threads running Python code
@@ -734,21 +738,11 @@ class Validator:
 
     async def _ask(self, name: dns.name.Name, rdtype: str) -> SignedAnswer:
         try:
-            return await self.net.query_dnssec(name.to_text(), rdtype)
+            return await self.lookup.query_dnssec(name.to_text(), rdtype)
         except DNSError as exc:
             raise _Broken(
                 Security.INDETERMINATE, f"the {rdtype} lookup for {name} failed: {exc}"
             ) from exc
-
-
-def validator_for(net: Network) -> Validator:
-    """The Validator of this Network (one per check), made on first use with
-    the configured trust anchors; it lives and dies with the Network."""
-    found = vars(net).get("_dnssec_validator")
-    if not isinstance(found, Validator):
-        found = Validator(net)
-        vars(net)["_dnssec_validator"] = found
-    return found
 
 
 # -- helpers ------------------------------------------------------------------------

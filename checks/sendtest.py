@@ -44,8 +44,8 @@ from checks.errors import DNSError, InputError, NetError, NXDomain, ResolverFail
 from checks.model import CheckRequest, Report, Severity, Stage, Target
 from checks.names import within
 from checks.policy import dmarc
-from checks.policy.probes import blocklists, find_dmarc
-from checks.policy.spf import NetworkLookup, Result, Verdict, check_host
+from checks.policy.probes import NetworkLookup, blocklists, find_dmarc
+from checks.policy.spf import Result, Verdict, check_host
 from checks.stages import default_probes
 from checks.stages.probe import Probe, ProbeContext
 from checks.text import untrusted

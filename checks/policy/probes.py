@@ -11,17 +11,43 @@ import asyncio
 from dataclasses import dataclass
 
 from checks import catalog
+from checks.answers import hostname, txt_strings
 from checks.config import EngineConfig
-from checks.dns import MailHost, txt_strings
+from checks.dns import MailHost
 from checks.errors import BudgetExceeded, NXDomain, ResolverFailure
 from checks.model import CheckRequest, Severity, Stage, Target
+from checks.net import Network
 from checks.policy import dkim, dmarc, dnsbl, tlsrpt
-from checks.policy.spf import NetworkLookup, Verdict, check_host
+from checks.policy.spf import Verdict, check_host
 from checks.policy.spfdiagnose import diagnose
 from checks.policy.spfmacro import SPFSyntaxError
 from checks.policy.spfparse import select_record
 from checks.stages.probe import Probe, ProbeContext
 from checks.text import untrusted
+
+
+class NetworkLookup:
+    """SPF's lookups (policy.spf.SPFLookup) through the network door: memoised
+    and written to the transcript."""
+
+    def __init__(self, net: Network) -> None:
+        self._net = net
+
+    async def txt(self, name: str) -> list[str]:
+        return txt_strings(await self._net.query(name, "TXT"))
+
+    async def a(self, name: str) -> list[str]:
+        return (await self._net.query(name, "A")).texts()
+
+    async def aaaa(self, name: str) -> list[str]:
+        return (await self._net.query(name, "AAAA")).texts()
+
+    async def mx(self, name: str) -> list[tuple[int, str]]:
+        answer = await self._net.query(name, "MX")
+        return [(int(r.preference), hostname(r.exchange)) for r in answer.records]
+
+    async def ptr(self, address: str) -> list[str]:
+        return [hostname(r.target) for r in (await self._net.query_ptr(address)).records]
 
 
 async def lookup_txts(ctx: ProbeContext, name: str) -> list[str] | None:

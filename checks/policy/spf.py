@@ -8,9 +8,9 @@ The static view of a record (no client address: the lookup tree and its
 problems) is in `spfdiagnose`.
 
 Syntax lives in `spfparse`, the macro language in `spfmacro`; this module
-walks records. DNS comes through the `SPFLookup` seam (`NetworkLookup` puts it
-on the network door; tests use a zone in memory), so every rule here runs
-without a network.
+walks records. DNS comes through the `SPFLookup` seam (the policy stage's
+`NetworkLookup` puts it on the network door; tests use a zone in memory), so
+every rule here runs without a network.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
-from checks.dns import hostname, txt_strings
 from checks.errors import DNSError, NXDomain, ResolverFailure
 from checks.names import within
-from checks.net import Network
 from checks.policy.spfmacro import (
     MAX_DOMAIN,
     MAX_LABEL,
@@ -43,7 +41,6 @@ from checks.policy.spfparse import QUALIFIERS, Mechanism, Record, parse_record, 
 
 __all__ = [
     "LookupNode",
-    "NetworkLookup",
     "Result",
     "SPFLookup",
     "SPFSyntaxError",
@@ -76,29 +73,6 @@ class SPFLookup(Protocol):
     async def mx(self, name: str) -> list[tuple[int, str]]: ...  # "" for a null MX
 
     async def ptr(self, address: str) -> list[str]: ...
-
-
-class NetworkLookup:
-    """SPFLookup through the network door: memoised and written to the transcript."""
-
-    def __init__(self, net: Network) -> None:
-        self._net = net
-
-    async def txt(self, name: str) -> list[str]:
-        return txt_strings(await self._net.query(name, "TXT"))
-
-    async def a(self, name: str) -> list[str]:
-        return (await self._net.query(name, "A")).texts()
-
-    async def aaaa(self, name: str) -> list[str]:
-        return (await self._net.query(name, "AAAA")).texts()
-
-    async def mx(self, name: str) -> list[tuple[int, str]]:
-        answer = await self._net.query(name, "MX")
-        return [(int(r.preference), hostname(r.exchange)) for r in answer.records]
-
-    async def ptr(self, address: str) -> list[str]:
-        return [hostname(r.target) for r in (await self._net.query_ptr(address)).records]
 
 
 class Verdict(StrEnum):

@@ -14,16 +14,28 @@ from dataclasses import dataclass, field
 
 from checks import http, tls
 from checks.dns import MailHost, MXSet
-from checks.dnssec import Security, Validated, validator_for
+from checks.dnssec import Security, Validated, Validator
 from checks.endpoints import address_questions
 from checks.errors import ConnectionClosed, DNSError, NetError, TargetRefused
 from checks.model import Severity, Stage, Target
+from checks.net import Network
 from checks.policy import dane, mtasts
 from checks.policy.probes import lookup_txts
 from checks.sessions import Session, reproduce
 from checks.stages.probe import Probe, ProbeContext
 
 # -- MTA-STS ------------------------------------------------------------------------
+
+
+def validator_for(net: Network) -> Validator:
+    """The check's DNSSEC Validator, asking through this door, made on first
+    use with the configured trust anchors (the IANA root's when none are)."""
+    found = net.memo.get("dnssec.validator")
+    if not isinstance(found, Validator):
+        found = net.memo["dnssec.validator"] = Validator(
+            net, net.config.cpu, net.config.trust_anchors
+        )
+    return found
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,12 @@ from checks.dnssec import (
     Validated,
     Validator,
     parse_anchors,
-    validator_for,
 )
 from checks.errors import InputError, ResolverFailure
 from checks.model import CheckRequest, Stage
 from checks.net import Network, recording
 from checks.policy import transport
+from checks.policy.transport import validator_for
 from tests.lab.nsd import Zone
 from tests.lab.signing import BREAKAGES, sign_lab
 from tests.support.keytrap import Trap, keytrap_zone, nsec3_records
@@ -697,7 +697,8 @@ async def test_a_signature_that_failed_is_verified_again(
 
 
 async def test_an_explicit_clock_judges_signatures(resolver: Server) -> None:
-    later = Validator(door(resolver), now=lambda: NOW + 40 * DAY)
+    net = door(resolver)
+    later = Validator(net, net.config.cpu, net.config.trust_anchors, now=lambda: NOW + 40 * DAY)
     v = await later.validate("good.test", "MX")
     assert v.status is Security.BOGUS and f"expired on {day(30 * DAY)}" in v.reason
 

@@ -13,8 +13,8 @@ import pytest
 from checks.config import EngineConfig, Nameserver, Timeouts
 from checks.errors import NXDomain, ResolverFailure
 from checks.net import Network
+from checks.policy.probes import NetworkLookup
 from checks.policy.spf import (
-    NetworkLookup,
     Result,
     Verdict,
     check_host,
