@@ -28,10 +28,10 @@ from typing import Any
 
 import dns.name
 
-from checks.config import Budgets, EngineConfig
-from checks.model import CheckRequest, Report, Stage
-from checks.net import Network
-from checks.runner import run
+from checks.core.config import Budgets, EngineConfig
+from checks.core.model import CheckRequest, Report, Stage
+from checks.engine.runner import run
+from checks.net.door import Network
 from tests.support.floods import (
     SMTPListener,
     flood_addresses,

@@ -7,7 +7,7 @@ stage) a few times to warm the process (imports, compiled patterns, the
 system's CA store), then `checks` times one after another, and prints the
 process CPU time per check: the engine's own cost, since the lab's servers
 run in other processes. Issue 18 asks for 40 ms. The same domain's DNS
-answers are the same datagrams each time, which checks.net parses once; the
+answers are the same datagrams each time, which checks.net.door parses once; the
 next line is the figure with that memo emptied before each check, and the
 last one with `--parallel` checks at a time (one event-loop turn then serves
 several checks' sockets, as in a busy worker or a batch). With `--profile N` it also
@@ -29,9 +29,9 @@ from typing import Any
 
 import dns.message
 
-from checks.model import CheckRequest, Severity
-from checks.net import Network, Politeness, _parsed, exchange_udp
-from checks.runner import run
+from checks.core.model import CheckRequest, Severity
+from checks.engine.runner import run
+from checks.net.door import Network, Politeness, _parsed, exchange_udp
 from tests.conftest import lab_engine_config
 from tests.lab.control import Lab, running_root
 from tests.lab.zones import NS_ADDRESS

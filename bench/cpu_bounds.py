@@ -9,7 +9,7 @@ on loopback (127.1.0.0/16). Each attack is measured twice:
 - unbounded: the work as mailcheck did it up to commit 0ae9640, in the event
   loop: every RRSIG tried with every DNSKEY of its tag (dnspython tries them
   all), every DKIM-Signature verified by dkimpy;
-- bounded: the same input through today's code (checks.dnssec, the send
+- bounded: the same input through today's code (checks.rules.dnssec, the send
   test's judgement), with its caps, worker threads and child process.
 
 1. KeyTrap (CVE-2023-50387): an MX rrset with `signatures` RRSIGs naming a key
@@ -45,10 +45,10 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
-from checks import sendtest
-from checks.config import CPULimits, EngineConfig, Nameserver, Timeouts
-from checks.dnssec import Validator
-from checks.net import Network
+from checks.core.config import CPULimits, EngineConfig, Nameserver, Timeouts
+from checks.engine import sendtest
+from checks.net.door import Network
+from checks.rules.dnssec import Validator
 from tests.lab.dkim import signing_key
 from tests.support.keytrap import Trap, keytrap_zone
 from tests.support.lagprobe import LagProbe

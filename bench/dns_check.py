@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from bench.delayproxy import DelayProxy
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.model import CheckRequest, Severity, Stage
-from checks.runner import run
-from checks.targets import TargetPolicy, parse_networks
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.model import CheckRequest, Severity, Stage
+from checks.core.targets import TargetPolicy, parse_networks
+from checks.engine.runner import run
 
 CRITICAL_PATH_ROUND_TRIPS = 3
 PROXY = ("127.1.0.153", 53)

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.delayproxy import DelayProxy
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.model import CheckRequest, Report, Severity
-from checks.runner import run
-from checks.targets import TargetPolicy, parse_networks
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.model import CheckRequest, Report, Severity
+from checks.core.targets import TargetPolicy, parse_networks
+from checks.engine.runner import run
 from tests.lab.control import tlsa_data
 from tests.lab.mail import running_lab
 from tests.lab.nsd import NSDLab, Zone

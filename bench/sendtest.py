@@ -29,11 +29,11 @@ from redis.asyncio import Redis
 
 from bot.receiver import Receiver, tls_context
 from bot.sendtests import SendTest, SendTests
-from checks import sendtest
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.model import Severity
-from checks.sendtest import Received
-from checks.targets import TargetPolicy, parse_networks
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.model import Severity
+from checks.core.targets import TargetPolicy, parse_networks
+from checks.engine import sendtest
+from checks.engine.sendtest import Received
 from tests.lab.control import Lab, running_root
 from tests.lab.senders import RECEIVER_ADDRESS, RECEIVER_DOMAIN, RECEIVER_HOST, RECEIVER_PORT
 from tests.lab.zones import NS_ADDRESS

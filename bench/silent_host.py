@@ -20,10 +20,10 @@ import statistics
 import time
 from dataclasses import replace
 
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.model import CheckRequest
-from checks.runner import run
-from checks.targets import TargetPolicy, parse_networks
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.model import CheckRequest
+from checks.core.targets import TargetPolicy, parse_networks
+from checks.engine.runner import run
 from tests.lab.mail import running_lab
 
 DOMAIN, SILENT = "blackhole.test", "127.1.20.2"

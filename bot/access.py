@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 
 from bot import blocks
 from bot.settings import Settings
-from checks.accounts import Accounts
-from checks.errors import InputError
-from checks.names import normalize_domain
+from checks.core.accounts import Accounts
+from checks.core.errors import InputError
+from checks.core.names import normalize_domain
 
 ACCOUNTS_KEY = "mailcheck:accounts"
 

@@ -23,7 +23,7 @@ from bot.listeners.deps import Deps
 from bot.poster import slack_client
 from bot.queue import make_queue, redis_client
 from bot.settings import Settings
-from checks.errors import InputError
+from checks.core.errors import InputError
 
 if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler

@@ -51,12 +51,12 @@ from rich.table import Table
 from rich.text import Text
 
 from bot import terminal
-from checks import jsonreport
-from checks.config import EngineConfig
-from checks.errors import InputError
-from checks.model import CheckRequest, Report, Severity
-from checks.net import Politeness
-from checks.runner import run
+from checks.core.config import EngineConfig
+from checks.core.errors import InputError
+from checks.core.model import CheckRequest, Report, Severity
+from checks.engine.runner import run
+from checks.net.door import Politeness
+from checks.report import jsonreport
 
 GC_THRESHOLDS = (20_000, 5, 3)  # CPython's defaults: (700, 10, 10)
 LOOKAHEAD = 4  # finished checks waiting for the output, in multiples of `parallel`

@@ -34,9 +34,9 @@ from slack_sdk.models.blocks import (
 from bot.history import Run
 from bot.view import Fold, Group, evidence, slack_words, stage_view
 from bot.watches import Watch
-from checks import catalog
-from checks.diff import ReportDiff
-from checks.model import CheckRequest, Finding, Report, Severity, Stage
+from checks.core import catalog
+from checks.core.model import CheckRequest, Finding, Report, Severity, Stage
+from checks.report.diff import ReportDiff
 
 EMOJI: dict[Severity, str] = {
     Severity.OK: ":white_check_mark:",
@@ -470,7 +470,7 @@ def _oks(folds: Sequence[Fold]) -> list[Block]:
 
 
 def _tables(rows: Sequence[str]) -> list[SectionBlock]:
-    """The per-server table (checks.consistency) of the stage's findings, if any."""
+    """The per-server table (checks.stages.consistency) of the stage's findings, if any."""
     return [_section("*Nameservers*\n" + code_block(rows, 2800))] if rows else []
 
 

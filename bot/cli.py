@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from checks.errors import InputError
-from checks.model import CHECK_STAGES, CheckRequest, Report, Severity, Stage
+from checks.core.errors import InputError
+from checks.core.model import CHECK_STAGES, CheckRequest, Report, Severity, Stage
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _codes(markdown: bool) -> int:
-    from checks import catalog
+    from checks.core import catalog
 
     if markdown:
         print(catalog.markdown())
@@ -275,7 +275,8 @@ def _load_trust(ca_file: str | None) -> None:
     """Read the system's CA bundle (and the operator's) for the check's TLS
     and HTTPS, beside the imports and the first lookups: OpenSSL parses it
     without the GIL, some 30 ms a check would otherwise wait out."""
-    from checks import http, tls
+    from checks.net import http
+    from checks.rules import tls
 
     http.ssl_context(ca_file)
     tls.trust_store(ca_file)
@@ -337,7 +338,7 @@ def _check(args: argparse.Namespace) -> int:
         report = asyncio.run(_run(requests[0], settings, err if err.is_terminal else None))
     changes = asyncio.run(_keep_and_compare(settings, report)) if args.compare_last else None
     if args.json:
-        from checks import jsonreport
+        from checks.report import jsonreport
 
         sys.stdout.write(jsonreport.dumps(report) + "\n")
     else:
@@ -352,7 +353,7 @@ def _check(args: argparse.Namespace) -> int:
 def _requests(args: argparse.Namespace, settings: Settings) -> list[CheckRequest]:
     """A request per DOMAIN, then per line of --file, in that order; InputError
     (naming the file's line) for the first that cannot be checked."""
-    from checks.names import normalize_domain, normalize_selector, normalize_sender_ip
+    from checks.core.names import normalize_domain, normalize_selector, normalize_sender_ip
 
     given: list[tuple[str, str | None]] = [(d, None) for d in args.domain]
     if args.file is not None:
@@ -399,8 +400,8 @@ def _sendtest(args: argparse.Namespace) -> int:
 
     from bot import terminal
     from bot.settings import Settings, parse_resolvers
-    from checks import jsonreport
-    from checks.names import normalize_domain
+    from checks.core.names import normalize_domain
+    from checks.report import jsonreport
 
     settings = Settings.from_env().override(
         resolvers=parse_resolvers(args.resolver) if args.resolver else None,
@@ -431,7 +432,7 @@ async def _wait_and_judge(
 
     from bot.queue import redis_client
     from bot.sendtests import SendTests
-    from checks import sendtest
+    from checks.engine import sendtest
 
     request = sendtest.request_for(domain, display, account)
     redis = redis_client(_store_url())
@@ -453,7 +454,7 @@ async def _one_test(
     settings: Settings, request: CheckRequest, tests: SendTests, test: SendTest, err: Console
 ) -> Report:
     from bot import terminal
-    from checks import sendtest
+    from checks.engine import sendtest
 
     config = settings.engine_config()
     until = time.strftime("%H:%M:%S", time.localtime(test.expires_at))
@@ -497,8 +498,8 @@ async def _keep_and_compare(settings: Settings, report: Report) -> str:
 
     from bot.history import HistoryStore
     from bot.queue import redis_client
-    from checks import jsonreport
-    from checks.diff import diff_reports
+    from checks.report import jsonreport
+    from checks.report.diff import diff_reports
 
     redis = redis_client(_store_url())
     try:
@@ -529,7 +530,7 @@ async def _history(args: argparse.Namespace) -> int:
     from bot.history import HistoryStore
     from bot.queue import redis_client
     from bot.settings import Settings
-    from checks.names import normalize_domain
+    from checks.core.names import normalize_domain
 
     settings = Settings.from_env()
     name = normalize_domain(args.domain)
@@ -569,7 +570,7 @@ def _url(text: str) -> str:
 
 
 async def _run(request: CheckRequest, settings: Settings, console: Console | None) -> Report:
-    from checks.runner import CheckDone, ProbeFinished, ProbeStarted, stream
+    from checks.engine.runner import CheckDone, ProbeFinished, ProbeStarted, stream
 
     running: list[str] = []
     status = console.status(f"Checking {request.display}…") if console else None

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import urlsplit
 
-from checks.errors import InputError
-from checks.model import CHECK_STAGES, Stage
-from checks.names import DomainName, normalize_domain, normalize_selector, normalize_sender_ip
+from checks.core.errors import InputError
+from checks.core.model import CHECK_STAGES, Stage
+from checks.core.names import DomainName, normalize_domain, normalize_selector, normalize_sender_ip
 
 MAX_TEXT = 500  # characters; a domain and two options fit easily
 

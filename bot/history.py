@@ -92,7 +92,7 @@ class Run:
         parent_ts: str,
         trigger: str = "",
     ) -> Run:
-        """The Run of a report in its JSON form (checks/jsonreport.py)."""
+        """The Run of a report in its JSON form (checks/report/jsonreport.py)."""
         stages = report.get("stages")
         return cls(
             request_id=request_id,

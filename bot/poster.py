@@ -36,7 +36,7 @@ from bot import blocks, terminal
 from bot.blocks import Message
 from bot.history import Run
 from bot.settings import Settings
-from checks.model import Report, Severity, Stage
+from checks.core.model import Report, Severity, Stage
 
 log = logging.getLogger(__name__)
 RUN_TTL = 7 * 24 * 3600  # bookkeeping outlives any retry by far

@@ -15,7 +15,7 @@ keeps every fragment of an over-long line), a transaction's recipients are
 looked up in Redis only up to a cap, and a session ends after a number of
 commands.
 
-It judges nothing itself: it stores what it saw (checks.sendtest.Received:
+It judges nothing itself: it stores what it saw (checks.engine.sendtest.Received:
 the peer, HELO, TLS, envelope, the SMTP commands, the message) in Redis
 through bot.sendtests, and for a Slack test queues the worker's judge job.
 Logs say who sent what size for which token, never the message.
@@ -38,8 +38,8 @@ from bot.queue import enqueue_sendtest
 from bot.receiverlimits import SourceLimits, read_data
 from bot.sendtests import SendTest, SendTests
 from bot.settings import Settings
-from checks.sendtest import Received, TLSInfo, token_of
-from checks.text import untrusted
+from checks.core.text import untrusted
+from checks.engine.sendtest import Received, TLSInfo, token_of
 
 log = logging.getLogger("mailcheck.receiver")
 

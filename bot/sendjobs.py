@@ -27,8 +27,9 @@ from bot.poster import FINAL_ERRORS, Poster, ReportFile, RunState, Thread
 from bot.queue import enqueue_sendtest, heartbeat
 from bot.sendtests import SendTest, SendTests
 from bot.settings import Settings
-from checks import jsonreport, sendtest
-from checks.model import CheckRequest, Report, Stage
+from checks.core.model import CheckRequest, Report, Stage
+from checks.engine import sendtest
+from checks.report import jsonreport
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from checks.sendtest import Received, token_address
+from checks.engine.sendtest import Received, token_address
 
 PREFIX = "mailcheck:sendtest:"
 GRACE = 600  # seconds a message or an outcome outlives its token, for the judge

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from checks.accounts import Accounts
-from checks.budget import BUDGETS
-from checks.config import Budgets, EngineConfig, Nameserver, Timeouts
-from checks.errors import InputError
-from checks.names import normalize_domain
-from checks.targets import TargetPolicy, parse_address, parse_networks
+from checks.core.accounts import Accounts
+from checks.core.config import Budgets, EngineConfig, Nameserver, Timeouts
+from checks.core.errors import InputError
+from checks.core.names import normalize_domain
+from checks.core.targets import TargetPolicy, parse_address, parse_networks
+from checks.net.budget import BUDGETS
 
 # Every variable read, with its default. Slack's own names keep Slack's spelling.
 DEFAULTS: dict[str, str] = {
@@ -38,7 +38,7 @@ DEFAULTS: dict[str, str] = {
     "MAILCHECK_ACCOUNTS_FILE": "",
     "MAILCHECK_DELIVERY_TIMEOUT": "120",
     "MAILCHECK_DELIVERY_SLOW": "30",
-    # Per-check budgets (checks.budget): MAILCHECK_MAX_MX_HOSTS, MAILCHECK_MAX_ADDRESSES, ...
+    # Per-check budgets (checks.net.budget): MAILCHECK_MAX_MX_HOSTS, MAILCHECK_MAX_ADDRESSES, ...
     **{spec.setting: str(getattr(Budgets(), name)) for name, spec in BUDGETS.items()},
     "SLACK_BOT_TOKEN": "",
     "SLACK_APP_TOKEN": "",
@@ -403,7 +403,7 @@ class Settings:
                 )
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"trust anchor file {self.trust_anchor_file!r}: {exc}") from None
-        from checks.dnssec import parse_anchors  # DNSSEC's stack, only for a file to read
+        from checks.rules.dnssec import parse_anchors  # DNSSEC's stack, only for a file to read
 
         try:
             parse_anchors(lines)

@@ -16,10 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.view import evidence
-from checks import catalog
-from checks.consistency import table_of
-from checks.model import Finding, Report, Severity, Stage
-from checks.text import visible
+from checks.core import catalog
+from checks.core.model import Finding, Report, Severity, Stage
+from checks.core.text import visible
+from checks.stages.consistency import table_of
 
 MARKS: dict[Severity, tuple[str, str]] = {
     Severity.OK: ("✔", "green"),

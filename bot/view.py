@@ -21,9 +21,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from checks import catalog
-from checks.consistency import table_of
-from checks.model import Finding, Severity, Stage
+from checks.core import catalog
+from checks.core.model import Finding, Severity, Stage
+from checks.stages.consistency import table_of
 
 
 @dataclass(frozen=True)

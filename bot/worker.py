@@ -58,13 +58,13 @@ from bot.queue import (
 from bot.sendjobs import sendtest_job
 from bot.settings import Settings
 from bot.watches import Watch, WatchStore, expiring_certificates, schedule, should_post
-from checks import jsonreport
-from checks.diff import diff_reports
-from checks.model import CheckRequest, Finding, Report, Severity, Stage
-from checks.policy.dmarc import organizational_domain
-from checks.runner import CheckDone, ProbeFinished, dedupe, plan, sort_findings
-from checks.runner import run as run_check
-from checks.runner import stream as run_stream
+from checks.core.model import CheckRequest, Finding, Report, Severity, Stage
+from checks.engine.runner import CheckDone, ProbeFinished, dedupe, plan, sort_findings
+from checks.engine.runner import run as run_check
+from checks.engine.runner import stream as run_stream
+from checks.report import jsonreport
+from checks.report.diff import diff_reports
+from checks.rules.dmarc import organizational_domain
 from checks.stages import default_probes
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
     report = await checks.run(CheckRequest(...), EngineConfig(...))
 
-`checks.runner.stream` yields the same check as events, for live progress.
+`checks.engine.runner.stream` yields the same check as events, for live progress.
 
 The names below are imported on first use (PEP 562): every `checks.x` import
 runs this file first, and `mailcheck codes` needs the catalog, not the
@@ -15,11 +15,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from checks.config import EngineConfig, Nameserver, Timeouts
-    from checks.model import CheckRequest, Finding, Report, Severity, Stage, Target
-    from checks.names import normalize_domain
-    from checks.runner import run, stream
-    from checks.targets import TargetPolicy
+    from checks.core.config import EngineConfig, Nameserver, Timeouts
+    from checks.core.model import CheckRequest, Finding, Report, Severity, Stage, Target
+    from checks.core.names import normalize_domain
+    from checks.core.targets import TargetPolicy
+    from checks.engine.runner import run, stream
 
 __all__ = [
     "CheckRequest",
@@ -38,19 +38,19 @@ __all__ = [
 ]
 
 _HOMES = {
-    "EngineConfig": "checks.config",
-    "Nameserver": "checks.config",
-    "Timeouts": "checks.config",
-    "CheckRequest": "checks.model",
-    "Finding": "checks.model",
-    "Report": "checks.model",
-    "Severity": "checks.model",
-    "Stage": "checks.model",
-    "Target": "checks.model",
-    "normalize_domain": "checks.names",
-    "run": "checks.runner",
-    "stream": "checks.runner",
-    "TargetPolicy": "checks.targets",
+    "EngineConfig": "checks.core.config",
+    "Nameserver": "checks.core.config",
+    "Timeouts": "checks.core.config",
+    "CheckRequest": "checks.core.model",
+    "Finding": "checks.core.model",
+    "Report": "checks.core.model",
+    "Severity": "checks.core.model",
+    "Stage": "checks.core.model",
+    "Target": "checks.core.model",
+    "normalize_domain": "checks.core.names",
+    "run": "checks.engine.runner",
+    "stream": "checks.engine.runner",
+    "TargetPolicy": "checks.core.targets",
 }
 
 

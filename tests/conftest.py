@@ -13,8 +13,8 @@ import dns.message
 import dns.query
 import pytest
 
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.targets import TargetPolicy, parse_networks
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.targets import TargetPolicy, parse_networks
 from tests.lab.control import ROOT_MARKER, Lab, running_root
 from tests.lab.zones import ISPDB_URL, NS_ADDRESS
 

@@ -35,9 +35,9 @@ from bot.listeners.deps import Deps
 from bot.poster import permalinks
 from bot.queue import ENQUEUE_TIMEOUT, CheckJob, QueueUnavailable, enqueue_check, enqueue_sendtest
 from bot.watches import NotYours, TooManyWatches, Watch, WatchStore
-from checks.diff import diff_reports
-from checks.errors import InputError
-from checks.names import DomainName, normalize_domain, normalize_selector, normalize_sender_ip
+from checks.core.errors import InputError
+from checks.core.names import DomainName, normalize_domain, normalize_selector, normalize_sender_ip
+from checks.report.diff import diff_reports
 
 log = logging.getLogger(__name__)
 HISTORY_RUNS = 10

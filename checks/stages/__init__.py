@@ -11,21 +11,21 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from checks.model import Stage
+from checks.core.model import Stage
 from checks.stages.probe import Probe
 
 # The modules of the probes, in planning order, with the stages of their probes.
 PROBE_MODULES: tuple[tuple[str, frozenset[Stage]], ...] = (
-    ("checks.dns", frozenset({Stage.DNS})),
-    ("checks.consistency", frozenset({Stage.DNS, Stage.POLICY})),
-    ("checks.smtp", frozenset({Stage.CONNECT})),
-    ("checks.mailbox", frozenset({Stage.CONNECT})),
-    ("checks.tlsprobe", frozenset({Stage.TLS})),
-    ("checks.policy.probes", frozenset({Stage.POLICY})),
-    ("checks.policy.transport", frozenset({Stage.POLICY, Stage.TLS})),
-    ("checks.autoconfig", frozenset({Stage.AUTOCONFIG})),
-    ("checks.auth", frozenset({Stage.AUTH})),
-    ("checks.delivery", frozenset({Stage.DELIVERY})),
+    ("checks.stages.dns", frozenset({Stage.DNS})),
+    ("checks.stages.consistency", frozenset({Stage.DNS, Stage.POLICY})),
+    ("checks.stages.smtp", frozenset({Stage.CONNECT})),
+    ("checks.stages.mailbox", frozenset({Stage.CONNECT})),
+    ("checks.stages.tls", frozenset({Stage.TLS})),
+    ("checks.stages.policy", frozenset({Stage.POLICY})),
+    ("checks.stages.transport", frozenset({Stage.POLICY, Stage.TLS})),
+    ("checks.stages.autoconfig", frozenset({Stage.AUTOCONFIG})),
+    ("checks.stages.auth", frozenset({Stage.AUTH})),
+    ("checks.stages.delivery", frozenset({Stage.DELIVERY})),
 )
 
 

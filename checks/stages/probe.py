@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from checks import catalog
-from checks.config import EngineConfig
-from checks.model import CheckRequest, Finding, Stage
-from checks.net import Network
+from checks.core import catalog
+from checks.core.config import EngineConfig
+from checks.core.model import CheckRequest, Finding, Stage
+from checks.net.door import Network
 
 
 @dataclass

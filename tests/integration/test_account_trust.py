@@ -25,10 +25,10 @@ from redis.asyncio import Redis
 from bot.app import build_app, serve_http
 from bot.queue import make_queue
 from bot.settings import Settings
-from checks.accounts import Account, Accounts
-from checks.config import EngineConfig, Timeouts
-from checks.model import CheckRequest, Report, Severity, Stage
-from checks.runner import run
+from checks.core.accounts import Account, Accounts
+from checks.core.config import EngineConfig, Timeouts
+from checks.core.model import CheckRequest, Report, Severity, Stage
+from checks.engine.runner import run
 from tests.integration.test_bot_e2e import command, settings, slack  # noqa: F401
 from tests.lab.pki import CertSpec, LabPKI
 from tests.lab.zones import HOSTILE_SUBMISSION

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from checks import jsonreport
-from checks.accounts import Account, Accounts, login_blobs, plain_blob
-from checks.config import EngineConfig, Timeouts
-from checks.model import CheckRequest, Report, Severity, Stage
-from checks.runner import run
+from checks.core.accounts import Account, Accounts, login_blobs, plain_blob
+from checks.core.config import EngineConfig, Timeouts
+from checks.core.model import CheckRequest, Report, Severity, Stage
+from checks.engine.runner import run
+from checks.report import jsonreport
 from tests.lab.mail import LAB_ACCOUNTS, SLOW_DELIVERY_SECONDS
 
 pytestmark = pytest.mark.lab
@@ -119,7 +119,7 @@ async def test_a_profile_server_that_does_not_resolve_skips_the_round_trip(
 def test_every_auth_and_delivery_code_is_tested_here() -> None:
     from pathlib import Path
 
-    from checks.catalog import CATALOG
+    from checks.core.catalog import CATALOG
 
     here = Path(__file__).parent  # the codes of hostile servers: test_account_trust.py
     source = (here / "test_auth_lab.py").read_text() + (here / "test_account_trust.py").read_text()
@@ -206,12 +206,12 @@ async def test_sasl_without_mechanisms_is_not_ready_rather_than_none(
 ) -> None:
     """Dovecot, its auth service busy or starting, lists SASL with nothing after
     it: that says nothing about its logins (a 100-check load made it an error)."""
-    from checks.auth import probe_login
-    from checks.conn import TLSSession
-    from checks.endpoints import Endpoint
-    from checks.net import Network
-    from checks.sessions import Session
+    from checks.net.conn import TLSSession
+    from checks.net.door import Network
+    from checks.stages.auth import probe_login
+    from checks.stages.endpoints import Endpoint
     from checks.stages.probe import ProbeContext
+    from checks.stages.sessions import Session
 
     ep = Endpoint("imap.healthy.test", "127.1.1.11", 110, "pop3", "starttls", "client", True)
     tls = TLSSession("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, (), "imap.healthy.test")

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from checks.config import EngineConfig, Timeouts
-from checks.model import CheckRequest, Report, Severity, Stage
-from checks.runner import run
+from checks.core.config import EngineConfig, Timeouts
+from checks.core.model import CheckRequest, Report, Severity, Stage
+from checks.engine.runner import run
 from tests.lab.zones import CLIENT_SCENARIOS, Scenario
 
 pytestmark = pytest.mark.lab
@@ -132,7 +132,7 @@ async def test_an_apple_profile_is_validated_and_its_servers_tried(config: Engin
 
 
 def test_every_autoconfig_code_has_a_lab_scenario() -> None:
-    from checks.catalog import CATALOG
+    from checks.core.catalog import CATALOG
 
     covered = {c for s in CLIENT_SCENARIOS for c in s.expect}
     wanted = {

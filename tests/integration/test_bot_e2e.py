@@ -43,9 +43,9 @@ from bot.outbox import METADATA_TYPE
 from bot.queue import POST_QUEUE_NAME, CheckJob, make_queue, redis_client
 from bot.settings import Settings
 from bot.worker import build_worker
-from checks.config import Nameserver
-from checks.errors import InputError
-from checks.model import Stage
+from checks.core.config import Nameserver
+from checks.core.errors import InputError
+from checks.core.model import Stage
 from tests.support.fakeserver import FakeServer
 from tests.support.slackapi import SlackAPIStandIn
 
@@ -547,7 +547,7 @@ async def test_a_test_account_logs_in_from_slack_and_its_secret_stays_out(
 ) -> None:
     """account=NAME runs the auth and delivery stages with the server-side
     profile; no Slack call, file upload or stored report carries the password."""
-    from checks.accounts import Account, Accounts, login_blobs, plain_blob
+    from checks.core.accounts import Account, Accounts, login_blobs, plain_blob
     from tests.lab.mail import LAB_ACCOUNTS
 
     address, password = LAB_ACCOUNTS["alice"]
@@ -594,7 +594,7 @@ async def test_an_account_on_the_workers_is_refused_for_another_domain_by_the_bo
 ) -> None:
     """The bot holds no passwords: it refuses from the directory the workers
     publish (names and domains only), before anything is queued."""
-    from checks.accounts import Account, Accounts
+    from checks.core.accounts import Account, Accounts
     from tests.lab.mail import LAB_ACCOUNTS
 
     address, password = LAB_ACCOUNTS["alice"]

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import redis
 
-from checks import jsonreport
+from checks.report import jsonreport
 from tests.lab.control import Lab
 from tests.lab.zones import ISPDB_URL, NS_ADDRESS
 from tests.support.fakeserver import FakeServer

@@ -10,11 +10,11 @@ import sys
 import jsonschema
 import pytest
 
-from checks import jsonreport
-from checks.config import EngineConfig
-from checks.model import CheckRequest, Report, Severity, Stage
-from checks.names import normalize_domain
-from checks.runner import run
+from checks.core.config import EngineConfig
+from checks.core.model import CheckRequest, Report, Severity, Stage
+from checks.core.names import normalize_domain
+from checks.engine.runner import run
+from checks.report import jsonreport
 from tests.conftest import LAB_NETWORK, lab_engine_config
 from tests.lab.cachedns import StaleCacheResolver
 from tests.lab.zones import (
@@ -89,7 +89,7 @@ async def test_findings_carry_targets_and_reproduce_commands(lab_config) -> None
 async def test_loopback_is_refused_unless_the_operator_allows_it(lab_dns) -> None:
     from dataclasses import replace
 
-    from checks.targets import TargetPolicy
+    from checks.core.targets import TargetPolicy
 
     closed = replace(lab_engine_config(lab_dns), policy=TargetPolicy())
     report = await check("healthy.test", closed)
@@ -252,7 +252,7 @@ def test_the_terminal_shows_the_nameserver_table(lab_dns) -> None:
 
 
 def test_scenarios_cover_every_dns_stage_code() -> None:
-    from checks.catalog import CATALOG
+    from checks.core.catalog import CATALOG
 
     expected = {c for s in SCENARIOS for c in s.expect} | CACHE_CODES
     dns_codes = {

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from checks.config import EngineConfig, Timeouts
-from checks.model import CheckRequest, Report, Severity, Stage
-from checks.runner import run
+from checks.core.config import EngineConfig, Timeouts
+from checks.core.model import CheckRequest, Report, Severity, Stage
+from checks.engine.runner import run
 from tests.lab.zones import BY_DOMAIN, MAIL_SCENARIOS, Scenario
 from tests.support.fakeserver import FakeServer
 
@@ -115,7 +115,7 @@ async def test_filtered_host_costs_one_connect_timeout(config: EngineConfig) -> 
 
 
 async def test_the_policy_still_guards_the_connect_stage(config: EngineConfig) -> None:
-    from checks.targets import TargetPolicy
+    from checks.core.targets import TargetPolicy
 
     closed = replace(config, policy=TargetPolicy())
     report = await check("imap-refused.test", closed)
@@ -125,7 +125,7 @@ async def test_the_policy_still_guards_the_connect_stage(config: EngineConfig) -
 
 
 def test_scenarios_cover_every_connect_and_tls_code() -> None:
-    from checks.catalog import CATALOG
+    from checks.core.catalog import CATALOG
 
     covered = {c for s in MAIL_SCENARIOS for c in s.expect}
     wanted = {

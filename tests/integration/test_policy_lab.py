@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from checks.config import EngineConfig
-from checks.model import CheckRequest, Report, Severity, Stage
-from checks.runner import run
+from checks.core.config import EngineConfig
+from checks.core.model import CheckRequest, Report, Severity, Stage
+from checks.engine.runner import run
 from tests.lab.zones import POLICY_SCENARIOS, Scenario
 
 pytestmark = pytest.mark.lab
@@ -65,7 +65,7 @@ async def test_a_named_selector_is_tried(lab_config) -> None:
 def test_every_policy_code_has_a_lab_scenario() -> None:
     """Every policy-stage problem code, and the TLS-stage DANE/MTA-STS ones,
     is produced by some lab scenario (policy or mail)."""
-    from checks.catalog import CATALOG
+    from checks.core.catalog import CATALOG
     from tests.lab.zones import MAIL_SCENARIOS
 
     covered = {c for s in (*POLICY_SCENARIOS, *MAIL_SCENARIOS) for c in s.expect}

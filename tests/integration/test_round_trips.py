@@ -19,11 +19,11 @@ import dns.rdatatype
 import pytest
 
 from bench.delayproxy import DelayProxy
-from checks.config import EngineConfig, Nameserver
-from checks.dns import SRVTarget
-from checks.model import CheckRequest, Stage
-from checks.runner import run
+from checks.core.config import EngineConfig, Nameserver
+from checks.core.model import CheckRequest, Stage
+from checks.engine.runner import run
 from checks.stages import default_probes
+from checks.stages.dns import SRVTarget
 from checks.stages.probe import Probe, ProbeContext
 from tests.lab.zones import NS_ADDRESS
 

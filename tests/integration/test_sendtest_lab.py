@@ -27,11 +27,11 @@ from redis.asyncio import Redis
 
 from bot.receiver import Receiver, tls_context
 from bot.sendtests import PREFIX, SendTest, SendTests
-from checks import sendtest
-from checks.accounts import Account, Accounts
-from checks.config import EngineConfig
-from checks.model import Report, Severity
-from checks.sendtest import Received
+from checks.core.accounts import Account, Accounts
+from checks.core.config import EngineConfig
+from checks.core.model import Report, Severity
+from checks.engine import sendtest
+from checks.engine.sendtest import Received
 from tests.conftest import REPO
 from tests.lab.control import Lab
 from tests.lab.mail import LAB_PASSWORD, LAB_USER

@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import pytest
 
-from checks.config import EngineConfig
-from checks.model import CheckRequest, Report
-from checks.runner import run
+from checks.core.config import EngineConfig
+from checks.core.model import CheckRequest, Report
+from checks.engine.runner import run
 
 pytestmark = pytest.mark.lab
 SILENT = "127.1.20.2"

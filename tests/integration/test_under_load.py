@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import pytest
 
-from checks.config import EngineConfig
-from checks.model import CheckRequest, Report, Severity
-from checks.runner import run
+from checks.core.config import EngineConfig
+from checks.core.model import CheckRequest, Report, Severity
+from checks.engine.runner import run
 
 pytestmark = pytest.mark.lab
 CHECKS = 100

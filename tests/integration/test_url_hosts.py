@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import pytest
 
-from checks.config import EngineConfig, Timeouts
-from checks.model import CheckRequest, Report, Stage
-from checks.runner import run
+from checks.core.config import EngineConfig, Timeouts
+from checks.core.model import CheckRequest, Report, Stage
+from checks.engine.runner import run
 from tests.lab.zones import (
     HOSTILE_URL_SCENARIOS,
     URL_HOST_FORMS,

@@ -168,7 +168,7 @@ def tlsa_data(pki: LabPKI, name: str, params: str = "3 1 1") -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from checks.policy.dane import record_for
+    from checks.rules.dane import record_for
 
     usage, selector, mtype = (int(p) for p in params.split())
     chain = x509.load_pem_x509_certificates(pki.cert_path(name).read_bytes())

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import dns.message
 
-from checks.config import Budgets, EngineConfig, Nameserver, Timeouts
-from checks.targets import TargetPolicy, parse_networks
+from checks.core.config import Budgets, EngineConfig, Nameserver, Timeouts
+from checks.core.targets import TargetPolicy, parse_networks
 from tests.support.fakeserver import FakeServer
 from tests.support.nanodns import NanoDNS, zone
 

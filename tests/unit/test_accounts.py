@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.accounts import (
+from checks.core.accounts import (
     REDACTED,
     Account,
     Accounts,
@@ -18,7 +18,7 @@ from checks.accounts import (
     plain_blob,
     split_hostport,
 )
-from checks.errors import InputError
+from checks.core.errors import InputError
 
 PASSWORD = "S3cret-Passw0rd"
 TRICKY = 'back\\slash "quoted" pass'  # needs escaping in IMAP, JSON and repr

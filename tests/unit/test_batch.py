@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.model import Target
-from checks.net import Network, Politeness
-from checks.targets import TargetPolicy, parse_networks
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.model import Target
+from checks.core.targets import TargetPolicy, parse_networks
+from checks.net.door import Network, Politeness
 from tests.support.fakeserver import FakeServer
 from tests.support.nanodns import NanoDNS, zone
 

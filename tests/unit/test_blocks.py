@@ -22,9 +22,9 @@ from bot.blocks import (
     verdict_message,
 )
 from bot.terminal import plain_text
-from checks import catalog
-from checks.diff import ReportDiff
-from checks.model import CheckRequest, Finding, Report, Severity, Stage, Target
+from checks.core import catalog
+from checks.core.model import CheckRequest, Finding, Report, Severity, Stage, Target
+from checks.report.diff import ReportDiff
 
 HOSTILE = (
     "<!channel> <!here> <!everyone> <!subteam^S1|team> <@U123ABC> <#C123|x> "

@@ -28,10 +28,10 @@ from bot import poster, worker
 from bot.outbox import Delivery
 from bot.queue import POST_QUEUE_NAME, CheckJob, make_queue
 from bot.settings import Settings
-from checks.config import Budgets, EngineConfig
-from checks.errors import InputError
-from checks.model import CheckRequest, Report, Stage, Target
-from checks.runner import run, stream
+from checks.core.config import Budgets, EngineConfig
+from checks.core.errors import InputError
+from checks.core.model import CheckRequest, Report, Stage, Target
+from checks.engine.runner import run, stream
 from checks.stages.probe import Probe, ProbeContext
 from tests.support.floods import (
     SMTPListener,

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from checks import autoconfig, http
-from checks.clientconf import ClientConfig, ServerSetting
-from checks.model import Severity
-from checks.net import Network
-from checks.sessions import busy, temporary
+from checks.core.model import Severity
+from checks.net import http
+from checks.net.door import Network
+from checks.rules.clientconf import ClientConfig, ServerSetting
+from checks.stages import autoconfig
 from checks.stages.probe import ProbeContext
+from checks.stages.sessions import busy, temporary
 from tests.support.fakeserver import FakeServer
 from tests.unit.test_hostile_servers import context, talk
 

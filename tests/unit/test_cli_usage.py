@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from checks import catalog
+from checks.core import catalog
 
 
 def mailcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

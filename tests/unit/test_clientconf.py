@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
-from checks.clientconf import (
+from checks.core.errors import InputError, MailcheckError
+from checks.rules.clientconf import (
     MAX_BYTES,
     OUTLOOK_NS,
     REQUEST_NS,
@@ -31,8 +32,7 @@ from checks.clientconf import (
     parse_autodiscover,
     parse_mobileconfig,
 )
-from checks.errors import InputError, MailcheckError
-from checks.signeddata import MAX_CERTIFICATES
+from checks.rules.signeddata import MAX_CERTIFICATES
 from tests.lab.pki import CertSpec, LabPKI
 
 EMAIL = "Jane.Doe@Example.com"
@@ -1078,12 +1078,12 @@ async def report_on(profile: bytes, ca_file: str | None) -> list[tuple[str, str]
     server on loopback (plain http: the probe's reading, not TLS, is under test)."""
     from aiohttp import web
 
-    from checks.autoconfig import probe_mobileconfig
-    from checks.config import EngineConfig, Nameserver, Timeouts
-    from checks.model import CheckRequest
-    from checks.net import Network
+    from checks.core.config import EngineConfig, Nameserver, Timeouts
+    from checks.core.model import CheckRequest
+    from checks.core.targets import TargetPolicy, parse_networks
+    from checks.net.door import Network
+    from checks.stages.autoconfig import probe_mobileconfig
     from checks.stages.probe import ProbeContext
-    from checks.targets import TargetPolicy, parse_networks
 
     async def serve(request: web.Request) -> web.Response:
         return web.Response(body=profile, content_type="application/x-apple-aspen-config")

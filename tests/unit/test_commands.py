@@ -22,8 +22,8 @@ from bot.commands import (
     describe_every,
     parse,
 )
-from checks.model import CHECK_STAGES, Stage
-from checks.names import DomainName, normalize_domain
+from checks.core.model import CHECK_STAGES, Stage
+from checks.core.names import DomainName, normalize_domain
 
 D, C, T, P = Stage.DNS, Stage.CONNECT, Stage.TLS, Stage.POLICY
 

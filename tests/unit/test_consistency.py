@@ -1,4 +1,4 @@
-"""DNS consistency (checks/consistency.py) against small real DNS servers:
+"""DNS consistency (checks/stages/consistency.py) against small real DNS servers:
 a "resolver" and several "authoritative servers" on 127.1.42.x port 53, each
 a tests/support/nanodns server answering from its own records, so each case
 changes what exactly one server says. (The lab's NSD instances cover the same
@@ -18,11 +18,11 @@ import pytest
 from rich.console import Console
 
 from bot import blocks, terminal
-from checks import jsonreport
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.model import CheckRequest, Report, Severity, Stage
-from checks.runner import run
-from checks.targets import TargetPolicy, parse_networks
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.model import CheckRequest, Report, Severity, Stage
+from checks.core.targets import TargetPolicy, parse_networks
+from checks.engine.runner import run
+from checks.report import jsonreport
 from tests.support.nanodns import Handler, NanoDNS, reply, zone
 
 RESOLVER = "127.1.42.53"

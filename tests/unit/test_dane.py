@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from checks.policy import dane
-from checks.policy.dane import TLSA
+from checks.rules import dane
+from checks.rules.dane import TLSA
 
 HOST = "mx.example.test"
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import email
 import email.policy
 
-from checks.accounts import Account
-from checks.delivery import auth_results, hops, tagged_message
+from checks.core.accounts import Account
+from checks.stages.delivery import auth_results, hops, tagged_message
 
 RAW = (
     b"Authentication-Results: mx.example.org;\r\n"

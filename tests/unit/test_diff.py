@@ -1,11 +1,11 @@
-"""What changed between two stored reports (checks/diff.py)."""
+"""What changed between two stored reports (checks/report/diff.py)."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-from checks.diff import diff_reports
+from checks.report.diff import diff_reports
 
 
 def finding(code: str, severity: str = "error", stage: str = "dns", host: str = "a.test") -> dict:

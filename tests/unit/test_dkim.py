@@ -6,8 +6,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from checks.errors import MailcheckError
-from checks.policy.dkim import (
+from checks.core.errors import MailcheckError
+from checks.rules.dkim import (
     COMMON_SELECTORS,
     DKIMError,
     DKIMKey,

@@ -2,9 +2,9 @@
 
 import pytest
 
-from checks.catalog import CATALOG
-from checks.errors import MailcheckError
-from checks.policy.dmarc import (
+from checks.core.catalog import CATALOG
+from checks.core.errors import MailcheckError
+from checks.rules.dmarc import (
     DMARCError,
     DMARCRecord,
     ReportURI,

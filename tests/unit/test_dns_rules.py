@@ -3,7 +3,7 @@
 import dns.rdata
 import pytest
 
-from checks.dns import MX, MXSet, mx_literal, parse_mailconf, parse_mx, parse_srv
+from checks.stages.dns import MX, MXSet, mx_literal, parse_mailconf, parse_mx, parse_srv
 
 
 def rdata(rdtype: str, *texts: str):

@@ -1,4 +1,4 @@
-"""The door's own UDP exchange and stub resolution (checks.net.exchange_udp,
+"""The door's own UDP exchange and stub resolution (checks.net.door.exchange_udp,
 Network._resolve), against tests/support/nanodns servers on loopback: the
 transport and the turn of nameservers are ours, the messages dnspython's."""
 
@@ -21,10 +21,10 @@ import dns.resolver
 import dns.rrset
 import pytest
 
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.errors import NXDomain, ResolverFailure, ResolverTimeout
-from checks.net import Network, _parsed, exchange_udp, nameservers
-from checks.targets import TargetPolicy, parse_networks
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.errors import NXDomain, ResolverFailure, ResolverTimeout
+from checks.core.targets import TargetPolicy, parse_networks
+from checks.net.door import Network, _parsed, exchange_udp, nameservers
 from tests.support import nanodns
 from tests.support.nanodns import NanoDNS, reply, zone
 
@@ -189,7 +189,7 @@ def test_no_resolv_conf_means_no_nameserver_not_a_crash(monkeypatch: pytest.Monk
 async def test_without_nameservers_a_lookup_fails_and_says_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("checks.net.nameservers", lambda config: ())
+    monkeypatch.setattr("checks.net.door.nameservers", lambda config: ())
     with pytest.raises(ResolverFailure) as info:
         await Network(EngineConfig()).query("example.test", "A")
     assert str(info.value).endswith("no nameserver to ask")

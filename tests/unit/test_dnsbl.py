@@ -2,14 +2,7 @@
 
 import pytest
 
-from checks.policy.dnsbl import (
-    DEFAULT_ZONES,
-    TEST_LISTED,
-    Listing,
-    Verdict,
-    interpret,
-    query_name,
-)
+from checks.rules.dnsbl import DEFAULT_ZONES, TEST_LISTED, Listing, Verdict, interpret, query_name
 
 ZEN = "zen.spamhaus.org"
 

@@ -1,4 +1,4 @@
-"""DNSSEC validation (checks.dnssec) against zones signed by tests.lab.signing,
+"""DNSSEC validation (checks.rules.dnssec) against zones signed by tests.lab.signing,
 served over real UDP/TCP by a small in-process stand-in for a recursive resolver."""
 
 from __future__ import annotations
@@ -21,21 +21,16 @@ import dns.rrset
 import dns.zone
 import pytest
 
-from checks import dns as dns_stage
-from checks import dnssec, runner
-from checks.config import CPULimits, EngineConfig, Nameserver, Timeouts
-from checks.dnssec import (
-    ROOT_ANCHORS,
-    Security,
-    Validated,
-    Validator,
-    parse_anchors,
-)
-from checks.errors import InputError, ResolverFailure
-from checks.model import CheckRequest, Stage
-from checks.net import Network, recording
-from checks.policy import transport
-from checks.policy.transport import validator_for
+from checks.core.config import CPULimits, EngineConfig, Nameserver, Timeouts
+from checks.core.errors import InputError, ResolverFailure
+from checks.core.model import CheckRequest, Stage
+from checks.engine import runner
+from checks.net.door import Network, recording
+from checks.rules import dnssec
+from checks.rules.dnssec import ROOT_ANCHORS, Security, Validated, Validator, parse_anchors
+from checks.stages import dns as dns_stage
+from checks.stages import transport
+from checks.stages.transport import validator_for
 from tests.lab.nsd import Zone
 from tests.lab.signing import BREAKAGES, sign_lab
 from tests.support.keytrap import Trap, keytrap_zone, nsec3_records

@@ -18,7 +18,7 @@ from bot.history import HistoryStore, Run
 from bot.poster import Poster
 from bot.queue import CheckJob
 from bot.worker import changes_write
-from checks.diff import ReportDiff
+from checks.report.diff import ReportDiff
 from tests.support.redisdb import empty_db
 from tests.support.slackapi import SlackAPIStandIn
 
@@ -299,7 +299,7 @@ async def test_changes_are_told_only_when_something_changed(redis: Redis) -> Non
 
 def test_retention_setting() -> None:
     from bot.settings import Settings
-    from checks.errors import InputError
+    from checks.core.errors import InputError
 
     assert Settings.from_env({}).retention_days == 90
     week = Settings.from_env({"MAILCHECK_RETENTION_DAYS": "7"})

@@ -7,15 +7,15 @@ import asyncio
 
 import pytest
 
-from checks.config import EngineConfig, Limits, Nameserver, Timeouts
-from checks.endpoints import Endpoint
-from checks.mailbox import IMAPDialect, POP3Dialect
-from checks.model import CheckRequest, Severity
-from checks.net import Network
-from checks.sessions import converse_or_refuse
-from checks.smtp import SMTP
+from checks.core.config import EngineConfig, Limits, Nameserver, Timeouts
+from checks.core.model import CheckRequest, Severity
+from checks.core.targets import TargetPolicy, parse_networks
+from checks.net.door import Network
+from checks.stages.endpoints import Endpoint
+from checks.stages.mailbox import IMAPDialect, POP3Dialect
 from checks.stages.probe import ProbeContext
-from checks.targets import TargetPolicy, parse_networks
+from checks.stages.sessions import converse_or_refuse
+from checks.stages.smtp import SMTP
 from tests.support.fakeserver import FakeServer
 
 CONFIG = EngineConfig(

@@ -10,11 +10,11 @@ import asyncio
 
 import pytest
 
-from checks import http
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.errors import ConnectionClosed, ProtocolViolation, ReadTimeout, TargetRefused
-from checks.net import Network, recording
-from checks.targets import TargetPolicy, parse_networks
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.errors import ConnectionClosed, ProtocolViolation, ReadTimeout, TargetRefused
+from checks.core.targets import TargetPolicy, parse_networks
+from checks.net import http
+from checks.net.door import Network, recording
 from tests.support.fakeserver import FakeServer
 
 ADDRESS = "127.1.30.40"

@@ -1,4 +1,4 @@
-"""checks.isolate: work in a child process that ends at its deadline, whoever
+"""checks.core.isolate: work in a child process that ends at its deadline, whoever
 gives up first: the deadline, the awaiting task's cancellation, or the child's
 own CPU limit."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from checks import isolate
+from checks.core import isolate
 from tests.support.lagprobe import LagProbe
 
 

@@ -1,4 +1,4 @@
-"""Reading a report back from its JSON (checks.jsonreport.loads): the inverse
+"""Reading a report back from its JSON (checks.report.jsonreport.loads): the inverse
 of dumps, and a ValueError naming the field for anything else."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from checks import catalog, jsonreport, sendtest
-from checks.consistency import TABLE
-from checks.model import CheckRequest, ProbeTiming, Report, Severity, Stage, Target
+from checks.core import catalog
+from checks.core.model import CheckRequest, ProbeTiming, Report, Severity, Stage, Target
+from checks.engine import sendtest
+from checks.report import jsonreport
+from checks.stages.consistency import TABLE
 
 MX = Target(host="mx.xn--bcher-kva.de", address="2001:db8::25", port=25, protocol="smtp")
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from checks.errors import MailcheckError
-from checks.policy.mtasts import (
+from checks.core.errors import MailcheckError
+from checks.rules.mtasts import (
     MAX_POLICY_BYTES,
     MTASTSError,
     Policy,

@@ -1,7 +1,7 @@
 import pytest
 
-from checks.errors import InputError
-from checks.names import normalize_domain
+from checks.core.errors import InputError
+from checks.core.names import normalize_domain
 
 
 @pytest.mark.parametrize(

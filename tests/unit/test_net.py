@@ -5,11 +5,11 @@ import asyncio
 import dns.rcode
 import pytest
 
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.errors import NXDomain, ResolverFailure, ResolverTimeout
-from checks.model import CheckRequest, Severity
-from checks.net import Network, recording
-from checks.runner import run
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.errors import NXDomain, ResolverFailure, ResolverTimeout
+from checks.core.model import CheckRequest, Severity
+from checks.engine.runner import run
+from checks.net.door import Network, recording
 from tests.support.nanodns import NanoDNS, reply
 
 

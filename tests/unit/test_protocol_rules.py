@@ -2,9 +2,9 @@
 
 import pytest
 
-from checks.errors import ProtocolViolation
-from checks.mailbox import imap_capabilities, imap_cleartext_login, pop3_cleartext_login
-from checks.smtp import (
+from checks.core.errors import ProtocolViolation
+from checks.stages.mailbox import imap_capabilities, imap_cleartext_login, pop3_cleartext_login
+from checks.stages.smtp import (
     Reply,
     auth_mechanisms,
     banner_name,

@@ -90,48 +90,16 @@ def test_the_watchdog_ends_a_run_that_hangs_after_a_failure(tmp_path: Path) -> N
 
 # -- the engine's layers ---------------------------------------------------------
 #
-# Each module's layer, by the longest matching name prefix, lowest first. A layer
-# imports only from the layers it may use (`MAY_USE`); rules are pure judgements,
-# so they use no door. Issue 19 moves the flat modules into one folder per layer;
-# until then the table names them one by one.
+# Each module's layer is its folder (the longest matching name prefix), lowest
+# first. A layer imports only from the layers it may use (`MAY_USE`): rules are
+# pure judgements, so they use no door; the report forms read finished Reports.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "core": (  # values, the catalog, errors, settings, pure helpers
-        "checks.model",
-        "checks.answers",
-        "checks.catalog",
-        "checks.errors",
-        "checks.config",
-        "checks.names",
-        "checks.text",
-        "checks.accounts",
-        "checks.targets",
-        "checks.isolate",
-    ),
-    "net": ("checks.net", "checks.conn", "checks.http", "checks.budget", "checks.urls"),
-    "rules": (
-        "checks.tls",
-        "checks.dnssec",
-        "checks.clientconf",
-        "checks.signeddata",
-        "checks.dkimverify",
-        "checks.policy",
-    ),
-    "stages": (
-        "checks.stages",
-        "checks.sessions",
-        "checks.dns",
-        "checks.consistency",
-        "checks.endpoints",
-        "checks.smtp",
-        "checks.mailbox",
-        "checks.tlsprobe",
-        "checks.policy.probes",
-        "checks.policy.transport",
-        "checks.autoconfig",
-        "checks.auth",
-        "checks.delivery",
-    ),
-    "run": ("checks", "checks.runner", "checks.sendtest", "checks.diff", "checks.jsonreport"),
+    "core": ("checks.core",),
+    "net": ("checks.net",),
+    "rules": ("checks.rules",),
+    "stages": ("checks.stages",),
+    "report": ("checks.report",),
+    "engine": ("checks", "checks.engine"),  # `checks` itself: the engine's public face
     "fronts": ("bot",),
 }
 MAY_USE = {
@@ -139,7 +107,8 @@ MAY_USE = {
     "net": {"core", "net"},
     "rules": {"core", "rules"},
     "stages": {"core", "net", "rules", "stages"},
-    "run": {"core", "net", "rules", "stages", "run"},
+    "report": {"core", "report"},
+    "engine": {"core", "net", "rules", "stages", "report", "engine"},
     "fronts": set(LAYERS),
 }
 
@@ -174,17 +143,13 @@ def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
                 if node.level:
                     up = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join([*up, *([node.module] if node.module else [])])
-                # `from checks import catalog` imports checks.catalog, not the facade
+                # `from checks import catalog` imports checks.core.catalog, not the facade
                 targets += [
                     f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
                     for a in node.names
                 ]
-            elif (
-                isinstance(node, ast.Constant)
-                and isinstance(node.value, str)
-                and node.value in modules
-            ):
-                targets.append(node.value)
+            elif isinstance(node, ast.Constant) and node.value in modules and "." in node.value:
+                targets.append(node.value)  # a late import by name (not package data's "checks")
         graph[module] = {t for t in map(ours, targets) if t and t != module}
     return graph
 

@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from bot.receiver import Receiver, SourceLimits, tls_context
 from bot.sendtests import PREFIX, SendTest, SendTests
-from checks.sendtest import Received
+from checks.engine.sendtest import Received
 from tests.lab.pki import CertSpec, LabPKI
 from tests.lab.redis import RedisLab
 from tests.support.netns import run_in_netns
@@ -716,7 +716,7 @@ async def test_the_tail_of_an_over_long_line_never_ends_the_data() -> None:
 
 def test_the_receiver_limits_are_settings() -> None:
     from bot.settings import Settings
-    from checks.errors import InputError
+    from checks.core.errors import InputError
 
     settings = Settings.from_env(
         {

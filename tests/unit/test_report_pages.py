@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from bot.blocks import Page, report_pages, stage_pages
-from checks import catalog
-from checks.consistency import TABLE
-from checks.model import CheckRequest, Finding, Report, Severity, Stage, Target
+from checks.core import catalog
+from checks.core.model import CheckRequest, Finding, Report, Severity, Stage, Target
+from checks.stages.consistency import TABLE
 from tests.unit.test_blocks import _strings
 
 MX = Target(host="mx.example.com", address="192.0.2.25", port=25, protocol="smtp")

@@ -4,11 +4,11 @@ import asyncio
 
 import pytest
 
-from checks import catalog
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.model import CheckRequest, Severity, Stage, Target
-from checks.net import Network
-from checks.runner import CheckDone, ProbeFinished, ProbeStarted, dedupe, plan, run, stream
+from checks.core import catalog
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.model import CheckRequest, Severity, Stage, Target
+from checks.engine.runner import CheckDone, ProbeFinished, ProbeStarted, dedupe, plan, run, stream
+from checks.net.door import Network
 from checks.stages.probe import Probe, ProbeContext
 
 CONFIG = EngineConfig(nameservers=(Nameserver("127.1.0.99"),), timeouts=Timeouts(check=5))

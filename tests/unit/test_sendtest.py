@@ -1,4 +1,4 @@
-"""The send test's judgement (checks/sendtest.py): the pure rules, and judge()
+"""The send test's judgement (checks/engine/sendtest.py): the pure rules, and judge()
 on hand-made messages against a real little DNS server (tests/support/nanodns).
 
 The messages never travel: a Received is built here as the receiver would
@@ -20,10 +20,9 @@ import dkim
 import jsonschema
 import pytest
 
-from checks import jsonreport
-from checks.config import CPULimits, EngineConfig, Nameserver, Timeouts
-from checks.model import Report, Severity
-from checks.sendtest import (
+from checks.core.config import CPULimits, EngineConfig, Nameserver, Timeouts
+from checks.core.model import Report, Severity
+from checks.engine.sendtest import (
     Received,
     TLSInfo,
     aligned,
@@ -37,6 +36,7 @@ from checks.sendtest import (
     token_address,
     token_of,
 )
+from checks.report import jsonreport
 from tests.lab.dkim import signing_key
 from tests.support.lagprobe import LagProbe
 from tests.support.nanodns import NanoDNS, zone

@@ -1,8 +1,8 @@
 import pytest
 
 from bot.settings import DEFAULTS, Settings
-from checks.config import Nameserver
-from checks.errors import InputError
+from checks.core.config import Nameserver
+from checks.core.errors import InputError
 
 
 def test_defaults_use_the_system_resolver_and_refuse_non_public_targets() -> None:
@@ -84,7 +84,7 @@ def test_a_bad_helo_name_is_named(name: str) -> None:
 
 
 def test_trust_anchors_come_from_a_file_and_bad_lines_are_named(tmp_path) -> None:
-    from checks.dnssec import ROOT_ANCHORS
+    from checks.rules.dnssec import ROOT_ANCHORS
 
     good = tmp_path / "anchors"
     good.write_text("; the root\n" + "\n".join(ROOT_ANCHORS) + "\n\n")

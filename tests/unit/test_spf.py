@@ -10,19 +10,12 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 
-from checks.config import EngineConfig, Nameserver, Timeouts
-from checks.errors import NXDomain, ResolverFailure
-from checks.net import Network
-from checks.policy.probes import NetworkLookup
-from checks.policy.spf import (
-    Result,
-    Verdict,
-    check_host,
-    parse_record,
-    select_record,
-)
-from checks.policy.spfdiagnose import diagnose
-from checks.policy.spfmacro import (
+from checks.core.config import EngineConfig, Nameserver, Timeouts
+from checks.core.errors import NXDomain, ResolverFailure
+from checks.net.door import Network
+from checks.rules.spf import Result, Verdict, check_host, parse_record, select_record
+from checks.rules.spfdiagnose import diagnose
+from checks.rules.spfmacro import (
     Macro,
     SPFSyntaxError,
     expand,
@@ -30,6 +23,7 @@ from checks.policy.spfmacro import (
     parse_macro_string,
     target_name,
 )
+from checks.stages.policy import NetworkLookup
 from tests.support.nanodns import NanoDNS, zone
 
 TIMEOUT = object()

@@ -25,8 +25,8 @@ import dns.reversename
 import pytest
 import yaml
 
-from checks.errors import NXDomain, ResolverFailure, ResolverTimeout
-from checks.policy.spf import Result, check_mail_from
+from checks.core.errors import NXDomain, ResolverFailure, ResolverTimeout
+from checks.rules.spf import Result, check_mail_from
 
 SUITE = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "spf" / "rfc7208-tests.yml"
 REQUIRED_PASS_RATE = 0.97

@@ -20,14 +20,14 @@ import types
 import pytest
 
 from checks import stages as registry
-from checks.model import CHECK_STAGES, CheckRequest, Stage
-from checks.runner import plan
+from checks.core.model import CHECK_STAGES, CheckRequest, Stage
+from checks.engine.runner import plan
 from checks.stages import PROBE_MODULES, available_stages, default_probes
 from checks.stages.probe import Probe, ProbeContext
 from tests.support.nanodns import NanoDNS, zone
 
 SERVICES = {"redis", "saq", "slack_sdk", "slack_bolt", "aiohttp", "aiosmtpd", "dkim"}
-ENGINE = {"rich", "cryptography", "OpenSSL", "dns", "asyncio", "checks.runner"}
+ENGINE = {"rich", "cryptography", "OpenSSL", "dns", "asyncio", "checks.engine.runner"}
 # What only the other stages use (certificates, HTTP, SMTP/IMAP/POP3 sessions,
 # signed profiles, DNSSEC), and the probe modules of those stages.
 NOT_DNS = {
@@ -39,14 +39,14 @@ NOT_DNS = {
     "aioimaplib",
     "defusedxml",
     "dns.dnssec",
-    "checks.dnssec",
-    "checks.smtp",
-    "checks.mailbox",
-    "checks.tlsprobe",
-    "checks.policy",
-    "checks.autoconfig",
-    "checks.auth",
-    "checks.delivery",
+    "checks.rules.dnssec",
+    "checks.stages.smtp",
+    "checks.stages.mailbox",
+    "checks.stages.tls",
+    "checks.rules",
+    "checks.stages.autoconfig",
+    "checks.stages.auth",
+    "checks.stages.delivery",
 }
 # A domain with a mail server, so that every DNS-stage probe has work to do.
 ZONE = {
@@ -94,7 +94,7 @@ def test_a_check_loads_the_engine_and_no_services() -> None:
         )
         assert resolver.queries
     assert status == 1 and json.loads(stdout)["domain"] == "example.test"
-    assert {"checks.runner", "checks.tlsprobe", "dns"} <= loaded  # every stage was planned
+    assert {"checks.engine.runner", "checks.stages.tls", "dns"} <= loaded  # every stage was planned
     assert loaded.isdisjoint(SERVICES), sorted(loaded & SERVICES)
 
 
@@ -120,7 +120,7 @@ def test_a_dns_stage_check_loads_only_the_dns_stage(json_output: bool) -> None:
     else:
         assert stdout.startswith("mailcheck mail.test")
     assert ("25.0.1.127.in-addr.arpa.", 12) in asked  # the path was walked to the PTR lookup
-    assert {"checks.runner", "checks.dns", "checks.consistency"} <= loaded
+    assert {"checks.engine.runner", "checks.stages.dns", "checks.stages.consistency"} <= loaded
     assert loaded.isdisjoint(NOT_DNS), sorted(loaded & NOT_DNS)
     assert ("rich" in loaded) is not json_output
 
@@ -132,11 +132,11 @@ def test_stage_choices_are_the_stages_the_engine_runs() -> None:
 
 def test_the_package_names_still_import() -> None:
     code = (
-        "import sys, checks.catalog; engine = 'checks.runner' in sys.modules\n"
+        "import sys, checks.core.catalog; engine = 'checks.engine.runner' in sys.modules\n"
         "from checks import CheckRequest, EngineConfig, TargetPolicy, run, stream\n"
-        "import checks.runner, checks.model\n"
-        "assert (run, stream) == (checks.runner.run, checks.runner.stream)\n"
-        "assert CheckRequest is checks.model.CheckRequest\n"
+        "import checks.engine.runner, checks.core.model\n"
+        "assert (run, stream) == (checks.engine.runner.run, checks.engine.runner.stream)\n"
+        "assert CheckRequest is checks.core.model.CheckRequest\n"
         "print(engine)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

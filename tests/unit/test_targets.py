@@ -1,7 +1,7 @@
 import pytest
 
-from checks.errors import InputError, TargetRefused
-from checks.targets import TargetPolicy, parse_address, parse_networks, special_purpose
+from checks.core.errors import InputError, TargetRefused
+from checks.core.targets import TargetPolicy, parse_address, parse_networks, special_purpose
 
 DEFAULT = TargetPolicy()
 

@@ -9,10 +9,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from checks import tls
-from checks.endpoints import Endpoint
-from checks.model import Severity
-from checks.sessions import severity_for
+from checks.core.model import Severity
+from checks.rules import tls
+from checks.stages.endpoints import Endpoint
+from checks.stages.sessions import severity_for
 from tests.lab.pki import CertSpec, LabPKI
 
 SPECS = [

@@ -2,8 +2,8 @@
 
 import pytest
 
-from checks.errors import MailcheckError
-from checks.policy.tlsrpt import TLSRPTError, TLSRPTRecord, parse_record, select, uri_problem
+from checks.core.errors import MailcheckError
+from checks.rules.tlsrpt import TLSRPTError, TLSRPTRecord, parse_record, select, uri_problem
 
 GOOD = "v=TLSRPTv1; rua=mailto:tlsrpt@example.com"
 

@@ -1,4 +1,4 @@
-"""URL hosts read the way a browser reads them (checks.urls): every spelling of
+"""URL hosts read the way a browser reads them (checks.core.urls): every spelling of
 one address becomes that address, so the target policy sees what a client
 would reach."""
 
@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from checks.errors import ProtocolViolation
-from checks.urls import parse_http_url
+from checks.core.errors import ProtocolViolation
+from checks.core.urls import parse_http_url
 
 
 @pytest.mark.parametrize(

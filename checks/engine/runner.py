@@ -1,0 +1,282 @@
+"""Plans a check as a graph of probes, runs it concurrently, streams findings.
+
+A probe (`checks.stages.probe`) is an `async def probe(ctx) -> result` plus
+the names of the probes whose results it needs. Every probe starts the moment its dependencies are
+done, so a check lasts as long as its longest chain of lookups, not their sum.
+A probe may also follow another without waiting for it (it reads that one's
+result when it must), and name the DNS questions it will ask: the runner asks
+them all at the start, so a lookup waits for no unrelated one before it.
+Events stream out as probes start and finish; the last event is the Report.
+
+A probe that raises is a bug in mailcheck, not a fact about the domain: the
+runner turns it into an `engine.probe.failed` finding (its dependents are
+skipped) and the check goes on. One deadline bounds the whole check; probes
+still running then are cancelled and reported as `engine.deadline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from checks.core import catalog
+from checks.core.config import EngineConfig
+from checks.core.model import CheckRequest, Finding, ProbeTiming, Report, Severity, Stage, Target
+from checks.net.budget import charging
+from checks.net.door import Network, Politeness, recording
+from checks.stages import default_probes
+from checks.stages.probe import Outcome, Probe, ProbeContext
+
+log = logging.getLogger(__name__)
+
+
+# -- events ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeStarted:
+    probe: str
+    stage: Stage
+
+
+@dataclass(frozen=True)
+class ProbeFinished:
+    timing: ProbeTiming
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class CheckDone:
+    report: Report
+
+
+Event = ProbeStarted | ProbeFinished | CheckDone
+
+
+# -- planning ------------------------------------------------------------------
+
+
+def plan(probes: Sequence[Probe], request: CheckRequest) -> list[Probe]:
+    """The probes of the requested stages plus everything they need, in a valid order."""
+    by_name = {p.name: p for p in probes}
+    if len(by_name) != len(probes):
+        raise ValueError("two probes share a name")
+    wanted: dict[str, Probe] = {}
+
+    def add(probe: Probe, path: tuple[str, ...]) -> None:
+        if probe.name in path:
+            raise ValueError(f"probe dependency cycle: {' -> '.join((*path, probe.name))}")
+        for dep in probe.needs:
+            if dep not in by_name:
+                raise ValueError(f"probe {probe.name} needs unknown probe {dep}")
+            add(by_name[dep], (*path, probe.name))
+        wanted.setdefault(probe.name, probe)
+        for other in probe.follows:
+            if other not in by_name:
+                raise ValueError(f"probe {probe.name} follows unknown probe {other}")
+            add(by_name[other], ())
+
+    for probe in probes:
+        if request.wants(probe.stage):
+            add(probe, ())
+    return list(wanted.values())
+
+
+# -- running -------------------------------------------------------------------
+
+
+async def stream(
+    request: CheckRequest,
+    config: EngineConfig,
+    *,
+    probes: Sequence[Probe] | None = None,
+    network: Network | None = None,
+    politeness: Politeness | None = None,
+) -> AsyncIterator[Event]:
+    """Run the check, yielding events as probes start and finish, then CheckDone.
+    Checks run side by side share a `politeness` (a batch's bound on the
+    connections open at once to one address:port)."""
+    selected = plan(probes if probes is not None else default_probes(request.stages), request)
+    net = network or Network(config, politeness=politeness)
+    started_at = datetime.now(UTC)
+    t0 = time.monotonic()
+    events: deque[Event] = deque()  # not yet yielded
+    arrived = asyncio.Event()  # set by each new event and by the supervisor's end
+    tasks: dict[str, asyncio.Task[Outcome]] = {}
+    starts: dict[str, float] = {}
+    timings: dict[str, ProbeTiming] = {}
+    transcripts: dict[str, tuple[str, ...]] = {}
+    facts: dict[str, Any] = {}
+    findings: list[Finding] = []
+
+    # Secrets of the test accounts never leave the engine: every finding,
+    # transcript and fact is passed through the redactor (the probes already
+    # write placeholders; this is the net under them).
+    redact = config.accounts.secrets() if config.accounts is not None else None
+
+    def scrub(finding: Finding) -> Finding:
+        if redact is None:
+            return finding
+        return replace(
+            finding,
+            summary=redact(finding.summary),
+            detail=redact(finding.detail),
+            evidence=tuple(redact(e) for e in finding.evidence),
+            reproduce=redact(finding.reproduce) if finding.reproduce else finding.reproduce,
+            data=redact.deep(dict(finding.data)),
+        )
+
+    def finish(probe: Probe, outcome: str, found: list[Finding]) -> None:
+        found = [scrub(f) for f in found]
+        begun = starts.get(probe.name, time.monotonic() - t0)
+        timing = ProbeTiming(probe.name, probe.stage, begun, time.monotonic() - t0 - begun, outcome)
+        timings[probe.name] = timing
+        if not request.wants(probe.stage):
+            # Run only to feed a requested stage: keep what the user must know.
+            found = [f for f in found if f.severity >= Severity.WARNING or f.code in _ALWAYS]
+        findings.extend(found)
+        events.append(ProbeFinished(timing, tuple(found)))
+        arrived.set()
+
+    async def run_one(probe: Probe) -> Outcome:
+        deps = [await tasks[d] for d in probe.needs]
+        if any(d.status != "done" for d in deps):
+            finish(probe, "skipped", [])
+            return Outcome("skipped")
+        starts[probe.name] = time.monotonic() - t0
+        events.append(ProbeStarted(probe.name, probe.stage))
+        arrived.set()
+        results = {d: tasks[d].result().value for d in probe.needs}
+        ctx = ProbeContext(request, net, results, {f: tasks[f] for f in probe.follows})
+        try:
+            with recording(ctx.transcript), charging(probe.name, probe.stage):
+                value = await probe.run(ctx)
+        except Exception as exc:  # a bug in a probe must not sink the check
+            log.exception("probe %s failed", probe.name)
+            ctx.emit(
+                catalog.finding(
+                    "engine.probe.failed",
+                    target=Target(host=request.domain),
+                    summary=f"probe {probe.name} failed: {type(exc).__name__}",
+                    evidence=[str(exc)[:500]],
+                    stage=probe.stage,
+                )
+            )
+            status, value = "failed", None
+        else:
+            status = "done"
+        for hit in net.budget.findings(request.domain, probe.name):  # once per budget
+            ctx.emit(hit)
+        lines = ctx.transcript if redact is None else [redact(line) for line in ctx.transcript]
+        transcripts[probe.name] = tuple(lines)
+        facts.update(ctx.facts if redact is None else redact.deep(ctx.facts))
+        finish(probe, status, ctx.findings)
+        return Outcome(status, value)
+
+    async def supervise() -> None:
+        net.prefetch(q for p in selected if p.asks is not None for q in p.asks(request, config))
+        for probe in selected:
+            tasks[probe.name] = asyncio.create_task(run_one(probe), name=f"probe:{probe.name}")
+        pending: set[asyncio.Task[Outcome]] = set()
+        if tasks:  # asyncio.wait refuses an empty plan (a stage with no probe of its own)
+            _done, pending = await asyncio.wait(tasks.values(), timeout=config.timeouts.check)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for probe in selected:
+            if probe.name not in timings:
+                finish(
+                    probe,
+                    "deadline",
+                    [
+                        catalog.finding(
+                            "engine.deadline",
+                            target=Target(host=request.domain),
+                            summary=(
+                                f"probe {probe.name} did not finish within the "
+                                f"{config.timeouts.check:g} s deadline"
+                            ),
+                            stage=probe.stage,
+                        ),
+                        *net.budget.findings(request.domain, probe.name),
+                    ],
+                )
+
+    supervisor = asyncio.create_task(supervise())
+    supervisor.add_done_callback(lambda _: arrived.set())
+    try:
+        while True:
+            while events:
+                yield events.popleft()
+            if supervisor.done():
+                break
+            arrived.clear()  # no await since the queue was seen empty: nothing is missed
+            await arrived.wait()
+        supervisor.result()  # re-raise a bug in the runner itself
+    finally:
+        supervisor.cancel()
+        for task in tasks.values():
+            task.cancel()
+        if network is None:
+            net.close()
+
+    findings.extend(net.budget.findings(request.domain))  # any hit no probe reported
+    if net.budget.exceeded:
+        facts["budgets"] = net.budget.usage()
+    report = Report(
+        request=request,
+        started_at=started_at,
+        duration=time.monotonic() - t0,
+        findings=tuple(sort_findings(dedupe(findings))),
+        timings=tuple(timings[p.name] for p in selected),
+        transcripts={p.name: transcripts[p.name] for p in selected if p.name in transcripts},
+        facts=facts,
+    )
+    yield CheckDone(report)
+
+
+async def run(
+    request: CheckRequest,
+    config: EngineConfig,
+    *,
+    probes: Sequence[Probe] | None = None,
+    network: Network | None = None,
+    politeness: Politeness | None = None,
+) -> Report:
+    """Run the check to the end and return its Report."""
+    events = stream(request, config, probes=probes, network=network, politeness=politeness)
+    async for event in events:
+        if isinstance(event, CheckDone):
+            return event.report
+    raise RuntimeError("check ended without a report")  # pragma: no cover
+
+
+def dedupe(findings: Iterable[Finding]) -> list[Finding]:
+    """Drop findings that repeat one already seen (same code, target and summary)."""
+    seen: set[tuple[str, Target, str]] = set()
+    kept = []
+    for f in findings:
+        key = (f.code, f.target, f.summary)
+        if key not in seen:
+            seen.add(key)
+            kept.append(f)
+    return kept
+
+
+_STAGE_ORDER = {s: i for i, s in enumerate(Stage)}
+# Kept even from a stage the user did not ask for: a check cut short says so.
+_ALWAYS = frozenset({"engine.budget.exceeded"})
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Stage order, worst first, then by code and target: stable for diffs."""
+    return sorted(
+        findings,
+        key=lambda f: (_STAGE_ORDER[f.stage], -f.severity.rank, f.code, f.target.label()),
+    )
