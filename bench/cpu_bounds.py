@@ -206,7 +206,8 @@ async def dkim_attack(title: str, message: bytes, copies: int, txt: str, limits:
         )
 
         async def bounded() -> str:
-            report = await sendtest.judge(received, sendtest.request_for("example.com"), config)
+            request = sendtest.request_for("example.com")
+            report = await sendtest.judge_message(received, request, config)
             work = report.facts.get("sendtest.dkim.work", {})
             skipped = [f.summary for f in report.findings if f.code == "sendtest.dkim.skipped"]
             return f"{work.get('verified')} checked, {work.get('skipped')} skipped: " + (

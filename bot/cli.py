@@ -475,7 +475,7 @@ async def _one_test(
     received = received or await tests.message(test.token)
     if received is None:  # pragma: no cover - the outcome says a message came
         raise InputError(f"the message for {test.address} was lost from the store")
-    return await sendtest.judge(received, request, config)
+    return await sendtest.judge_message(received, request, config)
 
 
 CLI_CHANNEL = "cli"  # the history "channel" of checks run from a terminal

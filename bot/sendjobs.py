@@ -127,7 +127,7 @@ async def _judge(ctx: dict[str, Any], *, token: str) -> dict[str, Any]:
     received = await tests.message(token)
     if test is None or received is None:
         return {"token": token, "judged": False}  # judged already, or never ours
-    report = await sendtest.judge(received, _request(test), settings.engine_config())
+    report = await sendtest.judge_message(received, _request(test), settings.engine_config())
     await _report(ctx, test, report)
     return {"token": token, "worst": report.worst.value}
 

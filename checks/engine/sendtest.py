@@ -3,7 +3,7 @@ careful receiver reads it.
 
 The receiver (bot/receiver.py) keeps what it saw of one SMTP transaction as a
 `Received`: the connecting address, the HELO name, TLS, the envelope, the SMTP
-commands and the message. `judge()` runs the probes below on it through the
+commands and the message. `judge_message()` runs the probes below on it through the
 network door (our resolver, the target policy) and returns an ordinary
 `Report` of the `sendtest` stage, so every renderer shows it like a check:
 
@@ -696,7 +696,7 @@ def request_for(
     )
 
 
-async def judge(received: Received, request: CheckRequest, config: EngineConfig) -> Report:
+async def judge_message(received: Received, request: CheckRequest, config: EngineConfig) -> Report:
     """The verdict on one received message, as a Report of the sendtest stage."""
     # Parsed in a thread: a sender can make the header section megabytes long.
     parsed = await asyncio.to_thread(parse_headers, received.message)

@@ -1,7 +1,7 @@
 """DANE for SMTP (RFC 6698, RFC 7671, RFC 7672): TLSA records against a chain.
 
 Pure rules, no network: the caller looks up `_25._tcp.<mx>` TLSA records
-(DNSSEC-validated) and shakes hands with the MX; `judge` says whether a
+(DNSSEC-validated) and shakes hands with the MX; `match` says whether a
 DANE-verifying sender would accept the certificates the server sent, and if
 not, what the server's certificates would need the records to say.
 
@@ -201,7 +201,7 @@ class _Cert:
         return f"depth {self.depth}"
 
 
-def judge(records: Sequence[TLSA], chain_der: Sequence[bytes], host: str, now: datetime) -> Verdict:
+def match(records: Sequence[TLSA], chain_der: Sequence[bytes], host: str, now: datetime) -> Verdict:
     """Would a DANE-verifying SMTP sender (RFC 7672) accept this chain, as the
     server sent it, for `host` (the TLSA base domain) at `now`? Any one usable
     record that matches is enough (RFC 6698 §2.1)."""

@@ -25,12 +25,12 @@ from checks.core.accounts import Account, AccountMisuse, imap_quoted, login_blob
 from checks.core.errors import InputError, NetError, TargetRefused, TLSFailed
 from checks.core.model import Stage, Target
 from checks.net.conn import Connection
+from checks.protocols.mailbox import IMAPDialect, POP3Dialect
+from checks.protocols.session import Dialect, DialectFactory, Endpoint, Session
+from checks.protocols.smtp import SMTP, auth_mechanisms, read_reply
 from checks.rules.tls import client_trust_problem, now_utc
-from checks.stages.endpoints import Endpoint
-from checks.stages.mailbox import IMAPDialect, POP3Dialect
 from checks.stages.probe import Probe, ProbeContext
-from checks.stages.sessions import Dialect, DialectFactory, Session, reproduce
-from checks.stages.smtp import SMTP, auth_mechanisms, read_reply
+from checks.stages.sessions import reproduce
 
 CONNECT_PROBES = ("connect.submission", "connect.imap", "connect.pop3")
 SMTP_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")  # what we can try, best known first

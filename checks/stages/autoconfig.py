@@ -29,15 +29,16 @@ from checks.core.errors import (
 from checks.core.model import Severity, Stage, Target
 from checks.net import http
 from checks.net.budget import spent
+from checks.protocols.mailbox import IMAPDialect, POP3Dialect
+from checks.protocols.session import DialectFactory, Endpoint, Session
+from checks.protocols.smtp import SMTP
 from checks.rules import clientconf, tls
 from checks.rules.clientconf import ClientConfig, ConfigError, ServerSetting
 from checks.rules.dmarc import organizational_domain
 from checks.stages.dns import MXSet, SRVTarget
-from checks.stages.endpoints import Endpoint, address_questions
-from checks.stages.mailbox import IMAPDialect, POP3Dialect
+from checks.stages.endpoints import address_questions
 from checks.stages.probe import Probe, ProbeContext
-from checks.stages.sessions import DialectFactory, Session, converse, reproduce, same_conversation
-from checks.stages.smtp import SMTP
+from checks.stages.sessions import converse, reproduce, same_conversation
 from checks.stages.tls import problems_of
 
 DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}

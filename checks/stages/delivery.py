@@ -34,9 +34,9 @@ from checks.core.model import Stage, Target
 from checks.core.text import untrusted
 from checks.net import http
 from checks.net.door import Network, note
+from checks.protocols.session import Endpoint
 from checks.stages.auth import Logins, account_of
 from checks.stages.dns import MailHost
-from checks.stages.endpoints import Endpoint
 from checks.stages.probe import Probe, ProbeContext
 
 TAG_HEADER = "X-Mailcheck-Tag"

@@ -14,40 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from checks.core.errors import DNSError
-from checks.core.model import Target
+from checks.protocols.session import Endpoint
 from checks.stages.dns import MailHost, SRVTarget, capped_addresses
 from checks.stages.probe import ProbeContext
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str  # the name a client uses: SNI and certificate name
-    address: str
-    port: int
-    protocol: str  # smtp, submission, submissions, imap, imaps, pop3, pop3s
-    tls: str  # "starttls" or "implicit"
-    role: str  # "mx" (other servers connect) or "client" (people's mail clients do)
-    advertised: bool  # named by MX or SRV, not guessed
-
-    @property
-    def family(self) -> str:
-        """The protocol spoken: smtp, imap or pop3."""
-        return {"submission": "smtp", "submissions": "smtp", "imaps": "imap", "pop3s": "pop3"}.get(
-            self.protocol, self.protocol
-        )
-
-    @property
-    def service(self) -> str:
-        """What the port is for, as in finding codes: smtp (MX), submission, imap, pop3."""
-        return {"submissions": "submission", "imaps": "imap", "pop3s": "pop3"}.get(
-            self.protocol, self.protocol
-        )
-
-    def target(self) -> Target:
-        return Target(host=self.host, address=self.address, port=self.port, protocol=self.protocol)
-
-    def label(self) -> str:
-        return self.target().label()
 
 
 @dataclass(frozen=True)

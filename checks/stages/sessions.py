@@ -18,12 +18,10 @@ authenticated, well-behaved sessions of the delivery checks.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
-from checks.core.config import EngineConfig
 from checks.core.errors import (
     BudgetExceeded,
     ConnectFailed,
@@ -38,10 +36,19 @@ from checks.core.errors import (
     TLSFailed,
 )
 from checks.core.model import Severity, Target
-from checks.net.conn import Connection, TLSSession
+from checks.net.conn import Connection
 from checks.net.door import Network
+from checks.protocols.session import (
+    Dialect,
+    DialectFactory,
+    Endpoint,
+    Refused,
+    Session,
+    busy,
+    temporary,
+)
 from checks.stages.dns import MailHost
-from checks.stages.endpoints import Discovery, Endpoint, ServiceSpec, discover
+from checks.stages.endpoints import Discovery, ServiceSpec, discover
 from checks.stages.probe import ProbeContext
 
 EVIDENCE_LINES = 40
@@ -59,64 +66,6 @@ GREETING_CODES: dict[str, tuple[str, str, str]] = {  # family -> (timeout, rejec
     "imap": ("imap.banner.timeout", "imap.banner.rejected", "imap.starttls.failed"),
     "pop3": ("pop3.banner.timeout", "pop3.banner.rejected", "pop3.starttls.failed"),
 }
-
-
-# What a busy server says when it turns a client away for now: SMTP's 421
-# (closing), words like Dovecot's "Connection queue full" and Postfix's "too
-# many connections"; and, beyond load, the response codes of a temporary
-# failure: POP3's [SYS/TEMP], [IN-USE], [LOGIN-DELAY], IMAP's [UNAVAILABLE].
-_BUSY = re.compile(r"queue full|too many|try (again|later)|temporar|overload|busy", re.I)
-_NOT_NOW = re.compile(r"\[(SYS/TEMP|IN-?USE|LOGIN-DELAY|UNAVAILABLE)\]", re.I)
-
-
-def busy(reply: str) -> bool:
-    """A refusal for load: this client, now, not this server's setup."""
-    return reply.startswith("421") or bool(_BUSY.search(reply[:300]))
-
-
-def temporary(reply: str) -> bool:
-    """A refusal that says "not now" rather than "no". (At STARTTLS only
-    `busy` counts: a 454 or a [UNAVAILABLE] there is the server's TLS that
-    is broken, Postfix's "TLS not available due to local problem".)"""
-    return busy(reply) or bool(_NOT_NOW.search(reply[:300]))
-
-
-class Refused(NetError):
-    """The server answered a step with a refusal (a 4xx/5xx, BYE, -ERR, NO)."""
-
-    def __init__(self, step: str, reply: str) -> None:
-        super().__init__(f"{step}: {reply}")
-        self.step = step
-        self.reply = reply
-
-
-class Dialect(Protocol):
-    family: str  # smtp, imap, pop3: the prefix of protocol-level codes
-
-    async def greet(self, conn: Connection, timeout: float) -> str: ...
-
-    async def capabilities(self, conn: Connection) -> tuple[str, ...]: ...
-
-    def offers_starttls(self, caps: tuple[str, ...]) -> bool: ...
-
-    async def starttls(self, conn: Connection) -> None: ...
-
-    async def quit(self, conn: Connection) -> None: ...
-
-
-DialectFactory = Callable[[EngineConfig], Dialect]
-
-
-@dataclass(frozen=True)
-class Session:
-    endpoint: Endpoint
-    banner: str | None = None
-    capabilities: tuple[str, ...] = ()  # before TLS (or over implicit TLS)
-    tls: TLSSession | None = None
-    tls_capabilities: tuple[str, ...] = ()  # after STARTTLS
-    transcript: tuple[str, ...] = ()
-    server_name: str | None = None  # the name it gives itself (SMTP EHLO)
-    complete: bool = False  # the whole conversation went through
 
 
 # Problems a sending server shrugs off (it falls back to unauthenticated or

@@ -9,21 +9,15 @@ from datetime import datetime
 
 from checks.core.errors import NetError, TargetRefused
 from checks.core.model import Stage
+from checks.protocols.mailbox import IMAPDialect, POP3Dialect
+from checks.protocols.session import DialectFactory, Endpoint, Session
+from checks.protocols.smtp import SMTP
 from checks.rules import tls
 from checks.stages import mailbox, smtp
 from checks.stages.dns import MailHost
-from checks.stages.endpoints import IMAP, POP3, SUBMISSION, Endpoint, mx_endpoints
-from checks.stages.mailbox import IMAPDialect, POP3Dialect
+from checks.stages.endpoints import IMAP, POP3, SUBMISSION, mx_endpoints
 from checks.stages.probe import Probe, ProbeContext
-from checks.stages.sessions import (
-    DialectFactory,
-    Session,
-    reached,
-    reproduce,
-    service_endpoints,
-    severity_for,
-)
-from checks.stages.smtp import SMTP
+from checks.stages.sessions import reached, reproduce, service_endpoints, severity_for
 from checks.stages.transport import STSState
 
 DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}

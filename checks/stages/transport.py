@@ -16,13 +16,14 @@ from checks.core.errors import ConnectionClosed, DNSError, NetError, TargetRefus
 from checks.core.model import Severity, Stage, Target
 from checks.net import http
 from checks.net.door import Network
+from checks.protocols.session import Session
 from checks.rules import dane, mtasts, tls
 from checks.rules.dnssec import Security, Validated, Validator
 from checks.stages.dns import MailHost, MXSet
 from checks.stages.endpoints import address_questions
 from checks.stages.policy import lookup_txts
 from checks.stages.probe import Probe, ProbeContext
-from checks.stages.sessions import Session, reproduce
+from checks.stages.sessions import reproduce
 
 # -- MTA-STS ------------------------------------------------------------------------
 
@@ -314,7 +315,7 @@ async def probe_tls_policy(ctx: ProbeContext) -> None:
                 )
             else:
                 assert s.tls is not None
-                verdict = dane.judge(records, s.tls.chain_der, host, now)
+                verdict = dane.match(records, s.tls.chain_der, host, now)
                 if verdict.ok and verdict.matched is not None:
                     which = (
                         "the server's certificate"

@@ -208,10 +208,9 @@ async def test_sasl_without_mechanisms_is_not_ready_rather_than_none(
     it: that says nothing about its logins (a 100-check load made it an error)."""
     from checks.net.conn import TLSSession
     from checks.net.door import Network
+    from checks.protocols.session import Endpoint, Session
     from checks.stages.auth import probe_login
-    from checks.stages.endpoints import Endpoint
     from checks.stages.probe import ProbeContext
-    from checks.stages.sessions import Session
 
     ep = Endpoint("imap.healthy.test", "127.1.1.11", 110, "pop3", "starttls", "client", True)
     tls = TLSSession("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, (), "imap.healthy.test")

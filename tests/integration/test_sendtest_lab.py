@@ -109,7 +109,7 @@ async def send_and_judge(
     await asyncio.to_thread(lab.mail.send, f"bounces@{sender.domain}", [test.address], message)
     received = await running.tests.wait(test.token, ARRIVAL)
     assert received is not None, f"nothing from {sender.domain} within {ARRIVAL:g} s"
-    report = await sendtest.judge(received, sendtest.request_for(sender.domain), config)
+    report = await sendtest.judge_message(received, sendtest.request_for(sender.domain), config)
     await running.tests.finish(test.token)
     return report, received
 
@@ -165,7 +165,7 @@ async def test_an_account_submits_the_message_itself(
     received = await receiver.tests.wait(test.token, ARRIVAL)
     assert received is not None
     assert received.peer == HEALTHY_SENDER.address
-    report = await sendtest.judge(received, request, config)
+    report = await sendtest.judge_message(received, request, config)
     assert problems(report) == set(), [(f.code, f.summary) for f in report.findings]
     # The password is nowhere in what was kept or reported.
     assert LAB_PASSWORD not in repr(report) and LAB_PASSWORD not in repr(sent)

@@ -17,10 +17,10 @@ import pytest
 from checks.core.model import Severity
 from checks.net import http
 from checks.net.door import Network
+from checks.protocols.session import busy, temporary
 from checks.rules.clientconf import ClientConfig, ServerSetting
 from checks.stages import autoconfig
 from checks.stages.probe import ProbeContext
-from checks.stages.sessions import busy, temporary
 from tests.support.fakeserver import FakeServer
 from tests.unit.test_hostile_servers import context, talk
 

@@ -121,7 +121,7 @@ def record(cert_der: bytes, usage: int = 3, selector: int = 1, mtype: int = 1) -
 
 
 def judge(records: list[TLSA], chain: tuple[bytes, ...] | list[bytes]) -> dane.Verdict:
-    return dane.judge(records, chain, HOST, NOW)
+    return dane.match(records, chain, HOST, NOW)
 
 
 # -- DANE-EE ---------------------------------------------------------------------------
@@ -286,7 +286,7 @@ def test_dane_ta_checks_the_name(pki: PKI) -> None:
     (problem,) = verdict.problems
     assert "not valid for mx.example.test" in problem and "other.example.test" in problem
     # names compare without case or the root dot
-    assert dane.judge([ta], pki.chain, "MX.Example.Test.", NOW).ok
+    assert dane.match([ta], pki.chain, "MX.Example.Test.", NOW).ok
 
 
 def test_dane_ta_checks_the_dates(pki: PKI) -> None:
@@ -295,7 +295,7 @@ def test_dane_ta_checks_the_dates(pki: PKI) -> None:
     assert not verdict.ok and verdict.matched == ta
     (problem,) = verdict.problems
     assert "expired" in problem and "server's certificate" in problem
-    early = dane.judge([ta], pki.chain, HOST, NOW - timedelta(days=365))
+    early = dane.match([ta], pki.chain, HOST, NOW - timedelta(days=365))
     assert not early.ok and "not valid before" in early.problems[0]
     # the same expired certificate under a DANE-EE record: fine
     assert judge([record(pki.expired)], (pki.expired, pki.intermediate)).ok
@@ -430,7 +430,7 @@ def test_no_records(pki: PKI) -> None:
 
 def test_a_naive_now_is_utc(pki: PKI) -> None:
     ta = record(pki.intermediate, 2, 0, 1)
-    assert dane.judge([ta], pki.chain, HOST, NOW.replace(tzinfo=None)).ok
+    assert dane.match([ta], pki.chain, HOST, NOW.replace(tzinfo=None)).ok
 
 
 # -- parsing and presentation ------------------------------------------------------------

@@ -11,11 +11,11 @@ from checks.core.config import EngineConfig, Limits, Nameserver, Timeouts
 from checks.core.model import CheckRequest, Severity
 from checks.core.targets import TargetPolicy, parse_networks
 from checks.net.door import Network
-from checks.stages.endpoints import Endpoint
-from checks.stages.mailbox import IMAPDialect, POP3Dialect
+from checks.protocols.mailbox import IMAPDialect, POP3Dialect
+from checks.protocols.session import Endpoint
+from checks.protocols.smtp import SMTP
 from checks.stages.probe import ProbeContext
 from checks.stages.sessions import converse_or_refuse
-from checks.stages.smtp import SMTP
 from tests.support.fakeserver import FakeServer
 
 CONFIG = EngineConfig(

@@ -3,8 +3,8 @@
 import pytest
 
 from checks.core.errors import ProtocolViolation
-from checks.stages.mailbox import imap_capabilities, imap_cleartext_login, pop3_cleartext_login
-from checks.stages.smtp import (
+from checks.protocols.mailbox import imap_capabilities, imap_cleartext_login, pop3_cleartext_login
+from checks.protocols.smtp import (
     Reply,
     auth_mechanisms,
     banner_name,

@@ -96,6 +96,7 @@ def test_the_watchdog_ends_a_run_that_hangs_after_a_failure(tmp_path: Path) -> N
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("checks.core",),
     "net": ("checks.net",),
+    "protocols": ("checks.protocols",),
     "rules": ("checks.rules",),
     "stages": ("checks.stages",),
     "report": ("checks.report",),
@@ -106,9 +107,10 @@ MAY_USE = {
     "core": {"core"},
     "net": {"core", "net"},
     "rules": {"core", "rules"},
-    "stages": {"core", "net", "rules", "stages"},
+    "protocols": {"core", "net", "protocols"},
+    "stages": {"core", "net", "protocols", "rules", "stages"},
     "report": {"core", "report"},
-    "engine": {"core", "net", "rules", "stages", "report", "engine"},
+    "engine": {"core", "net", "protocols", "rules", "stages", "report", "engine"},
     "fronts": set(LAYERS),
 }
 

@@ -1,4 +1,4 @@
-"""The send test's judgement (checks/engine/sendtest.py): the pure rules, and judge()
+"""The send test's judgement (checks/engine/sendtest.py): the pure rules, and judge_message()
 on hand-made messages against a real little DNS server (tests/support/nanodns).
 
 The messages never travel: a Received is built here as the receiver would
@@ -29,7 +29,7 @@ from checks.engine.sendtest import (
     date_problem,
     from_domain,
     helo_problem,
-    judge,
+    judge_message,
     parse_headers,
     request_for,
     timed_out,
@@ -130,7 +130,7 @@ def test_received_survives_json() -> None:
     assert Received.from_json(plain.to_json()) == plain
 
 
-# -- judge() against a stand-in DNS ---------------------------------------------------------
+# -- judge_message() against a stand-in DNS -------------------------------------------------
 
 
 @functools.cache
@@ -214,7 +214,7 @@ def _received(message: bytes, **changes: object) -> Received:
 
 
 async def _judge(config: EngineConfig, received: Received, domain: str = "example.com") -> Report:
-    report = await judge(received, request_for(domain), config)
+    report = await judge_message(received, request_for(domain), config)
     _valid(report)
     return report
 

@@ -10,8 +10,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from checks.core.model import Severity
+from checks.protocols.session import Endpoint
 from checks.rules import tls
-from checks.stages.endpoints import Endpoint
 from checks.stages.sessions import severity_for
 from tests.lab.pki import CertSpec, LabPKI
 
