@@ -435,7 +435,7 @@ async def _wait_and_judge(
     from checks.engine import sendtest
 
     request = sendtest.request_for(domain, display, account)
-    redis = redis_client(_store_url())
+    redis = redis_client(_store_url(settings))
     tests = SendTests(redis, settings.require_sendtest(), settings.sendtest_ttl)
     try:
         test = await tests.create(domain, display, account=account)
@@ -481,11 +481,12 @@ async def _one_test(
 CLI_CHANNEL = "cli"  # the history "channel" of checks run from a terminal
 
 
-def _store_url() -> str:
-    url = os.environ.get("MAILCHECK_REDIS_URL", "").strip()
-    if not url:
+def _store_url(settings: Settings) -> str:
+    """The bot's Redis, only when the operator named it: the CLI keeps no history
+    in a Redis that merely answers at the default address."""
+    if "MAILCHECK_REDIS_URL" not in settings.given or not settings.redis_url:
         raise InputError("history needs MAILCHECK_REDIS_URL (the bot's Redis) to be set")
-    return url
+    return settings.redis_url
 
 
 async def _keep_and_compare(settings: Settings, report: Report) -> str:
@@ -501,7 +502,7 @@ async def _keep_and_compare(settings: Settings, report: Report) -> str:
     from checks.report import jsonreport
     from checks.report.diff import diff_reports
 
-    redis = redis_client(_store_url())
+    redis = redis_client(_store_url(settings))
     try:
         store = HistoryStore(redis, settings.retention_days)
         request_id = uuid.uuid4().hex
@@ -534,7 +535,7 @@ async def _history(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     name = normalize_domain(args.domain)
-    redis = redis_client(_store_url())
+    redis = redis_client(_store_url(settings))
     try:
         runs = await HistoryStore(redis, settings.retention_days).runs(
             args.channel, name.ascii, limit=max(1, args.limit)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from checks.core.accounts import Accounts
@@ -21,206 +21,169 @@ from checks.core.names import normalize_domain
 from checks.core.targets import TargetPolicy, parse_address, parse_networks
 from checks.net.budget import BUDGETS
 
-# Every variable read, with its default. Slack's own names keep Slack's spelling.
-DEFAULTS: dict[str, str] = {
-    "MAILCHECK_RESOLVER": "",
-    "MAILCHECK_ALLOW_TARGETS": "",
-    "MAILCHECK_CA_FILE": "",
-    "MAILCHECK_TIMEOUT": "120",
-    "MAILCHECK_DNS_TIMEOUT": "5",
-    "MAILCHECK_CONNECT_TIMEOUT": "10",
-    "MAILCHECK_BANNER_TIMEOUT": "30",
-    "MAILCHECK_REPLY_TIMEOUT": "30",
-    "MAILCHECK_HELO_NAME": "mailcheck.invalid",
-    "MAILCHECK_DNSBL_ZONES": "",
-    "MAILCHECK_TRUST_ANCHORS": "",
-    "MAILCHECK_ISPDB_URL": "https://autoconfig.thunderbird.net/v1.1/",
-    "MAILCHECK_ACCOUNTS_FILE": "",
-    "MAILCHECK_DELIVERY_TIMEOUT": "120",
-    "MAILCHECK_DELIVERY_SLOW": "30",
-    # Per-check budgets (checks.net.budget): MAILCHECK_MAX_MX_HOSTS, MAILCHECK_MAX_ADDRESSES, ...
-    **{spec.setting: str(getattr(Budgets(), name)) for name, spec in BUDGETS.items()},
-    "SLACK_BOT_TOKEN": "",
-    "SLACK_APP_TOKEN": "",
-    "SLACK_SIGNING_SECRET": "",
-    "SLACK_API_URL": "https://slack.com/api/",
-    "MAILCHECK_SLACK_MODE": "socket",
-    "MAILCHECK_SLACK_MAX_REPLIES": "20",
-    "MAILCHECK_SLACK_GRACE": "1.5",
-    "MAILCHECK_HTTP_HOST": "127.0.0.1",
-    "MAILCHECK_HTTP_PORT": "3000",
-    "MAILCHECK_REDIS_URL": "redis://127.0.0.1:6379/0",
-    "MAILCHECK_WORKER_CONCURRENCY": "4",
-    "MAILCHECK_POST_CONCURRENCY": "64",
-    "MAILCHECK_JOB_RETRIES": "3",
-    "MAILCHECK_JOB_HEARTBEAT": "30",
-    "MAILCHECK_SWEEP_INTERVAL": "10",
-    "MAILCHECK_ALLOWED_CHANNELS": "",
-    "MAILCHECK_ALLOWED_USERS": "",
-    "MAILCHECK_ADMIN_USERS": "",
-    "MAILCHECK_USER_RATE": "20",
-    "MAILCHECK_DOMAIN_RATE": "30",
-    "MAILCHECK_RETENTION_DAYS": "90",
-    "MAILCHECK_WATCH_TICK": "30",
-    "MAILCHECK_WATCH_MIN_INTERVAL": "900",
-    "MAILCHECK_MAX_WATCHES": "20",
-    "MAILCHECK_SENDTEST_DOMAIN": "",
-    "MAILCHECK_SENDTEST_TTL": "1800",
-    "MAILCHECK_RECEIVER_LISTEN": "0.0.0.0:25",
-    "MAILCHECK_RECEIVER_HOSTNAME": "",
-    "MAILCHECK_RECEIVER_TLS_CERT": "",
-    "MAILCHECK_RECEIVER_TLS_KEY": "",
-    "MAILCHECK_RECEIVER_MAX_SIZE": "10485760",
-    "MAILCHECK_RECEIVER_MAX_CONNECTIONS": "5",
-    "MAILCHECK_RECEIVER_RATE": "60",
-    "MAILCHECK_RECEIVER_TOTAL_CONNECTIONS": "20",
-    "MAILCHECK_RECEIVER_MAX_COMMANDS": "100",
-    "MAILCHECK_RECEIVER_MAX_RECIPIENTS": "5",
-    "MAILCHECK_RECEIVER_PREFIX_V4": "24",
-    "MAILCHECK_RECEIVER_PREFIX_V6": "64",
-}
-
-
 _SLACK_ID = re.compile(r"^[A-Z0-9]{2,32}$")
+
+
+# -- reading one variable: (its text, its name) -> the value ---------------------------
+
+
+def _text(text: str, name: str) -> str:
+    return text
+
+
+def _lower(text: str, name: str) -> str:
+    return text.lower()
+
+
+def _path(text: str, name: str) -> str | None:
+    return text or None
+
+
+def _seconds(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"{name}={text!r} is not a number of seconds") from None
+
+
+def _whole(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{name}={text!r} is not a whole number") from None
+
+
+def _list(text: str, name: str) -> tuple[str, ...]:
+    return tuple(_items(text))
+
+
+def _ids(text: str, name: str) -> frozenset[str]:
+    return frozenset(_items(text))
+
+
+def _resolvers(text: str, name: str) -> tuple[Nameserver, ...]:
+    return parse_resolvers([text])
+
+
+def _zones(text: str, name: str) -> tuple[str, ...] | None:
+    """Empty: the built-in list; "none": no blocklist checks; else the zones given."""
+    if not text:
+        return None
+    if text.lower() == "none":
+        return ()
+    return tuple(normalize_domain(z).ascii for z in _items(text))
+
+
+def _env(name: str, default: Any, read: Callable[[str, str], Any], *, secret: bool = False) -> Any:
+    """A setting: its field's default is the one default, `name` the variable
+    that sets it, `read` how its text becomes the value."""
+    return field(default=default, repr=not secret, metadata={"env": name, "read": read})
 
 
 @dataclass(frozen=True)
 class Settings:
     # -- the engine ------------------------------------------------------------
-    resolvers: tuple[Nameserver, ...] = ()
-    allow_targets: tuple[str, ...] = ()
-    ca_file: str | None = None
-    timeout: float = 120.0
-    dns_timeout: float = 5.0
-    connect_timeout: float = 10.0
-    banner_timeout: float = 30.0
-    reply_timeout: float = 30.0
-    helo_name: str = "mailcheck.invalid"
-    dnsbl_zones: tuple[str, ...] | None = None  # None: the built-in list; (): none
-    trust_anchor_file: str | None = None  # None: the IANA root anchors
-    ispdb_url: str = "https://autoconfig.thunderbird.net/v1.1/"  # "": skip the ISPDB
-    accounts: Accounts = field(default_factory=Accounts, repr=False)  # test accounts (secrets)
-    delivery_timeout: float = 120.0
-    delivery_slow: float = 30.0
-    budgets: Budgets = field(default_factory=Budgets)  # what one check may do at most
+    resolvers: tuple[Nameserver, ...] = _env("MAILCHECK_RESOLVER", (), _resolvers)
+    allow_targets: tuple[str, ...] = _env("MAILCHECK_ALLOW_TARGETS", (), _list)
+    ca_file: str | None = _env("MAILCHECK_CA_FILE", None, _path)
+    timeout: float = _env("MAILCHECK_TIMEOUT", 120.0, _seconds)
+    dns_timeout: float = _env("MAILCHECK_DNS_TIMEOUT", 5.0, _seconds)
+    connect_timeout: float = _env("MAILCHECK_CONNECT_TIMEOUT", 10.0, _seconds)
+    banner_timeout: float = _env("MAILCHECK_BANNER_TIMEOUT", 30.0, _seconds)
+    reply_timeout: float = _env("MAILCHECK_REPLY_TIMEOUT", 30.0, _seconds)
+    helo_name: str = _env("MAILCHECK_HELO_NAME", "mailcheck.invalid", _text)
+    # None: the built-in list; (): none
+    dnsbl_zones: tuple[str, ...] | None = _env("MAILCHECK_DNSBL_ZONES", None, _zones)
+    # None: the IANA root anchors
+    trust_anchor_file: str | None = _env("MAILCHECK_TRUST_ANCHORS", None, _path)
+    # "": skip the ISPDB
+    ispdb_url: str = _env("MAILCHECK_ISPDB_URL", "https://autoconfig.thunderbird.net/v1.1/", _text)
+    # test accounts (secrets): MAILCHECK_ACCOUNTS_FILE, then MAILCHECK_ACCOUNT_<NAME>_*
+    accounts: Accounts = field(default_factory=Accounts, repr=False)
+    delivery_timeout: float = _env("MAILCHECK_DELIVERY_TIMEOUT", 120.0, _seconds)
+    delivery_slow: float = _env("MAILCHECK_DELIVERY_SLOW", 30.0, _seconds)
+    # what one check may do at most: one variable per budget (checks.net.budget.BUDGETS)
+    budgets: Budgets = field(default_factory=Budgets)
     # -- Slack -------------------------------------------------------------------
-    slack_bot_token: str = field(default="", repr=False)
-    slack_app_token: str = field(default="", repr=False)
-    slack_signing_secret: str = field(default="", repr=False)
-    slack_api_url: str = "https://slack.com/api/"
-    slack_mode: str = "socket"  # or "http"
-    slack_max_replies: int = 20  # thread replies of one report, its summary included
-    slack_grace: float = 1.5  # a check done this soon posts its whole thread at once
-    http_host: str = "127.0.0.1"
-    http_port: int = 3000
+    slack_bot_token: str = _env("SLACK_BOT_TOKEN", "", _text, secret=True)
+    slack_app_token: str = _env("SLACK_APP_TOKEN", "", _text, secret=True)
+    slack_signing_secret: str = _env("SLACK_SIGNING_SECRET", "", _text, secret=True)
+    slack_api_url: str = _env("SLACK_API_URL", "https://slack.com/api/", _text)
+    slack_mode: str = _env("MAILCHECK_SLACK_MODE", "socket", _lower)  # or "http"
+    # thread replies of one report, its summary included
+    slack_max_replies: int = _env("MAILCHECK_SLACK_MAX_REPLIES", 20, _whole)
+    # a check done this soon posts its whole thread at once
+    slack_grace: float = _env("MAILCHECK_SLACK_GRACE", 1.5, _seconds)
+    http_host: str = _env("MAILCHECK_HTTP_HOST", "127.0.0.1", _text)
+    http_port: int = _env("MAILCHECK_HTTP_PORT", 3000, _whole)
     # -- queue and workers ---------------------------------------------------------
-    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may hold a password
-    worker_concurrency: int = 4
-    post_concurrency: int = 64  # threads one worker posts at once (paced per channel)
-    job_retries: int = 3
-    job_heartbeat: int = 30
-    sweep_interval: int = 10
+    # may hold a password
+    redis_url: str = _env("MAILCHECK_REDIS_URL", "redis://127.0.0.1:6379/0", _text, secret=True)
+    worker_concurrency: int = _env("MAILCHECK_WORKER_CONCURRENCY", 4, _whole)
+    # threads one worker posts at once (paced per channel)
+    post_concurrency: int = _env("MAILCHECK_POST_CONCURRENCY", 64, _whole)
+    job_retries: int = _env("MAILCHECK_JOB_RETRIES", 3, _whole)
+    job_heartbeat: int = _env("MAILCHECK_JOB_HEARTBEAT", 30, _whole)
+    sweep_interval: int = _env("MAILCHECK_SWEEP_INTERVAL", 10, _whole)
     # -- who may ask, how often -------------------------------------------------------
-    allowed_channels: frozenset[str] = frozenset()  # empty: every channel
-    allowed_users: frozenset[str] = frozenset()  # empty: everyone
-    admin_users: frozenset[str] = frozenset()  # may stop or replace anyone's watch
-    user_rate: int = 20  # checks per user per hour
-    domain_rate: int = 30  # checks of one domain per hour
-    retention_days: int = 90  # stored reports and the history of runs
+    # empty: every channel, everyone
+    allowed_channels: frozenset[str] = _env("MAILCHECK_ALLOWED_CHANNELS", frozenset(), _ids)
+    allowed_users: frozenset[str] = _env("MAILCHECK_ALLOWED_USERS", frozenset(), _ids)
+    # may stop or replace anyone's watch
+    admin_users: frozenset[str] = _env("MAILCHECK_ADMIN_USERS", frozenset(), _ids)
+    user_rate: int = _env("MAILCHECK_USER_RATE", 20, _whole)  # checks per user per hour
+    domain_rate: int = _env("MAILCHECK_DOMAIN_RATE", 30, _whole)  # checks of one domain per hour
+    # stored reports and the history of runs
+    retention_days: int = _env("MAILCHECK_RETENTION_DAYS", 90, _whole)
     # -- watches -----------------------------------------------------------------------
-    watch_tick: float = 30.0  # how often each worker looks for due watches
-    watch_min_interval: int = 900  # the shortest every= allowed (seconds)
-    max_watches: int = 20  # per channel
+    # how often each worker looks for due watches
+    watch_tick: float = _env("MAILCHECK_WATCH_TICK", 30.0, _seconds)
+    # the shortest every= allowed (seconds)
+    watch_min_interval: int = _env("MAILCHECK_WATCH_MIN_INTERVAL", 900, _whole)
+    max_watches: int = _env("MAILCHECK_MAX_WATCHES", 20, _whole)  # per channel
     # -- the send test and its receiver ----------------------------------------------
-    sendtest_domain: str = ""  # where test addresses live; "": no send tests
-    sendtest_ttl: int = 1800  # seconds a test address takes its message
-    receiver_listen: str = "0.0.0.0:25"
-    receiver_hostname: str = ""  # the greeting's name; "": the send-test domain
-    receiver_tls_cert: str = ""
-    receiver_tls_key: str = ""
-    receiver_max_size: int = 10 * 1024 * 1024
-    receiver_max_connections: int = 5  # per source network at once
-    receiver_rate: int = 60  # connections per source network per hour (0: no limit)
-    receiver_total_connections: int = 20  # from all sources at once
-    receiver_max_commands: int = 100  # per session
-    receiver_max_recipients: int = 5  # RCPTs per message (each may be a Redis lookup)
-    receiver_prefix_v4: int = 24  # a source network: the sender's /24
-    receiver_prefix_v6: int = 64  # ... or /64
+    # where test addresses live; "": no send tests
+    sendtest_domain: str = _env("MAILCHECK_SENDTEST_DOMAIN", "", _text)
+    # seconds a test address takes its message
+    sendtest_ttl: int = _env("MAILCHECK_SENDTEST_TTL", 1800, _whole)
+    receiver_listen: str = _env("MAILCHECK_RECEIVER_LISTEN", "0.0.0.0:25", _text)
+    # the greeting's name; "": the send-test domain
+    receiver_hostname: str = _env("MAILCHECK_RECEIVER_HOSTNAME", "", _text)
+    receiver_tls_cert: str = _env("MAILCHECK_RECEIVER_TLS_CERT", "", _text)
+    receiver_tls_key: str = _env("MAILCHECK_RECEIVER_TLS_KEY", "", _text)
+    receiver_max_size: int = _env("MAILCHECK_RECEIVER_MAX_SIZE", 10 * 1024 * 1024, _whole)
+    # per source network at once
+    receiver_max_connections: int = _env("MAILCHECK_RECEIVER_MAX_CONNECTIONS", 5, _whole)
+    # connections per source network per hour (0: no limit)
+    receiver_rate: int = _env("MAILCHECK_RECEIVER_RATE", 60, _whole)
+    # from all sources at once
+    receiver_total_connections: int = _env("MAILCHECK_RECEIVER_TOTAL_CONNECTIONS", 20, _whole)
+    receiver_max_commands: int = _env("MAILCHECK_RECEIVER_MAX_COMMANDS", 100, _whole)  # per session
+    # RCPTs per message (each may be a Redis lookup)
+    receiver_max_recipients: int = _env("MAILCHECK_RECEIVER_MAX_RECIPIENTS", 5, _whole)
+    # a source network: the sender's /24, or /64
+    receiver_prefix_v4: int = _env("MAILCHECK_RECEIVER_PREFIX_V4", 24, _whole)
+    receiver_prefix_v6: int = _env("MAILCHECK_RECEIVER_PREFIX_V6", 64, _whole)
+    # the variables that were set, not defaulted (the CLI's history needs an explicit Redis)
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-
-        def get(name: str) -> str:
-            return env.get(name, DEFAULTS[name]).strip()
-
-        return cls(
-            resolvers=parse_resolvers([get("MAILCHECK_RESOLVER")]),
-            allow_targets=tuple(_items(get("MAILCHECK_ALLOW_TARGETS"))),
-            ca_file=get("MAILCHECK_CA_FILE") or None,
-            timeout=_number("MAILCHECK_TIMEOUT", get),
-            dns_timeout=_number("MAILCHECK_DNS_TIMEOUT", get),
-            connect_timeout=_number("MAILCHECK_CONNECT_TIMEOUT", get),
-            banner_timeout=_number("MAILCHECK_BANNER_TIMEOUT", get),
-            reply_timeout=_number("MAILCHECK_REPLY_TIMEOUT", get),
-            helo_name=get("MAILCHECK_HELO_NAME"),
-            dnsbl_zones=_zones(get("MAILCHECK_DNSBL_ZONES")),
-            trust_anchor_file=get("MAILCHECK_TRUST_ANCHORS") or None,
-            ispdb_url=get("MAILCHECK_ISPDB_URL"),
-            accounts=_accounts(get("MAILCHECK_ACCOUNTS_FILE"), env),
-            delivery_timeout=_number("MAILCHECK_DELIVERY_TIMEOUT", get),
-            delivery_slow=_number("MAILCHECK_DELIVERY_SLOW", get),
-            budgets=Budgets(
-                **{
-                    name: int(_number(spec.setting, get, whole=True))
-                    for name, spec in BUDGETS.items()
-                }
-            ),
-            slack_bot_token=get("SLACK_BOT_TOKEN"),
-            slack_app_token=get("SLACK_APP_TOKEN"),
-            slack_signing_secret=get("SLACK_SIGNING_SECRET"),
-            slack_api_url=get("SLACK_API_URL"),
-            slack_mode=get("MAILCHECK_SLACK_MODE").lower(),
-            slack_max_replies=int(_number("MAILCHECK_SLACK_MAX_REPLIES", get, whole=True)),
-            slack_grace=_number("MAILCHECK_SLACK_GRACE", get),
-            http_host=get("MAILCHECK_HTTP_HOST"),
-            http_port=int(_number("MAILCHECK_HTTP_PORT", get, whole=True)),
-            redis_url=get("MAILCHECK_REDIS_URL"),
-            worker_concurrency=int(_number("MAILCHECK_WORKER_CONCURRENCY", get, whole=True)),
-            post_concurrency=int(_number("MAILCHECK_POST_CONCURRENCY", get, whole=True)),
-            job_retries=int(_number("MAILCHECK_JOB_RETRIES", get, whole=True)),
-            job_heartbeat=int(_number("MAILCHECK_JOB_HEARTBEAT", get, whole=True)),
-            sweep_interval=int(_number("MAILCHECK_SWEEP_INTERVAL", get, whole=True)),
-            allowed_channels=frozenset(_items(get("MAILCHECK_ALLOWED_CHANNELS"))),
-            allowed_users=frozenset(_items(get("MAILCHECK_ALLOWED_USERS"))),
-            admin_users=frozenset(_items(get("MAILCHECK_ADMIN_USERS"))),
-            user_rate=int(_number("MAILCHECK_USER_RATE", get, whole=True)),
-            domain_rate=int(_number("MAILCHECK_DOMAIN_RATE", get, whole=True)),
-            retention_days=int(_number("MAILCHECK_RETENTION_DAYS", get, whole=True)),
-            watch_tick=_number("MAILCHECK_WATCH_TICK", get),
-            watch_min_interval=int(_number("MAILCHECK_WATCH_MIN_INTERVAL", get, whole=True)),
-            max_watches=int(_number("MAILCHECK_MAX_WATCHES", get, whole=True)),
-            sendtest_domain=get("MAILCHECK_SENDTEST_DOMAIN"),
-            sendtest_ttl=int(_number("MAILCHECK_SENDTEST_TTL", get, whole=True)),
-            receiver_listen=get("MAILCHECK_RECEIVER_LISTEN"),
-            receiver_hostname=get("MAILCHECK_RECEIVER_HOSTNAME"),
-            receiver_tls_cert=get("MAILCHECK_RECEIVER_TLS_CERT"),
-            receiver_tls_key=get("MAILCHECK_RECEIVER_TLS_KEY"),
-            receiver_max_size=int(_number("MAILCHECK_RECEIVER_MAX_SIZE", get, whole=True)),
-            receiver_max_connections=int(
-                _number("MAILCHECK_RECEIVER_MAX_CONNECTIONS", get, whole=True)
-            ),
-            receiver_rate=int(_number("MAILCHECK_RECEIVER_RATE", get, whole=True)),
-            receiver_total_connections=int(
-                _number("MAILCHECK_RECEIVER_TOTAL_CONNECTIONS", get, whole=True)
-            ),
-            receiver_max_commands=int(_number("MAILCHECK_RECEIVER_MAX_COMMANDS", get, whole=True)),
-            receiver_max_recipients=int(
-                _number("MAILCHECK_RECEIVER_MAX_RECIPIENTS", get, whole=True)
-            ),
-            receiver_prefix_v4=int(_number("MAILCHECK_RECEIVER_PREFIX_V4", get, whole=True)),
-            receiver_prefix_v6=int(_number("MAILCHECK_RECEIVER_PREFIX_V6", get, whole=True)),
-        ).validated()
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata.get("env")
+            if name is not None and name in env:
+                values[f.name] = f.metadata["read"](env[name].strip(), name)
+        values["accounts"] = _accounts(env.get(ACCOUNTS_FILE, "").strip(), env)
+        values["budgets"] = Budgets(
+            **{
+                budget: _whole(env[spec.setting].strip(), spec.setting)
+                for budget, spec in BUDGETS.items()
+                if spec.setting in env
+            }
+        )
+        return cls(**values, given=frozenset(n for n in DEFAULTS if n in env)).validated()
 
     def override(self, **changes: Any) -> Settings:
         """These settings with the non-None `changes` applied (CLI flags win over env)."""
@@ -432,23 +395,30 @@ def parse_resolvers(values: list[str]) -> tuple[Nameserver, ...]:
     return tuple(Nameserver.parse(part) for value in values for part in _items(value))
 
 
-def _zones(text: str) -> tuple[str, ...] | None:
-    """Empty: the built-in list; "none": no blocklist checks; else the zones given."""
-    if not text:
-        return None
-    if text.lower() == "none":
-        return ()
-    return tuple(normalize_domain(z).ascii for z in _items(text))
 
 
 def _items(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _number(name: str, get: Any, whole: bool = False) -> float:
-    text = get(name)
-    try:
-        return int(text) if whole else float(text)
-    except ValueError:
-        kind = "a whole number" if whole else "a number of seconds"
-        raise InputError(f"{name}={text!r} is not {kind}") from None
+
+
+ACCOUNTS_FILE = "MAILCHECK_ACCOUNTS_FILE"
+
+
+def _shown(value: Any) -> str:
+    """A default as its variable would spell it."""
+    if value is None:
+        return ""
+    if isinstance(value, frozenset | tuple):
+        return ",".join(sorted(str(v) for v in value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# Every variable read, with its default, derived from the fields above. Slack's
+# own names keep Slack's spelling.
+DEFAULTS: dict[str, str] = {
+    **{f.metadata["env"]: _shown(f.default) for f in fields(Settings) if "env" in f.metadata},
+    ACCOUNTS_FILE: "",
+    **{spec.setting: str(getattr(Budgets(), name)) for name, spec in BUDGETS.items()},
+}

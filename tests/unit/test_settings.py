@@ -95,3 +95,21 @@ def test_trust_anchors_come_from_a_file_and_bad_lines_are_named(tmp_path) -> Non
     bad.write_text(". IN DS 20326 8 2 not-hex\n")
     with pytest.raises(InputError, match=r"trust anchor file .*bad"):
         Settings.from_env({"MAILCHECK_TRUST_ANCHORS": str(bad)})
+
+
+def test_each_default_is_stated_once_and_reads_back_as_itself() -> None:
+    """DEFAULTS is derived from the fields: every variable set to its listed
+    default gives the settings of an empty environment, and the empty
+    environment gives the dataclass's own defaults."""
+    assert Settings.from_env({}) == Settings()
+    for name, default in DEFAULTS.items():
+        assert Settings.from_env({name: default}) == Settings(), name
+    assert DEFAULTS["MAILCHECK_TIMEOUT"] == "120" and DEFAULTS["MAILCHECK_RESOLVER"] == ""
+
+
+def test_the_variables_given_are_told_from_the_defaulted() -> None:
+    """The CLI keeps history only in a Redis the operator named."""
+    assert "MAILCHECK_REDIS_URL" not in Settings.from_env({}).given
+    named = Settings.from_env({"MAILCHECK_REDIS_URL": "redis://127.1.0.79:6379/0"})
+    assert named.given == {"MAILCHECK_REDIS_URL"}
+    assert named.redis_url == "redis://127.1.0.79:6379/0"
