@@ -91,36 +91,36 @@ def plan(probes: Sequence[Probe], request: CheckRequest) -> list[Probe]:
 # -- running -------------------------------------------------------------------
 
 
-async def stream(
-    request: CheckRequest,
-    config: EngineConfig,
-    *,
-    probes: Sequence[Probe] | None = None,
-    network: Network | None = None,
-    politeness: Politeness | None = None,
-) -> AsyncIterator[Event]:
-    """Run the check, yielding events as probes start and finish, then CheckDone.
-    Checks run side by side share a `politeness` (a batch's bound on the
-    connections open at once to one address:port)."""
-    selected = plan(probes if probes is not None else default_probes(request.stages), request)
-    net = network or Network(config, politeness=politeness)
-    started_at = datetime.now(UTC)
-    t0 = time.monotonic()
-    events: deque[Event] = deque()  # not yet yielded
-    arrived = asyncio.Event()  # set by each new event and by the supervisor's end
-    tasks: dict[str, asyncio.Task[Outcome]] = {}
-    starts: dict[str, float] = {}
-    timings: dict[str, ProbeTiming] = {}
-    transcripts: dict[str, tuple[str, ...]] = {}
-    facts: dict[str, Any] = {}
-    findings: list[Finding] = []
+class _Check:
+    """One check under way: its probes' tasks, and what they have found so far.
+    Events wait in `events` until the stream yields them; `arrived` is set by
+    each new one and by the end of `supervise`."""
 
-    # Secrets of the test accounts never leave the engine: every finding,
-    # transcript and fact is passed through the redactor (the probes already
-    # write placeholders; this is the net under them).
-    redact = config.accounts.secrets() if config.accounts is not None else None
+    def __init__(
+        self, request: CheckRequest, config: EngineConfig, selected: list[Probe], net: Network
+    ) -> None:
+        self.request, self.config, self.selected, self.net = request, config, selected, net
+        self.started_at = datetime.now(UTC)
+        self.t0 = time.monotonic()
+        self.events: deque[Event] = deque()
+        self.arrived = asyncio.Event()
+        self.tasks: dict[str, asyncio.Task[Outcome]] = {}
+        self.starts: dict[str, float] = {}
+        self.timings: dict[str, ProbeTiming] = {}
+        self.transcripts: dict[str, tuple[str, ...]] = {}
+        self.facts: dict[str, Any] = {}
+        self.findings: list[Finding] = []
+        # Secrets of the test accounts never leave the engine: every finding,
+        # transcript and fact is passed through the redactor (the probes already
+        # write placeholders; this is the net under them).
+        self.redact = config.accounts.secrets() if config.accounts is not None else None
 
-    def scrub(finding: Finding) -> Finding:
+    def _event(self, event: Event) -> None:
+        self.events.append(event)
+        self.arrived.set()
+
+    def _scrub(self, finding: Finding) -> Finding:
+        redact = self.redact
         if redact is None:
             return finding
         return replace(
@@ -132,28 +132,28 @@ async def stream(
             data=redact.deep(dict(finding.data)),
         )
 
-    def finish(probe: Probe, outcome: str, found: list[Finding]) -> None:
-        found = [scrub(f) for f in found]
-        begun = starts.get(probe.name, time.monotonic() - t0)
-        timing = ProbeTiming(probe.name, probe.stage, begun, time.monotonic() - t0 - begun, outcome)
-        timings[probe.name] = timing
-        if not request.wants(probe.stage):
+    def _finish(self, probe: Probe, outcome: str, found: list[Finding]) -> None:
+        found = [self._scrub(f) for f in found]
+        now = time.monotonic() - self.t0
+        begun = self.starts.get(probe.name, now)
+        timing = ProbeTiming(probe.name, probe.stage, begun, now - begun, outcome)
+        self.timings[probe.name] = timing
+        if not self.request.wants(probe.stage):
             # Run only to feed a requested stage: keep what the user must know.
             found = [f for f in found if f.severity >= Severity.WARNING or f.code in _ALWAYS]
-        findings.extend(found)
-        events.append(ProbeFinished(timing, tuple(found)))
-        arrived.set()
+        self.findings.extend(found)
+        self._event(ProbeFinished(timing, tuple(found)))
 
-    async def run_one(probe: Probe) -> Outcome:
+    async def _run_one(self, probe: Probe) -> Outcome:
+        request, tasks = self.request, self.tasks
         deps = [await tasks[d] for d in probe.needs]
         if any(d.status != "done" for d in deps):
-            finish(probe, "skipped", [])
+            self._finish(probe, "skipped", [])
             return Outcome("skipped")
-        starts[probe.name] = time.monotonic() - t0
-        events.append(ProbeStarted(probe.name, probe.stage))
-        arrived.set()
+        self.starts[probe.name] = time.monotonic() - self.t0
+        self._event(ProbeStarted(probe.name, probe.stage))
         results = {d: tasks[d].result().value for d in probe.needs}
-        ctx = ProbeContext(request, net, results, {f: tasks[f] for f in probe.follows})
+        ctx = ProbeContext(request, self.net, results, {f: tasks[f] for f in probe.follows})
         try:
             with recording(ctx.transcript), charging(probe.name, probe.stage):
                 value = await probe.run(ctx)
@@ -171,74 +171,97 @@ async def stream(
             status, value = "failed", None
         else:
             status = "done"
-        for hit in net.budget.findings(request.domain, probe.name):  # once per budget
+        for hit in self.net.budget.findings(request.domain, probe.name):  # once per budget
             ctx.emit(hit)
+        redact = self.redact
         lines = ctx.transcript if redact is None else [redact(line) for line in ctx.transcript]
-        transcripts[probe.name] = tuple(lines)
-        facts.update(ctx.facts if redact is None else redact.deep(ctx.facts))
-        finish(probe, status, ctx.findings)
+        self.transcripts[probe.name] = tuple(lines)
+        self.facts.update(ctx.facts if redact is None else redact.deep(ctx.facts))
+        self._finish(probe, status, ctx.findings)
         return Outcome(status, value)
 
-    async def supervise() -> None:
-        net.prefetch(q for p in selected if p.asks is not None for q in p.asks(request, config))
+    async def supervise(self) -> None:
+        """Start every probe, wait for them within the check's deadline, and
+        cancel (and report) what is still running then."""
+        request, config, selected = self.request, self.config, self.selected
+        self.net.prefetch(
+            q for p in selected if p.asks is not None for q in p.asks(request, config)
+        )
         for probe in selected:
-            tasks[probe.name] = asyncio.create_task(run_one(probe), name=f"probe:{probe.name}")
+            self.tasks[probe.name] = asyncio.create_task(
+                self._run_one(probe), name=f"probe:{probe.name}"
+            )
         pending: set[asyncio.Task[Outcome]] = set()
-        if tasks:  # asyncio.wait refuses an empty plan (a stage with no probe of its own)
-            _done, pending = await asyncio.wait(tasks.values(), timeout=config.timeouts.check)
+        if self.tasks:  # asyncio.wait refuses an empty plan (a stage with no probe of its own)
+            _done, pending = await asyncio.wait(self.tasks.values(), timeout=config.timeouts.check)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for probe in selected:
-            if probe.name not in timings:
-                finish(
-                    probe,
-                    "deadline",
-                    [
-                        catalog.finding(
-                            "engine.deadline",
-                            target=Target(host=request.domain),
-                            summary=(
-                                f"probe {probe.name} did not finish within the "
-                                f"{config.timeouts.check:g} s deadline"
-                            ),
-                            stage=probe.stage,
-                        ),
-                        *net.budget.findings(request.domain, probe.name),
-                    ],
+            if probe.name not in self.timings:
+                late = catalog.finding(
+                    "engine.deadline",
+                    target=Target(host=request.domain),
+                    summary=(
+                        f"probe {probe.name} did not finish within the "
+                        f"{config.timeouts.check:g} s deadline"
+                    ),
+                    stage=probe.stage,
                 )
+                hits = self.net.budget.findings(request.domain, probe.name)
+                self._finish(probe, "deadline", [late, *hits])
 
-    supervisor = asyncio.create_task(supervise())
-    supervisor.add_done_callback(lambda _: arrived.set())
+    def report(self) -> Report:
+        """The finished check: every finding once, in a stable order."""
+        budget, selected = self.net.budget, self.selected
+        self.findings.extend(budget.findings(self.request.domain))  # any hit no probe reported
+        if budget.exceeded:
+            self.facts["budgets"] = budget.usage()
+        return Report(
+            request=self.request,
+            started_at=self.started_at,
+            duration=time.monotonic() - self.t0,
+            findings=tuple(sort_findings(dedupe(self.findings))),
+            timings=tuple(self.timings[p.name] for p in selected),
+            transcripts={
+                p.name: self.transcripts[p.name] for p in selected if p.name in self.transcripts
+            },
+            facts=self.facts,
+        )
+
+
+async def stream(
+    request: CheckRequest,
+    config: EngineConfig,
+    *,
+    probes: Sequence[Probe] | None = None,
+    network: Network | None = None,
+    politeness: Politeness | None = None,
+) -> AsyncIterator[Event]:
+    """Run the check, yielding events as probes start and finish, then CheckDone.
+    Checks run side by side share a `politeness` (a batch's bound on the
+    connections open at once to one address:port)."""
+    selected = plan(probes if probes is not None else default_probes(request.stages), request)
+    net = network or Network(config, politeness=politeness)
+    check = _Check(request, config, selected, net)
+    supervisor = asyncio.create_task(check.supervise())
+    supervisor.add_done_callback(lambda _: check.arrived.set())
     try:
         while True:
-            while events:
-                yield events.popleft()
+            while check.events:
+                yield check.events.popleft()
             if supervisor.done():
                 break
-            arrived.clear()  # no await since the queue was seen empty: nothing is missed
-            await arrived.wait()
+            check.arrived.clear()  # no await since the queue was seen empty: nothing is missed
+            await check.arrived.wait()
         supervisor.result()  # re-raise a bug in the runner itself
     finally:
         supervisor.cancel()
-        for task in tasks.values():
+        for task in check.tasks.values():
             task.cancel()
         if network is None:
             net.close()
-
-    findings.extend(net.budget.findings(request.domain))  # any hit no probe reported
-    if net.budget.exceeded:
-        facts["budgets"] = net.budget.usage()
-    report = Report(
-        request=request,
-        started_at=started_at,
-        duration=time.monotonic() - t0,
-        findings=tuple(sort_findings(dedupe(findings))),
-        timings=tuple(timings[p.name] for p in selected),
-        transcripts={p.name: transcripts[p.name] for p in selected if p.name in transcripts},
-        facts=facts,
-    )
-    yield CheckDone(report)
+    yield CheckDone(check.report())
 
 
 async def run(

@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
@@ -56,7 +57,7 @@ from checks.stages.auth import Logins, account_of
 from checks.stages.delivery import profile_endpoint, send_message
 from checks.stages.dns import reverse_dns
 from checks.stages.policy import NetworkLookup, blocklists, find_dmarc
-from checks.stages.probe import Probe, ProbeContext
+from checks.stages.probe import Probe, ProbeContext, ProbeFunc
 
 TOKEN_PREFIX = "st-"
 OLD_TLS = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"})
@@ -275,389 +276,395 @@ def _session_lines(received: Received, *starts: str) -> list[str]:
     return [line for line in received.session if line.upper().lstrip("<> ").startswith(wanted)]
 
 
+async def probe_source(received: Received, parsed: Message, ctx: ProbeContext) -> tuple[str, ...]:
+    address = received.peer
+    target = _target(received)
+    reproduce = ctx.net.dig(address, "PTR")
+    try:
+        found = await reverse_dns(ctx.net, address)
+    except ResolverFailure as exc:
+        ctx.add(
+            "dns.resolver.failure",
+            target=target,
+            summary=f"PTR lookup for {address} failed: {exc}",
+            reproduce=reproduce,
+            stage=Stage.SENDTEST,
+        )
+        return ()
+    ctx.fact("sendtest.ptr", list(found.names))
+    if not found.names:
+        ctx.add(
+            "sendtest.ptr.missing",
+            target=target,
+            summary=f"the sending address {address} has no PTR record",
+            reproduce=reproduce,
+        )
+    elif found.failure is None and not found.confirmed:
+        ctx.add(
+            "sendtest.ptr.mismatch",
+            target=Target(host=found.names[0], address=address, protocol="smtp"),
+            summary=(
+                f"{address} has PTR {', '.join(found.names)}, which does not resolve "
+                f"back to {address}"
+            ),
+            evidence=found.lines,
+            reproduce=f"{reproduce}; {ctx.net.dig(found.names[0], 'A')}",
+        )
+    return found.confirmed
+
+
+async def probe_helo(received: Received, parsed: Message, ctx: ProbeContext) -> str | None:
+    """The HELO name when it is a proper host name, else None."""
+    name = untrusted(received.helo, 255)
+    target = _target(received, name or None)
+    evidence = _session_lines(received, "EHLO", "HELO")
+    problem = helo_problem(received.helo, received.peer)
+    if problem is not None:
+        ctx.add(
+            "sendtest.helo.invalid",
+            target=target,
+            summary=f"the sender introduced itself as {name or '(nothing)'}: {problem}",
+            evidence=evidence,
+        )
+        return None
+    if name.startswith("["):
+        return None
+    rdtype = "AAAA" if ":" in received.peer else "A"
+    try:
+        answer = await ctx.net.query(name, rdtype)
+    except NXDomain:
+        ctx.add(
+            "sendtest.helo.unresolvable",
+            target=target,
+            summary=f"the HELO name {name} does not exist in DNS",
+            evidence=evidence,
+            reproduce=ctx.net.dig(name, rdtype),
+        )
+        return name
+    except ResolverFailure:
+        return name
+    found = {str(ipaddress.ip_address(t)) for t in answer.texts()}
+    if str(ipaddress.ip_address(received.peer)) not in found:
+        ctx.add(
+            "sendtest.helo.mismatch",
+            target=target,
+            summary=(
+                f"the HELO name {name} resolves to {', '.join(sorted(found)) or 'nothing'}, "
+                f"not to the sending address {received.peer}"
+            ),
+            evidence=evidence,
+            reproduce=ctx.net.dig(name, rdtype),
+        )
+    return name
+
+
+async def probe_tls(received: Received, parsed: Message, ctx: ProbeContext) -> None:
+    target = _target(received)
+    if received.tls is None:
+        ctx.add(
+            "sendtest.tls.none",
+            target=target,
+            summary=f"{received.peer} sent the message without TLS (no STARTTLS)",
+            evidence=_session_lines(received, "EHLO", "HELO", "MAIL", "250-STARTTLS"),
+        )
+        return
+    ctx.fact("sendtest.tls", asdict(received.tls))
+    if received.tls.version in OLD_TLS:
+        ctx.add(
+            "sendtest.tls.old",
+            target=target,
+            summary=(
+                f"the sender used {received.tls.version} ({received.tls.cipher}); "
+                "TLS 1.2 is the oldest version receivers should accept"
+            ),
+        )
+
+
+async def probe_spf(received: Received, parsed: Message, ctx: ProbeContext) -> dict[str, Result]:
+    """SPF for MAIL FROM (postmaster@HELO for the null sender) and for HELO."""
+    lookup = NetworkLookup(ctx.net)
+    helo_name = received.helo.strip()
+    results: dict[str, Result] = {}
+    sender = received.mail_from or f"postmaster@{helo_name}"
+    checks = {"mailfrom": (_domain_of(sender), sender)}
+    if helo_problem(helo_name, received.peer) is None and not helo_name.startswith("["):
+        checks["helo"] = (helo_name.lower().rstrip("."), f"postmaster@{helo_name}")
+    done = await asyncio.gather(
+        *(
+            check_host(received.peer, domain, who, lookup, helo_name, receiver=received.receiver)
+            for domain, who in checks.values()
+        )
+    )
+    results = dict(zip(checks, done, strict=True))
+    mail = results["mailfrom"]
+    ctx.fact("sendtest.spf", {k: r.result.value for k, r in results.items()})
+    target = Target(host=mail.domain, address=received.peer, protocol="smtp")
+    dig = ctx.net.dig(mail.domain, "TXT")
+    evidence = [*_session_lines(received, "MAIL"), *_tree(mail)]
+    about = f"SPF for MAIL FROM <{untrusted(received.mail_from, 200)}> from {received.peer}"
+    code = _SPF_CODES.get(mail.result)
+    if code is not None:
+        if mail.result in (Verdict.PERMERROR, Verdict.TEMPERROR):
+            why = mail.problem or "no detail"
+        elif mail.mechanism:
+            why = mail.mechanism
+        else:
+            why = "default" if mail.result is not Verdict.NONE else f"no record at {mail.domain}"
+        ctx.add(
+            code,
+            target=target,
+            summary=f"{about}: {mail.result.value} ({why})",
+            evidence=evidence,
+            reproduce=dig,
+            severity=Severity.INCONCLUSIVE if mail.result is Verdict.TEMPERROR else None,
+        )
+    helo_result = results.get("helo")
+    if helo_result is not None and helo_result.result is Verdict.FAIL:
+        ctx.add(
+            "sendtest.spf.helo_fail",
+            target=Target(host=helo_result.domain, address=received.peer, protocol="smtp"),
+            summary=(
+                f"SPF for the HELO name {helo_result.domain} fails for {received.peer} "
+                f"({helo_result.mechanism or 'default'})"
+            ),
+            evidence=_tree(helo_result),
+            reproduce=ctx.net.dig(helo_result.domain, "TXT"),
+        )
+    return results
+
+
+async def probe_dkim(received: Received, parsed: Message, ctx: ProbeContext) -> list[Signature]:
+    message = received.message
+    dkim_names = _signing_names(parsed, "DKIM-Signature")
+    seals = _signing_names(parsed, "ARC-Seal")
+    arc_names = [*seals, *_signing_names(parsed, "ARC-Message-Signature")]
+    limits = ctx.net.config.cpu
+    arc_sets = max(len(seals), len(arc_names) - len(seals))
+    planned = dkimverify.plan(message, dkim_names, arc_sets, limits)
+    # Keys only for the signatures verified: a message can name thousands.
+    wanted = [*planned.dkim, *(arc_names if planned.arc else ())]
+    names = {f"{s}._domainkey.{d}".lower() for d, s in wanted if d and s}
+    keys = await _keys(ctx, sorted(names))
+    verified = await dkimverify.verify(message, planned, keys, limits)
+    found = list(verified.signatures)
+    ctx.fact("sendtest.dkim", [asdict(s) for s in found])
+    ctx.fact(
+        "sendtest.dkim.work",
+        {
+            "verified": sum(s.result != "skipped" for s in found),
+            "skipped": sum(s.result == "skipped" for s in found),
+            "body_bytes_hashed": verified.hashed,
+        },
+    )
+    target = _target(received)
+    if verified.skipped:
+        ctx.add(
+            "sendtest.dkim.skipped",
+            target=target,
+            summary="; ".join(verified.skipped),
+            evidence=[
+                f"{s.result}: d={untrusted(s.domain, 100)} s={untrusted(s.selector, 100)}"
+                for s in found[:20]
+            ],
+        )
+    if not found:
+        ctx.add(
+            "sendtest.dkim.none",
+            target=target,
+            summary="the message carries no DKIM-Signature",
+        )
+    elif not any(s.result == "pass" for s in found):
+        for sig in found:
+            if sig.result == "skipped":
+                continue  # sendtest.dkim.skipped says why
+            name = f"{sig.selector}._domainkey.{sig.domain}"
+            ctx.add(
+                "sendtest.dkim.fail" if sig.result == "fail" else "sendtest.dkim.temperror",
+                target=Target(host=name, address=received.peer, protocol="smtp"),
+                summary=f"DKIM signature d={sig.domain} s={sig.selector}: {sig.reason}",
+                evidence=[untrusted(h, 300) for h in _headers(parsed, "DKIM-Signature")[:5]],
+                reproduce=ctx.net.dig(name, "TXT"),
+            )
+    if verified.arc:
+        ctx.fact("sendtest.arc", verified.arc)
+        if verified.arc not in ("pass", "skipped"):
+            ctx.add(
+                "sendtest.arc.fail",
+                target=target,
+                summary=f"the ARC chain does not validate: {verified.arc_reason}",
+                evidence=[untrusted(h, 300) for h in _headers(parsed, "ARC-Seal")[:5]],
+            )
+    return found
+
+
+async def probe_dmarc(received: Received, parsed: Message, ctx: ProbeContext) -> str | None:
+    """DMARC: SPF or DKIM aligned with the From: domain. Returns the verdict."""
+    spf_results: dict[str, Result] = ctx.result("sendtest.spf")
+    sigs: list[Signature] = ctx.result("sendtest.dkim")
+    author, _problem = from_domain(parsed)
+    if author is None:
+        return None  # sendtest.headers says why
+    found = await find_dmarc(ctx, author)
+    if found is None:
+        return None
+    target = Target(host=found.where, address=received.peer, protocol="smtp")
+    dig = ctx.net.dig(found.name, "TXT")
+    if found.text is None:
+        ctx.add(
+            "sendtest.dmarc.none",
+            target=Target(host=author),
+            summary=f"no DMARC record for {author}"
+            + (f": {found.problems[0]}" if found.problems else ""),
+            reproduce=dig,
+        )
+        return "none"
+    try:
+        record = dmarc.parse_record(found.text)
+    except dmarc.DMARCError as exc:
+        ctx.add(
+            "sendtest.dmarc.none",
+            target=target,
+            summary=f"the DMARC record for {author} is ignored: {exc}",
+            evidence=[untrusted(found.text, 300)],
+            reproduce=dig,
+        )
+        return "none"
+    mail = spf_results["mailfrom"]
+    spf_ok = mail.result is Verdict.PASS and aligned(mail.domain, author, record.aspf)
+    dkim_ok = [s for s in sigs if s.result == "pass" and aligned(s.domain, author, record.adkim)]
+    policy = record.p if found.where == author else record.subdomain_policy
+    ctx.fact(
+        "sendtest.dmarc",
+        {"from": author, "spf_aligned": spf_ok, "dkim_aligned": bool(dkim_ok), "p": policy},
+    )
+    if spf_ok or dkim_ok:
+        return "pass"
+    if any(s.result == "skipped" and aligned(s.domain, author, record.adkim) for s in sigs):
+        return None  # an aligned signature was not verified: sendtest.dkim.skipped says so
+    why = [
+        f"SPF: {mail.result.value} for {mail.domain}"
+        + ("" if mail.result is not Verdict.PASS else f", not aligned with {author}"),
+        "DKIM: "
+        + (", ".join(f"{s.result} for d={s.domain}" for s in sigs) if sigs else "no signature"),
+    ]
+    outcome = {"reject": "rejected", "quarantine": "put in spam", "none": "delivered"}[policy]
+    ctx.add(
+        "sendtest.dmarc.fail",
+        target=target,
+        summary=(
+            f"DMARC fails for From: {author}: neither SPF nor DKIM passes aligned; "
+            f"p={policy}, so receivers that enforce DMARC see it {outcome}"
+        ),
+        evidence=[*why, untrusted(found.text, 300)],
+        reproduce=dig,
+        severity=Severity.WARNING if policy == "none" else None,
+    )
+    return "fail"
+
+
+async def probe_headers(received: Received, parsed: Message, ctx: ProbeContext) -> None:
+    target = _target(received)
+    author, problem = from_domain(parsed)
+    if problem is not None:
+        ctx.add("sendtest.header.from", target=target, summary=problem)
+    dates = parsed.get_all("Date") or []
+    date_issue = (
+        f"{len(dates)} Date: headers"
+        if len(dates) > 1
+        else date_problem(str(dates[0]) if dates else None, received.received_at)
+    )
+    if date_issue is not None:
+        ctx.add("sendtest.header.date", target=target, summary=date_issue)
+    ids = parsed.get_all("Message-ID") or []
+    if not ids:
+        ctx.add("sendtest.header.message_id", target=target, summary="no Message-ID: header")
+    elif len(ids) > 1 or not _MESSAGE_ID.match(str(ids[0])):
+        ctx.add(
+            "sendtest.header.message_id",
+            target=target,
+            summary=f"Message-ID: {untrusted(str(ids[0]), 100)} is not <unique@domain>"
+            if len(ids) == 1
+            else f"{len(ids)} Message-ID: headers",
+        )
+    domain = ctx.domain
+    envelope = _domain_of(received.mail_from) if received.mail_from else ""
+    if not any(d and within(d, domain) for d in (author, envelope)):
+        ctx.add(
+            "sendtest.domain.other",
+            target=Target(host=domain),
+            summary=(
+                f"the message came from From: {author or '?'} / MAIL FROM "
+                f"{envelope or '<>'}, not from {domain}: the verdict is about that domain"
+            ),
+        )
+
+
+async def probe_dnsbl(received: Received, parsed: Message, ctx: ProbeContext) -> int:
+    return await blocklists(
+        ctx,
+        [received.peer],
+        listed="sendtest.dnsbl.listed",
+        inconclusive="sendtest.dnsbl.inconclusive",
+    )
+
+
+async def probe_summary(received: Received, parsed: Message, ctx: ProbeContext) -> None:
+    ctx.transcript.extend(received.session)
+    confirmed: tuple[str, ...] = ctx.result("sendtest.source")
+    spf_results: dict[str, Result] = ctx.result("sendtest.spf")
+    sigs: list[Signature] = ctx.result("sendtest.dkim")
+    dmarc_verdict: str | None = ctx.result("sendtest.dmarc")
+    passes = [f"from {received.peer}" + (f" ({confirmed[0]})" if confirmed else "")]
+    if received.tls is not None:
+        passes.append(f"{received.tls.version} {received.tls.cipher}")
+    mail = spf_results["mailfrom"]
+    if mail.result is Verdict.PASS:
+        passes.append(f"SPF pass ({mail.domain})")
+    good = [s for s in sigs if s.result == "pass"]
+    if good:
+        passes.append("DKIM pass (" + ", ".join(f"d={s.domain}" for s in good) + ")")
+    if dmarc_verdict == "pass":
+        passes.append("DMARC pass")
+    ctx.fact(
+        "sendtest",
+        {
+            "peer": received.peer,
+            "helo": untrusted(received.helo, 255),
+            "mail_from": untrusted(received.mail_from, 320),
+            "size": len(received.message),
+            "received_at": received.received_at,
+        },
+    )
+    ctx.add(
+        "sendtest.ok",
+        target=Target(host=ctx.domain, address=received.peer, protocol="smtp"),
+        summary=" · ".join(passes),
+    )
+
+
 def probes(received: Received, parsed: Message | None = None) -> tuple[Probe, ...]:
     """The send test's probes, bound to one received message (and its header
     section, `parse_headers(received.message)`, when already parsed)."""
     if parsed is None:
         parsed = parse_headers(received.message)  # read once, by every probe
 
-    async def source(ctx: ProbeContext) -> tuple[str, ...]:
-        address = received.peer
-        target = _target(received)
-        reproduce = ctx.net.dig(address, "PTR")
-        try:
-            found = await reverse_dns(ctx.net, address)
-        except ResolverFailure as exc:
-            ctx.add(
-                "dns.resolver.failure",
-                target=target,
-                summary=f"PTR lookup for {address} failed: {exc}",
-                reproduce=reproduce,
-                stage=Stage.SENDTEST,
-            )
-            return ()
-        ctx.fact("sendtest.ptr", list(found.names))
-        if not found.names:
-            ctx.add(
-                "sendtest.ptr.missing",
-                target=target,
-                summary=f"the sending address {address} has no PTR record",
-                reproduce=reproduce,
-            )
-        elif found.failure is None and not found.confirmed:
-            ctx.add(
-                "sendtest.ptr.mismatch",
-                target=Target(host=found.names[0], address=address, protocol="smtp"),
-                summary=(
-                    f"{address} has PTR {', '.join(found.names)}, which does not resolve "
-                    f"back to {address}"
-                ),
-                evidence=found.lines,
-                reproduce=f"{reproduce}; {ctx.net.dig(found.names[0], 'A')}",
-            )
-        return found.confirmed
-
-    async def helo(ctx: ProbeContext) -> str | None:
-        """The HELO name when it is a proper host name, else None."""
-        name = untrusted(received.helo, 255)
-        target = _target(received, name or None)
-        evidence = _session_lines(received, "EHLO", "HELO")
-        problem = helo_problem(received.helo, received.peer)
-        if problem is not None:
-            ctx.add(
-                "sendtest.helo.invalid",
-                target=target,
-                summary=f"the sender introduced itself as {name or '(nothing)'}: {problem}",
-                evidence=evidence,
-            )
-            return None
-        if name.startswith("["):
-            return None
-        rdtype = "AAAA" if ":" in received.peer else "A"
-        try:
-            answer = await ctx.net.query(name, rdtype)
-        except NXDomain:
-            ctx.add(
-                "sendtest.helo.unresolvable",
-                target=target,
-                summary=f"the HELO name {name} does not exist in DNS",
-                evidence=evidence,
-                reproduce=ctx.net.dig(name, rdtype),
-            )
-            return name
-        except ResolverFailure:
-            return name
-        found = {str(ipaddress.ip_address(t)) for t in answer.texts()}
-        if str(ipaddress.ip_address(received.peer)) not in found:
-            ctx.add(
-                "sendtest.helo.mismatch",
-                target=target,
-                summary=(
-                    f"the HELO name {name} resolves to {', '.join(sorted(found)) or 'nothing'}, "
-                    f"not to the sending address {received.peer}"
-                ),
-                evidence=evidence,
-                reproduce=ctx.net.dig(name, rdtype),
-            )
-        return name
-
-    async def tls(ctx: ProbeContext) -> None:
-        target = _target(received)
-        if received.tls is None:
-            ctx.add(
-                "sendtest.tls.none",
-                target=target,
-                summary=f"{received.peer} sent the message without TLS (no STARTTLS)",
-                evidence=_session_lines(received, "EHLO", "HELO", "MAIL", "250-STARTTLS"),
-            )
-            return
-        ctx.fact("sendtest.tls", asdict(received.tls))
-        if received.tls.version in OLD_TLS:
-            ctx.add(
-                "sendtest.tls.old",
-                target=target,
-                summary=(
-                    f"the sender used {received.tls.version} ({received.tls.cipher}); "
-                    "TLS 1.2 is the oldest version receivers should accept"
-                ),
-            )
-
-    async def spf(ctx: ProbeContext) -> dict[str, Result]:
-        """SPF for MAIL FROM (postmaster@HELO for the null sender) and for HELO."""
-        lookup = NetworkLookup(ctx.net)
-        helo_name = received.helo.strip()
-        results: dict[str, Result] = {}
-        sender = received.mail_from or f"postmaster@{helo_name}"
-        checks = {"mailfrom": (_domain_of(sender), sender)}
-        if helo_problem(helo_name, received.peer) is None and not helo_name.startswith("["):
-            checks["helo"] = (helo_name.lower().rstrip("."), f"postmaster@{helo_name}")
-        done = await asyncio.gather(
-            *(
-                check_host(
-                    received.peer, domain, who, lookup, helo_name, receiver=received.receiver
-                )
-                for domain, who in checks.values()
-            )
-        )
-        results = dict(zip(checks, done, strict=True))
-        mail = results["mailfrom"]
-        ctx.fact("sendtest.spf", {k: r.result.value for k, r in results.items()})
-        target = Target(host=mail.domain, address=received.peer, protocol="smtp")
-        dig = ctx.net.dig(mail.domain, "TXT")
-        evidence = [*_session_lines(received, "MAIL"), *_tree(mail)]
-        about = f"SPF for MAIL FROM <{untrusted(received.mail_from, 200)}> from {received.peer}"
-        code = _SPF_CODES.get(mail.result)
-        if code is not None:
-            if mail.result in (Verdict.PERMERROR, Verdict.TEMPERROR):
-                why = mail.problem or "no detail"
-            elif mail.mechanism:
-                why = mail.mechanism
-            else:
-                why = (
-                    "default" if mail.result is not Verdict.NONE else f"no record at {mail.domain}"
-                )
-            ctx.add(
-                code,
-                target=target,
-                summary=f"{about}: {mail.result.value} ({why})",
-                evidence=evidence,
-                reproduce=dig,
-                severity=Severity.INCONCLUSIVE if mail.result is Verdict.TEMPERROR else None,
-            )
-        helo_result = results.get("helo")
-        if helo_result is not None and helo_result.result is Verdict.FAIL:
-            ctx.add(
-                "sendtest.spf.helo_fail",
-                target=Target(host=helo_result.domain, address=received.peer, protocol="smtp"),
-                summary=(
-                    f"SPF for the HELO name {helo_result.domain} fails for {received.peer} "
-                    f"({helo_result.mechanism or 'default'})"
-                ),
-                evidence=_tree(helo_result),
-                reproduce=ctx.net.dig(helo_result.domain, "TXT"),
-            )
-        return results
-
-    async def signatures(ctx: ProbeContext) -> list[Signature]:
-        message = received.message
-        dkim_names = _signing_names(parsed, "DKIM-Signature")
-        seals = _signing_names(parsed, "ARC-Seal")
-        arc_names = [*seals, *_signing_names(parsed, "ARC-Message-Signature")]
-        limits = ctx.net.config.cpu
-        arc_sets = max(len(seals), len(arc_names) - len(seals))
-        planned = dkimverify.plan(message, dkim_names, arc_sets, limits)
-        # Keys only for the signatures verified: a message can name thousands.
-        wanted = [*planned.dkim, *(arc_names if planned.arc else ())]
-        names = {f"{s}._domainkey.{d}".lower() for d, s in wanted if d and s}
-        keys = await _keys(ctx, sorted(names))
-        verified = await dkimverify.verify(message, planned, keys, limits)
-        found = list(verified.signatures)
-        ctx.fact("sendtest.dkim", [asdict(s) for s in found])
-        ctx.fact(
-            "sendtest.dkim.work",
-            {
-                "verified": sum(s.result != "skipped" for s in found),
-                "skipped": sum(s.result == "skipped" for s in found),
-                "body_bytes_hashed": verified.hashed,
-            },
-        )
-        target = _target(received)
-        if verified.skipped:
-            ctx.add(
-                "sendtest.dkim.skipped",
-                target=target,
-                summary="; ".join(verified.skipped),
-                evidence=[
-                    f"{s.result}: d={untrusted(s.domain, 100)} s={untrusted(s.selector, 100)}"
-                    for s in found[:20]
-                ],
-            )
-        if not found:
-            ctx.add(
-                "sendtest.dkim.none",
-                target=target,
-                summary="the message carries no DKIM-Signature",
-            )
-        elif not any(s.result == "pass" for s in found):
-            for sig in found:
-                if sig.result == "skipped":
-                    continue  # sendtest.dkim.skipped says why
-                name = f"{sig.selector}._domainkey.{sig.domain}"
-                ctx.add(
-                    "sendtest.dkim.fail" if sig.result == "fail" else "sendtest.dkim.temperror",
-                    target=Target(host=name, address=received.peer, protocol="smtp"),
-                    summary=f"DKIM signature d={sig.domain} s={sig.selector}: {sig.reason}",
-                    evidence=[untrusted(h, 300) for h in _headers(parsed, "DKIM-Signature")[:5]],
-                    reproduce=ctx.net.dig(name, "TXT"),
-                )
-        if verified.arc:
-            ctx.fact("sendtest.arc", verified.arc)
-            if verified.arc not in ("pass", "skipped"):
-                ctx.add(
-                    "sendtest.arc.fail",
-                    target=target,
-                    summary=f"the ARC chain does not validate: {verified.arc_reason}",
-                    evidence=[untrusted(h, 300) for h in _headers(parsed, "ARC-Seal")[:5]],
-                )
-        return found
-
-    async def authentication(ctx: ProbeContext) -> str | None:
-        """DMARC: SPF or DKIM aligned with the From: domain. Returns the verdict."""
-        spf_results: dict[str, Result] = ctx.result("sendtest.spf")
-        sigs: list[Signature] = ctx.result("sendtest.dkim")
-        author, _problem = from_domain(parsed)
-        if author is None:
-            return None  # sendtest.headers says why
-        found = await find_dmarc(ctx, author)
-        if found is None:
-            return None
-        target = Target(host=found.where, address=received.peer, protocol="smtp")
-        dig = ctx.net.dig(found.name, "TXT")
-        if found.text is None:
-            ctx.add(
-                "sendtest.dmarc.none",
-                target=Target(host=author),
-                summary=f"no DMARC record for {author}"
-                + (f": {found.problems[0]}" if found.problems else ""),
-                reproduce=dig,
-            )
-            return "none"
-        try:
-            record = dmarc.parse_record(found.text)
-        except dmarc.DMARCError as exc:
-            ctx.add(
-                "sendtest.dmarc.none",
-                target=target,
-                summary=f"the DMARC record for {author} is ignored: {exc}",
-                evidence=[untrusted(found.text, 300)],
-                reproduce=dig,
-            )
-            return "none"
-        mail = spf_results["mailfrom"]
-        spf_ok = mail.result is Verdict.PASS and aligned(mail.domain, author, record.aspf)
-        dkim_ok = [
-            s for s in sigs if s.result == "pass" and aligned(s.domain, author, record.adkim)
-        ]
-        policy = record.p if found.where == author else record.subdomain_policy
-        ctx.fact(
-            "sendtest.dmarc",
-            {"from": author, "spf_aligned": spf_ok, "dkim_aligned": bool(dkim_ok), "p": policy},
-        )
-        if spf_ok or dkim_ok:
-            return "pass"
-        if any(s.result == "skipped" and aligned(s.domain, author, record.adkim) for s in sigs):
-            return None  # an aligned signature was not verified: sendtest.dkim.skipped says so
-        why = [
-            f"SPF: {mail.result.value} for {mail.domain}"
-            + ("" if mail.result is not Verdict.PASS else f", not aligned with {author}"),
-            "DKIM: "
-            + (", ".join(f"{s.result} for d={s.domain}" for s in sigs) if sigs else "no signature"),
-        ]
-        outcome = {"reject": "rejected", "quarantine": "put in spam", "none": "delivered"}[policy]
-        ctx.add(
-            "sendtest.dmarc.fail",
-            target=target,
-            summary=(
-                f"DMARC fails for From: {author}: neither SPF nor DKIM passes aligned; "
-                f"p={policy}, so receivers that enforce DMARC see it {outcome}"
-            ),
-            evidence=[*why, untrusted(found.text, 300)],
-            reproduce=dig,
-            severity=Severity.WARNING if policy == "none" else None,
-        )
-        return "fail"
-
-    async def headers(ctx: ProbeContext) -> None:
-        target = _target(received)
-        author, problem = from_domain(parsed)
-        if problem is not None:
-            ctx.add("sendtest.header.from", target=target, summary=problem)
-        dates = parsed.get_all("Date") or []
-        date_issue = (
-            f"{len(dates)} Date: headers"
-            if len(dates) > 1
-            else date_problem(str(dates[0]) if dates else None, received.received_at)
-        )
-        if date_issue is not None:
-            ctx.add("sendtest.header.date", target=target, summary=date_issue)
-        ids = parsed.get_all("Message-ID") or []
-        if not ids:
-            ctx.add("sendtest.header.message_id", target=target, summary="no Message-ID: header")
-        elif len(ids) > 1 or not _MESSAGE_ID.match(str(ids[0])):
-            ctx.add(
-                "sendtest.header.message_id",
-                target=target,
-                summary=f"Message-ID: {untrusted(str(ids[0]), 100)} is not <unique@domain>"
-                if len(ids) == 1
-                else f"{len(ids)} Message-ID: headers",
-            )
-        domain = ctx.domain
-        envelope = _domain_of(received.mail_from) if received.mail_from else ""
-        if not any(d and within(d, domain) for d in (author, envelope)):
-            ctx.add(
-                "sendtest.domain.other",
-                target=Target(host=domain),
-                summary=(
-                    f"the message came from From: {author or '?'} / MAIL FROM "
-                    f"{envelope or '<>'}, not from {domain}: the verdict is about that domain"
-                ),
-            )
-
-    async def blocklisted(ctx: ProbeContext) -> int:
-        return await blocklists(
-            ctx,
-            [received.peer],
-            listed="sendtest.dnsbl.listed",
-            inconclusive="sendtest.dnsbl.inconclusive",
-        )
-
-    async def summary(ctx: ProbeContext) -> None:
-        ctx.transcript.extend(received.session)
-        confirmed: tuple[str, ...] = ctx.result("sendtest.source")
-        spf_results: dict[str, Result] = ctx.result("sendtest.spf")
-        sigs: list[Signature] = ctx.result("sendtest.dkim")
-        dmarc_verdict: str | None = ctx.result("sendtest.dmarc")
-        passes = [f"from {received.peer}" + (f" ({confirmed[0]})" if confirmed else "")]
-        if received.tls is not None:
-            passes.append(f"{received.tls.version} {received.tls.cipher}")
-        mail = spf_results["mailfrom"]
-        if mail.result is Verdict.PASS:
-            passes.append(f"SPF pass ({mail.domain})")
-        good = [s for s in sigs if s.result == "pass"]
-        if good:
-            passes.append("DKIM pass (" + ", ".join(f"d={s.domain}" for s in good) + ")")
-        if dmarc_verdict == "pass":
-            passes.append("DMARC pass")
-        ctx.fact(
-            "sendtest",
-            {
-                "peer": received.peer,
-                "helo": untrusted(received.helo, 255),
-                "mail_from": untrusted(received.mail_from, 320),
-                "size": len(received.message),
-                "received_at": received.received_at,
-            },
-        )
-        ctx.add(
-            "sendtest.ok",
-            target=Target(host=ctx.domain, address=received.peer, protocol="smtp"),
-            summary=" · ".join(passes),
-        )
+    def bound(probe: Callable[[Received, Message, ProbeContext], Awaitable[Any]]) -> ProbeFunc:
+        return functools.partial(probe, received, parsed)
 
     stage = Stage.SENDTEST
     return (
-        Probe("sendtest.source", stage, source),
-        Probe("sendtest.helo", stage, helo),
-        Probe("sendtest.tls", stage, tls),
-        Probe("sendtest.spf", stage, spf),
-        Probe("sendtest.dkim", stage, signatures),
-        Probe("sendtest.dmarc", stage, authentication, needs=("sendtest.spf", "sendtest.dkim")),
-        Probe("sendtest.headers", stage, headers),
-        Probe("sendtest.dnsbl", stage, blocklisted),
+        Probe("sendtest.source", stage, bound(probe_source)),
+        Probe("sendtest.helo", stage, bound(probe_helo)),
+        Probe("sendtest.tls", stage, bound(probe_tls)),
+        Probe("sendtest.spf", stage, bound(probe_spf)),
+        Probe("sendtest.dkim", stage, bound(probe_dkim)),
+        Probe("sendtest.dmarc", stage, bound(probe_dmarc), needs=("sendtest.spf", "sendtest.dkim")),
+        Probe("sendtest.headers", stage, bound(probe_headers)),
+        Probe("sendtest.dnsbl", stage, bound(probe_dnsbl)),
         Probe(
             "sendtest.summary",
             stage,
-            summary,
+            bound(probe_summary),
             needs=("sendtest.source", "sendtest.spf", "sendtest.dkim", "sendtest.dmarc"),
         ),
     )
