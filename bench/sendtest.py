@@ -28,7 +28,7 @@ from email.utils import formatdate, make_msgid
 from redis.asyncio import Redis
 
 from bot.receiver import Receiver, tls_context
-from bot.sendtests import SendTest, SendTests
+from bot.testaddresses import SendTest, SendTests
 from checks.core.config import EngineConfig, Nameserver, Timeouts
 from checks.core.model import Severity
 from checks.core.targets import TargetPolicy, parse_networks

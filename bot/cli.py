@@ -35,8 +35,8 @@ from checks.core.model import CHECK_STAGES, CheckRequest, Report, Severity, Stag
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from bot.sendtests import SendTest, SendTests
     from bot.settings import Settings
+    from bot.testaddresses import SendTest, SendTests
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 # Checks of a batch at once: they wait on the network far more than on the
@@ -431,7 +431,7 @@ async def _wait_and_judge(
     from redis.exceptions import RedisError
 
     from bot.queue import redis_client
-    from bot.sendtests import SendTests
+    from bot.testaddresses import SendTests
     from checks.engine import sendtest
 
     request = sendtest.request_for(domain, display, account)

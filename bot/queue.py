@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +27,8 @@ from saq.queue.redis import RedisQueue
 from saq.utils import now
 
 from bot.settings import Settings
+from checks.core.model import Stage
+from checks.core.names import normalize_domain, normalize_selector, normalize_sender_ip
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,48 @@ class CheckJob:
         data["dkim_selectors"] = list(self.dkim_selectors)
         data["sender_ips"] = list(self.sender_ips)
         return data
+
+    def rerun_value(self) -> str:
+        """The Re-run button's value: what to check again. Where and for whom
+        come from the click itself (its channel and user)."""
+        value: dict[str, Any] = {"domain": self.domain, "stages": self.stages}
+        if self.account:
+            value["account"] = self.account
+        if self.dkim_selectors:
+            value["dkim_selectors"] = self.dkim_selectors
+        if self.sender_ips:
+            value["sender_ips"] = self.sender_ips
+        return json.dumps(value, separators=(",", ":"))
+
+    @classmethod
+    def from_rerun(cls, value: str, channel: str, user: str) -> CheckJob:
+        """The job a Re-run click asks for, every part validated again (a
+        button's value comes back from Slack, written by anyone who can forge
+        a payload). Raises ValueError, TypeError, KeyError or InputError on a
+        malformed one. Buttons posted before the keys were spelt out (d, s, a,
+        k, i) still work."""
+        data = json.loads(value)
+        if not isinstance(data, dict):
+            raise TypeError("a Re-run value is a JSON object")
+
+        def get(key: str, old: str) -> Any:
+            return data.get(key, data.get(old))
+
+        domain = get("domain", "d")
+        if not isinstance(domain, str):
+            raise KeyError("a Re-run value names its domain")
+        name = normalize_domain(domain)
+        stages = get("stages", "s")
+        return cls(
+            channel=channel,
+            user=user,
+            domain=name.ascii,
+            display=name.unicode,
+            stages=tuple(Stage(s).value for s in stages) if stages else None,
+            account=get("account", "a") or None,
+            dkim_selectors=tuple(normalize_selector(k) for k in get("dkim_selectors", "k") or ()),
+            sender_ips=tuple(normalize_sender_ip(i) for i in get("sender_ips", "i") or ()),
+        )
 
     @classmethod
     def from_kwargs(cls, data: dict[str, Any]) -> CheckJob:
@@ -313,7 +358,7 @@ async def enqueue_watch(
 async def enqueue_sendtest(
     queue: Queue, step: str, key: str, settings: Settings, scheduled: float = 0, **fields: Any
 ) -> bool:
-    """Queue one step of a send test (bot.sendjobs): "start" (hand out the
+    """Queue one step of a send test (bot.sendtest_jobs): "start" (hand out the
     address), "judge" (a message arrived) or "deadline" (scheduled for when
     the address expires). False when that step is queued already."""
     queued = await queue.enqueue(

@@ -17,7 +17,7 @@ commands.
 
 It judges nothing itself: it stores what it saw (checks.engine.sendtest.Received:
 the peer, HELO, TLS, envelope, the SMTP commands, the message) in Redis
-through bot.sendtests, and for a Slack test queues the worker's judge job.
+through bot.testaddresses, and for a Slack test queues the worker's judge job.
 Logs say who sent what size for which token, never the message.
 """
 
@@ -36,8 +36,8 @@ from saq import Queue
 
 from bot.queue import enqueue_sendtest
 from bot.receiverlimits import SourceLimits, read_data
-from bot.sendtests import SendTest, SendTests
 from bot.settings import Settings
+from bot.testaddresses import SendTest, SendTests
 from checks.core.text import untrusted
 from checks.engine.sendtest import Received, TLSInfo, token_of
 

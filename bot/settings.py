@@ -395,12 +395,8 @@ def parse_resolvers(values: list[str]) -> tuple[Nameserver, ...]:
     return tuple(Nameserver.parse(part) for value in values for part in _items(value))
 
 
-
-
 def _items(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
 
 
 ACCOUNTS_FILE = "MAILCHECK_ACCOUNTS_FILE"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import Counter
@@ -40,7 +39,7 @@ from saq.types import PartialTimersDict
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import access, blocks, terminal
-from bot.commands import describe_every
+from bot.grammar import describe_every
 from bot.history import HistoryStore
 from bot.outbox import END, Delivery, Outbox, Write, reply
 from bot.poster import FINAL_ERRORS, Poster, ReportFile, RunState, slack_client
@@ -55,7 +54,7 @@ from bot.queue import (
     raise_if_cancelled,
     redis_client,
 )
-from bot.sendjobs import sendtest_job
+from bot.sendtest_jobs import sendtest_job
 from bot.settings import Settings
 from bot.watches import Watch, WatchStore, expiring_certificates, schedule, should_post
 from checks.core.model import CheckRequest, Finding, Report, Severity, Stage
@@ -75,15 +74,6 @@ CHANNEL_GONE = {"not_in_channel", "channel_not_found", "is_archived"}
 # retries), then the whole act's deadline.
 GIVE_UP_TRIES = 4
 GIVE_UP_DEADLINE = 120.0
-
-
-def rerun_value(job: CheckJob) -> str:
-    value = {"d": job.domain, "s": job.stages, "a": job.account}
-    if job.dkim_selectors:
-        value["k"] = job.dkim_selectors
-    if job.sender_ips:
-        value["i"] = job.sender_ips
-    return json.dumps(value, separators=(",", ":"))
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -222,7 +212,7 @@ async def give_up(ctx: dict[str, Any], job: CheckJob, reason: str) -> bool:
             await outbox.add([(END, Write(END))])
             return False  # a quiet run fails quietly; the next slot runs as usual
         log.warning("check of %s in %s failed: %s", job.domain, job.channel, reason)
-        message = blocks.failure_message(job.display, job.user, reason, rerun_value(job))
+        message = blocks.failure_message(job.display, job.user, reason, job.rerun_value())
         await outbox.add([("failed", Write("parent_or_edit", message)), (END, Write(END))])
         await asyncio.wait_for(_ensure_posting(ctx, job), GIVE_UP_DEADLINE)
         return True
@@ -245,7 +235,7 @@ async def _tell_directly(ctx: dict[str, Any], job: CheckJob, reason: str) -> boo
     poster: Poster = ctx["poster"]
     state = RunState(ctx["redis"], job.request_id)
     parent = await state.get("parent_ts")
-    message = blocks.failure_message(job.display, job.user, reason, rerun_value(job))
+    message = blocks.failure_message(job.display, job.user, reason, job.rerun_value())
     for attempt in range(GIVE_UP_TRIES):
         try:
             if not parent:
@@ -446,7 +436,7 @@ async def _finish(
     live = await state.get("mode") == "live"
     history = HistoryStore(redis, settings.retention_days)
     await _keep(history, state, job, report, job.user)
-    verdict = blocks.verdict_message(report, job.user, rerun_value(job))
+    verdict = blocks.verdict_message(report, job.user, job.rerun_value())
     writes: list[tuple[str, Write]] = []
     budget = Budget(settings.slack_max_replies - 1)
     if live:
@@ -595,7 +585,7 @@ async def _watch_slot(
             decided,
             watch.last_worst,
             expiring,
-            rerun_value(job),
+            job.rerun_value(),
         )
         budget = Budget(settings.slack_max_replies - 1)
         writes = [("parent", Write("parent", message))]

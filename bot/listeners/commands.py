@@ -5,7 +5,6 @@ ephemeral reply that says what, never silence."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -16,7 +15,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import access, blocks
-from bot.commands import (
+from bot.grammar import (
     USAGE,
     CheckCommand,
     DiffCommand,
@@ -36,7 +35,7 @@ from bot.poster import permalinks
 from bot.queue import ENQUEUE_TIMEOUT, CheckJob, QueueUnavailable, enqueue_check, enqueue_sendtest
 from bot.watches import NotYours, TooManyWatches, Watch, WatchStore
 from checks.core.errors import InputError
-from checks.core.names import DomainName, normalize_domain, normalize_selector, normalize_sender_ip
+from checks.core.names import DomainName
 from checks.report.diff import diff_reports
 
 log = logging.getLogger(__name__)
@@ -81,17 +80,8 @@ def register(app: AsyncApp, deps: Deps) -> None:
     @app.action("mailcheck_rerun")
     async def rerun(ack: AsyncAck, body: dict[str, Any]) -> None:
         try:
-            value = json.loads(body["actions"][0]["value"])
-            name = normalize_domain(value["d"])
-            job = CheckJob(
-                channel=body["channel"]["id"],
-                user=body["user"]["id"],
-                domain=name.ascii,
-                display=name.unicode,
-                stages=tuple(value["s"]) if value.get("s") else None,
-                account=value.get("a"),
-                dkim_selectors=tuple(normalize_selector(k) for k in value.get("k") or ()),
-                sender_ips=tuple(normalize_sender_ip(i) for i in value.get("i") or ()),
+            job = CheckJob.from_rerun(
+                body["actions"][0]["value"], body["channel"]["id"], body["user"]["id"]
             )
         except (KeyError, IndexError, TypeError, ValueError, InputError):
             await ack()

@@ -31,7 +31,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
-from bot.commands import USAGE, describe_every
+from bot.grammar import USAGE, describe_every
 from bot.history import HistoryStore, Run
 from bot.listeners.deps import Deps
 from bot.poster import permalinks

@@ -18,8 +18,8 @@ import pytest
 
 from bot.queue import make_queue, redis_client
 from bot.receiver import Receiver, judge_on_arrival, tls_context
-from bot.sendtests import SendTests
 from bot.settings import Settings
+from bot.testaddresses import SendTests
 from checks.core.accounts import Account, Accounts
 from tests.integration.test_bot_e2e import (  # noqa: F401 - fixtures, used by name
     USER,

@@ -26,7 +26,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.receiver import Receiver, tls_context
-from bot.sendtests import PREFIX, SendTest, SendTests
+from bot.testaddresses import PREFIX, SendTest, SendTests
 from checks.core.accounts import Account, Accounts
 from checks.core.config import EngineConfig
 from checks.core.model import Report, Severity

@@ -1,4 +1,4 @@
-"""The /mailcheck slash-command grammar (bot/commands.py)."""
+"""The /mailcheck slash-command grammar (bot/grammar.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from bot.commands import (
+from bot.grammar import (
     MAX_TEXT,
     STAGE_ALIASES,
     USAGE,

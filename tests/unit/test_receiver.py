@@ -1,4 +1,4 @@
-"""The send-test receiver (bot/receiver.py) and its store (bot/sendtests.py),
+"""The send-test receiver (bot/receiver.py) and its store (bot/testaddresses.py),
 with real SMTP clients, real TLS (a throwaway CA) and the lab's real Redis
 (DB 7, which only these tests use).
 
@@ -36,7 +36,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.receiver import Receiver, SourceLimits, tls_context
-from bot.sendtests import PREFIX, SendTest, SendTests
+from bot.testaddresses import PREFIX, SendTest, SendTests
 from checks.engine.sendtest import Received
 from tests.lab.pki import CertSpec, LabPKI
 from tests.lab.redis import RedisLab

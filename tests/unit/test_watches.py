@@ -17,7 +17,7 @@ from saq import Queue
 from saq.queue.redis import RedisQueue
 
 from bot import access, blocks
-from bot.commands import describe_every
+from bot.grammar import describe_every
 from bot.queue import QUEUE_NAME, CheckJob, raise_if_cancelled
 from bot.settings import Settings
 from bot.watches import (

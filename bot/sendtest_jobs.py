@@ -9,7 +9,7 @@
 
 No worker slot is held while a person goes off to send mail. Each step is
 recorded in the test's RunState, so a retried job edits or skips what it
-already posted; the judge and the deadline cannot both report (bot.sendtests:
+already posted; the judge and the deadline cannot both report (bot.testaddresses:
 one outcome per test).
 """
 
@@ -25,8 +25,8 @@ from bot import blocks
 from bot.history import HistoryStore
 from bot.poster import FINAL_ERRORS, Poster, ReportFile, RunState, Thread
 from bot.queue import enqueue_sendtest, heartbeat
-from bot.sendtests import SendTest, SendTests
 from bot.settings import Settings
+from bot.testaddresses import SendTest, SendTests
 from checks.core.model import CheckRequest, Report, Stage
 from checks.engine import sendtest
 from checks.report import jsonreport
