@@ -32,7 +32,7 @@ from checks.net.budget import spent
 from checks.protocols.mailbox import IMAPDialect, POP3Dialect
 from checks.protocols.session import DialectFactory, Endpoint, Session
 from checks.protocols.smtp import SMTP
-from checks.rules import clientconf, tls
+from checks.rules import apple, clientconf, outlook, thunderbird, tls
 from checks.rules.clientconf import ClientConfig, ConfigError, ServerSetting
 from checks.rules.dmarc import organizational_domain
 from checks.stages.dns import MXSet, SRVTarget
@@ -145,7 +145,7 @@ async def probe_thunderbird(ctx: ProbeContext) -> Found | None:
     sources = thunderbird_sources(ctx, email)
     attempts = await asyncio.gather(
         *(
-            _get_config(ctx, url, "thunderbird", lambda b: clientconf.parse_autoconfig(b, email))
+            _get_config(ctx, url, "thunderbird", lambda b: thunderbird.parse_autoconfig(b, email))
             for url in sources
         )
     )
@@ -375,7 +375,7 @@ async def _first_autodiscover(ctx: ProbeContext, email: str) -> Found | _Redirec
     and the SRV lookup run); the first in Outlook's order that answers
     usefully wins. Else why none did."""
     domain = email.rsplit("@", 1)[1]
-    body = clientconf.autodiscover_request(email)
+    body = outlook.autodiscover_request(email)
     fixed = _autodiscover_fixed(domain)
     posts = [asyncio.ensure_future(_post(ctx, url, body, email)) for url in fixed]
     try:
@@ -401,7 +401,7 @@ async def _post(ctx: ProbeContext, url: str, body: bytes, email: str) -> Found |
     if fetched.status != 200:
         return f"HTTP {fetched.status} {fetched.reason}"
     try:
-        answer = clientconf.parse_autodiscover(fetched.body, email)
+        answer = outlook.parse_autodiscover(fetched.body, email)
         problem = f"answers with an error: {answer.error}" if answer.error else None
     except ConfigError as exc:
         problem = str(exc)
@@ -426,7 +426,7 @@ async def _follow_url(
     """Follow RedirectUrl hops (https only, policy-checked, no loops)."""
     seen = {redirect.origin}
     current = redirect
-    body = clientconf.autodiscover_request(email)
+    body = outlook.autodiscover_request(email)
     for _ in range(ctx.net.config.budgets.redirects):
         url = current.url or ""
         why = ""
@@ -467,7 +467,7 @@ async def _follow_url(
 
 
 def _curl_post(ctx: ProbeContext, url: str, email: str) -> str:
-    body = clientconf.autodiscover_request(email).decode()
+    body = outlook.autodiscover_request(email).decode()
     ca = f" --cacert {ctx.net.config.ca_file}" if ctx.net.config.ca_file else ""
     return f"curl -sS{ca} -H 'Content-Type: text/xml' --data '{body}' '{url}'"
 
@@ -488,7 +488,7 @@ async def probe_mailconf(ctx: ProbeContext) -> Found | None:
         return None
     email = email_of(ctx)
     attempt = await _get_config(
-        ctx, url, "mailconf", lambda b: clientconf.parse_autoconfig(b, email)
+        ctx, url, "mailconf", lambda b: thunderbird.parse_autoconfig(b, email)
     )
     if attempt.found is not None:
         return attempt.found
@@ -531,7 +531,7 @@ async def probe_mobileconfig(ctx: ProbeContext) -> Found | None:
         invalid(f"HTTP {fetched.status} {fetched.reason}")
         return None
     try:
-        profile = clientconf.parse_mobileconfig(fetched.body, email, ca_file=ctx.net.config.ca_file)
+        profile = apple.parse_mobileconfig(fetched.body, email, ca_file=ctx.net.config.ca_file)
     except ConfigError as exc:
         invalid(str(exc))
         return None

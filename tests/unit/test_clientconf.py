@@ -17,22 +17,19 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 from checks.core.errors import InputError, MailcheckError
+from checks.rules.apple import parse_mobileconfig
 from checks.rules.clientconf import (
     MAX_BYTES,
-    OUTLOOK_NS,
-    REQUEST_NS,
     Autodiscover,
     ClientConfig,
     ConfigError,
     MobileConfig,
     ServerSetting,
-    autodiscover_request,
     insecure,
-    parse_autoconfig,
-    parse_autodiscover,
-    parse_mobileconfig,
 )
+from checks.rules.outlook import OUTLOOK_NS, REQUEST_NS, autodiscover_request, parse_autodiscover
 from checks.rules.signeddata import MAX_CERTIFICATES
+from checks.rules.thunderbird import parse_autoconfig
 from tests.lab.pki import CertSpec, LabPKI
 
 EMAIL = "Jane.Doe@Example.com"
