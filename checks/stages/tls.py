@@ -16,9 +16,9 @@ from checks.rules import tls
 from checks.stages import mailbox, smtp
 from checks.stages.dns import MailHost
 from checks.stages.endpoints import IMAP, POP3, SUBMISSION, mx_endpoints
+from checks.stages.mtasts import STSState
 from checks.stages.probe import Probe, ProbeContext
 from checks.stages.sessions import reached, reproduce, service_endpoints, severity_for
-from checks.stages.transport import STSState
 
 DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}
 SESSION_PROBES = ("connect.smtp", "connect.submission", "connect.imap", "connect.pop3")

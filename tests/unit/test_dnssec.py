@@ -29,8 +29,8 @@ from checks.net.door import Network, recording
 from checks.rules import dnssec
 from checks.rules.dnssec import ROOT_ANCHORS, Security, Validated, Validator, parse_anchors
 from checks.stages import dns as dns_stage
-from checks.stages import transport
-from checks.stages.transport import validator_for
+from checks.stages import dnssec as dnssec_stage
+from checks.stages.dnssec import validator_for
 from tests.lab.nsd import Zone
 from tests.lab.signing import BREAKAGES, sign_lab
 from tests.support.keytrap import Trap, keytrap_zone, nsec3_records
@@ -781,7 +781,7 @@ async def test_keytrap_is_bounded_and_leaves_the_loop_free() -> None:
 async def test_keytrap_in_a_check_is_dnssec_inconclusive_naming_the_limit() -> None:
     trap = keytrap_zone(now=NOW)
     wanted = {"dns.mx", "policy.dnssec"}
-    probes = [p for p in (*dns_stage.PROBES, *transport.PROBES) if p.name in wanted]
+    probes = [p for p in (*dns_stage.PROBES, *dnssec_stage.PROBES) if p.name in wanted]
     request = CheckRequest(
         domain="trap.test", display="trap.test", stages=frozenset({Stage.POLICY})
     )
