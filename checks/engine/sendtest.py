@@ -56,8 +56,9 @@ from checks.stages import default_probes
 from checks.stages.auth import Logins, account_of
 from checks.stages.delivery import profile_endpoint, send_message
 from checks.stages.dns import reverse_dns
+from checks.stages.keys import LOGIN
 from checks.stages.policy import NetworkLookup, blocklists, find_dmarc
-from checks.stages.probe import Probe, ProbeContext, ProbeFunc
+from checks.stages.probe import Key, Probe, ProbeContext, ProbeFunc
 
 TOKEN_PREFIX = "st-"
 OLD_TLS = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"})
@@ -499,8 +500,8 @@ async def probe_dkim(received: Received, parsed: Message, ctx: ProbeContext) -> 
 
 async def probe_dmarc(received: Received, parsed: Message, ctx: ProbeContext) -> str | None:
     """DMARC: SPF or DKIM aligned with the From: domain. Returns the verdict."""
-    spf_results: dict[str, Result] = ctx.result("sendtest.spf")
-    sigs: list[Signature] = ctx.result("sendtest.dkim")
+    spf_results: dict[str, Result] = ctx.result(SPF)
+    sigs: list[Signature] = ctx.result(DKIM)
     author, _problem = from_domain(parsed)
     if author is None:
         return None  # sendtest.headers says why
@@ -610,10 +611,10 @@ async def probe_dnsbl(received: Received, parsed: Message, ctx: ProbeContext) ->
 
 async def probe_summary(received: Received, parsed: Message, ctx: ProbeContext) -> None:
     ctx.transcript.extend(received.session)
-    confirmed: tuple[str, ...] = ctx.result("sendtest.source")
-    spf_results: dict[str, Result] = ctx.result("sendtest.spf")
-    sigs: list[Signature] = ctx.result("sendtest.dkim")
-    dmarc_verdict: str | None = ctx.result("sendtest.dmarc")
+    confirmed: tuple[str, ...] = ctx.result(SOURCE)
+    spf_results: dict[str, Result] = ctx.result(SPF)
+    sigs: list[Signature] = ctx.result(DKIM)
+    dmarc_verdict: str | None = ctx.result(DMARC)
     passes = [f"from {received.peer}" + (f" ({confirmed[0]})" if confirmed else "")]
     if received.tls is not None:
         passes.append(f"{received.tls.version} {received.tls.cipher}")
@@ -642,6 +643,13 @@ async def probe_summary(received: Received, parsed: Message, ctx: ProbeContext) 
     )
 
 
+# What this module's probes return, by name (checks.stages.probe.Key).
+SOURCE: Key[tuple[str, ...]] = Key("sendtest.source")
+SPF: Key[dict[str, Result]] = Key("sendtest.spf")
+DKIM: Key[list[Signature]] = Key("sendtest.dkim")
+DMARC: Key[str | None] = Key("sendtest.dmarc")
+
+
 def probes(received: Received, parsed: Message | None = None) -> tuple[Probe, ...]:
     """The send test's probes, bound to one received message (and its header
     section, `parse_headers(received.message)`, when already parsed)."""
@@ -653,12 +661,12 @@ def probes(received: Received, parsed: Message | None = None) -> tuple[Probe, ..
 
     stage = Stage.SENDTEST
     return (
-        Probe("sendtest.source", stage, bound(probe_source)),
+        Probe(SOURCE.name, stage, bound(probe_source)),
         Probe("sendtest.helo", stage, bound(probe_helo)),
         Probe("sendtest.tls", stage, bound(probe_tls)),
-        Probe("sendtest.spf", stage, bound(probe_spf)),
-        Probe("sendtest.dkim", stage, bound(probe_dkim)),
-        Probe("sendtest.dmarc", stage, bound(probe_dmarc), needs=("sendtest.spf", "sendtest.dkim")),
+        Probe(SPF.name, stage, bound(probe_spf)),
+        Probe(DKIM.name, stage, bound(probe_dkim)),
+        Probe(DMARC.name, stage, bound(probe_dmarc), needs=("sendtest.spf", "sendtest.dkim")),
         Probe("sendtest.headers", stage, bound(probe_headers)),
         Probe("sendtest.dnsbl", stage, bound(probe_dnsbl)),
         Probe(
@@ -732,7 +740,7 @@ def submit_probe(address: str, token: str) -> Probe:
         account = account_of(ctx)
         if account is None:
             return None
-        logins: Logins = ctx.result("auth.login")
+        logins: Logins = ctx.result(LOGIN)
         via = logins.first("smtp")
         if account.smtp:
             via = await profile_endpoint(ctx, account.smtp, "smtp")

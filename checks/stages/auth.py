@@ -29,10 +29,16 @@ from checks.protocols.mailbox import IMAPDialect, POP3Dialect
 from checks.protocols.session import Dialect, DialectFactory, Endpoint, Session
 from checks.protocols.smtp import SMTP, auth_mechanisms, read_reply
 from checks.rules.tls import client_trust_problem, now_utc
-from checks.stages.probe import Probe, ProbeContext
+from checks.stages.keys import IMAP_SESSIONS, LOGIN, POP3_SESSIONS, SUBMISSION_SESSIONS
+from checks.stages.probe import Key, Probe, ProbeContext
 from checks.stages.sessions import reproduce
 
-CONNECT_PROBES = ("connect.submission", "connect.imap", "connect.pop3")
+# The connect probes whose conversations a login is tried on.
+CONNECT_PROBES: tuple[Key[list[Session]], ...] = (
+    SUBMISSION_SESSIONS,
+    IMAP_SESSIONS,
+    POP3_SESSIONS,
+)
 SMTP_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")  # what we can try, best known first
 
 
@@ -230,7 +236,7 @@ async def probe_login(ctx: ProbeContext) -> Logins:
     except InputError as exc:
         ctx.add("auth.failed", target=Target(host=ctx.domain), summary=str(exc))
         return Logins()
-    sessions: list[Session] = [s for name in CONNECT_PROBES for s in ctx.result(name)]
+    sessions = [s for key in CONNECT_PROBES for s in ctx.result(key)]
     jobs = []
     for s in sessions:
         ep = s.endpoint
@@ -342,4 +348,6 @@ def _offers_any_login(s: Session) -> bool:
     return "USER" in caps
 
 
-PROBES: tuple[Probe, ...] = (Probe("auth.login", Stage.AUTH, probe_login, needs=CONNECT_PROBES),)
+PROBES: tuple[Probe, ...] = (
+    Probe(LOGIN.name, Stage.AUTH, probe_login, needs=tuple(k.name for k in CONNECT_PROBES)),
+)

@@ -37,7 +37,8 @@ from checks.rules.clientconf import ClientConfig, ConfigError, ServerSetting
 from checks.rules.dmarc import organizational_domain
 from checks.stages.dns import MXSet, SRVTarget
 from checks.stages.endpoints import address_questions
-from checks.stages.probe import Probe, ProbeContext
+from checks.stages.keys import MAILCONF, MX_SET, SRV
+from checks.stages.probe import Key, Probe, ProbeContext
 from checks.stages.sessions import converse, reproduce, same_conversation
 from checks.stages.tls import problems_of
 
@@ -128,7 +129,7 @@ def thunderbird_sources(ctx: ProbeContext, email: str) -> list[str]:
     ]
     ispdb = ctx.net.config.ispdb_url
     sources = [*isp, *([f"{ispdb}{d}"] if ispdb else [])]
-    mxset: MXSet | None = ctx.result("dns.mx")
+    mxset: MXSet | None = ctx.result(MX_SET)
     if mxset is not None and mxset.hosts and not mxset.implicit:
         base = organizational_domain(mxset.hosts[0].host)
         if base != organizational_domain(d):
@@ -139,7 +140,7 @@ def thunderbird_sources(ctx: ProbeContext, email: str) -> list[str]:
 
 
 async def probe_thunderbird(ctx: ProbeContext) -> Found | None:
-    if ctx.result("dns.mx") is None:
+    if ctx.result(MX_SET) is None:
         return None
     email = email_of(ctx)
     sources = thunderbird_sources(ctx, email)
@@ -272,7 +273,7 @@ def _fact(found: Found | None) -> dict[str, Any] | None:
 async def probe_outlook(ctx: ProbeContext) -> Found | None:
     """POX autodiscover in Outlook's order; redirects followed at most twice
     (Outlook's habit, and the budget MAILCHECK_MAX_REDIRECTS)."""
-    if ctx.result("dns.mx") is None:
+    if ctx.result(MX_SET) is None:
         return None
     email = email_of(ctx)
     target = Target(host=ctx.domain)
@@ -483,7 +484,7 @@ def _verify_command(ctx: ProbeContext, url: str) -> str:
 
 
 async def probe_mailconf(ctx: ProbeContext) -> Found | None:
-    url: str | None = ctx.result("dns.mailconf")
+    url: str | None = ctx.result(MAILCONF)
     if url is None:
         return None
     email = email_of(ctx)
@@ -561,7 +562,7 @@ async def probe_mobileconfig(ctx: ProbeContext) -> Found | None:
 
 
 def srv_configs(ctx: ProbeContext) -> list[Found]:
-    srv: dict[str, tuple[SRVTarget, ...]] | None = ctx.result("dns.srv")
+    srv: dict[str, tuple[SRVTarget, ...]] | None = ctx.result(SRV)
     found = []
     for service, targets in (srv or {}).items():
         if service not in SRV_SETTINGS:
@@ -710,10 +711,10 @@ async def probe_servers(ctx: ProbeContext) -> None:
     sources: list[Found] = [
         f
         for f in (
-            ctx.result("autoconfig.thunderbird"),
-            ctx.result("autoconfig.outlook"),
-            ctx.result("autoconfig.mailconf"),
-            ctx.result("autoconfig.mobileconfig"),
+            ctx.result(THUNDERBIRD),
+            ctx.result(OUTLOOK),
+            ctx.result(MAILCONF_CONFIG),
+            ctx.result(MOBILECONFIG),
         )
         if f is not None and f.source != "guess"
     ]
@@ -759,16 +760,23 @@ async def probe_servers(ctx: ProbeContext) -> None:
         )
 
 
+# What this module's probes return, by name (checks.stages.probe.Key).
+THUNDERBIRD: Key[Found | None] = Key("autoconfig.thunderbird")
+OUTLOOK: Key[Found | None] = Key("autoconfig.outlook")
+MOBILECONFIG: Key[Found | None] = Key("autoconfig.mobileconfig")
+MAILCONF_CONFIG: Key[Found | None] = Key("autoconfig.mailconf")
+
+
 PROBES: tuple[Probe, ...] = (
     Probe(
-        "autoconfig.thunderbird",
+        THUNDERBIRD.name,
         Stage.AUTOCONFIG,
         probe_thunderbird,
         needs=("dns.mx",),
         asks=lambda r, _c: address_questions(f"autoconfig.{r.domain}", r.domain),
     ),
     Probe(
-        "autoconfig.outlook",
+        OUTLOOK.name,
         Stage.AUTOCONFIG,
         probe_outlook,
         needs=("dns.mx",),
@@ -777,8 +785,8 @@ PROBES: tuple[Probe, ...] = (
             (f"_autodiscover._tcp.{r.domain}", "SRV"),
         ],
     ),
-    Probe("autoconfig.mailconf", Stage.AUTOCONFIG, probe_mailconf, needs=("dns.mailconf",)),
-    Probe("autoconfig.mobileconfig", Stage.AUTOCONFIG, probe_mobileconfig),
+    Probe(MAILCONF_CONFIG.name, Stage.AUTOCONFIG, probe_mailconf, needs=("dns.mailconf",)),
+    Probe(MOBILECONFIG.name, Stage.AUTOCONFIG, probe_mobileconfig),
     Probe(
         "autoconfig.servers",
         Stage.AUTOCONFIG,

@@ -31,6 +31,7 @@ from checks.core.model import Finding, Severity, Stage, Target
 from checks.core.names import within
 from checks.net.door import Network, ServerAnswer
 from checks.stages.dns import SRV_SERVICES, parse_mx
+from checks.stages.keys import DKIM_KEYS, NAMESERVERS
 from checks.stages.probe import Probe, ProbeContext
 
 NXDOMAIN = ("NXDOMAIN",)
@@ -483,8 +484,8 @@ def _minutes(seconds: int) -> str:
 
 async def probe_dkim_keys(ctx: ProbeContext) -> None:
     """The DKIM keys the policy stage found, asked of every nameserver too."""
-    found: Nameservers | None = ctx.result("dns.nameservers")
-    names: list[str] = ctx.result("policy.dkim")
+    found: Nameservers | None = ctx.result(NAMESERVERS)
+    names: list[str] = ctx.result(DKIM_KEYS)
     if found is None or not found.good or not names:
         return
     asked = [(name, "TXT") for name in names]
@@ -493,7 +494,7 @@ async def probe_dkim_keys(ctx: ProbeContext) -> None:
 
 
 PROBES: tuple[Probe, ...] = (
-    Probe("dns.nameservers", Stage.DNS, probe_nameservers),
+    Probe(NAMESERVERS.name, Stage.DNS, probe_nameservers),
     Probe(
         "policy.dkim.nameservers",
         Stage.POLICY,

@@ -13,6 +13,7 @@ from checks.rules import dane
 from checks.rules.dnssec import Security
 from checks.stages.dns import MailHost
 from checks.stages.dnssec import delv, report_security, validator_for
+from checks.stages.keys import MX_HOSTS, TLSA
 from checks.stages.probe import Probe, ProbeContext
 
 
@@ -28,7 +29,7 @@ def tlsa_name(host: str, port: int = 25) -> str:
 
 
 async def probe_tlsa(ctx: ProbeContext) -> DaneHosts:
-    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
+    hosts: tuple[MailHost, ...] = ctx.result(MX_HOSTS)
     names = list(dict.fromkeys(h.host for h in hosts))
     validator = validator_for(ctx.net)
     results = await asyncio.gather(*(validator.validate(tlsa_name(h), "TLSA") for h in names))
@@ -66,6 +67,4 @@ async def probe_tlsa(ctx: ProbeContext) -> DaneHosts:
     return DaneHosts(found)
 
 
-PROBES: tuple[Probe, ...] = (
-    Probe("policy.tlsa", Stage.POLICY, probe_tlsa, needs=("dns.mx.hosts",)),
-)
+PROBES: tuple[Probe, ...] = (Probe(TLSA.name, Stage.POLICY, probe_tlsa, needs=("dns.mx.hosts",)),)

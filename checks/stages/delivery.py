@@ -37,6 +37,7 @@ from checks.net.door import Network, note
 from checks.protocols.session import Endpoint
 from checks.stages.auth import Logins, account_of
 from checks.stages.dns import MailHost
+from checks.stages.keys import LOGIN, MX_HOSTS
 from checks.stages.probe import Probe, ProbeContext
 
 TAG_HEADER = "X-Mailcheck-Tag"
@@ -308,7 +309,7 @@ async def probe_delivery(ctx: ProbeContext) -> None:
         return  # auth.login said so
     if account is None:
         return
-    logins: Logins = ctx.result("auth.login")
+    logins: Logins = ctx.result(LOGIN)
     submission = logins.first("smtp")
     imap = next((ep for ep in logins.working if ep.family == "imap" and ep.tls == "implicit"), None)
     try:  # the profile may name its servers; they win over what the check found
@@ -333,7 +334,7 @@ async def probe_delivery(ctx: ProbeContext) -> None:
             )
         return
     paths = [("submission", submission, True)]
-    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
+    hosts: tuple[MailHost, ...] = ctx.result(MX_HOSTS)
     mx = next((h for h in hosts if h.usable), None)
     if mx is not None:  # as an outside sender would: the MX, port 25, no login
         paths.append(

@@ -21,6 +21,7 @@ from checks.core.answers import DNSAnswer, hostname, txt_strings
 from checks.core.errors import BudgetExceeded, NXDomain, ResolverFailure
 from checks.core.model import Stage, Target
 from checks.net.door import Network
+from checks.stages.keys import MAILCONF, MX_HOSTS, MX_SET, PTR, SRV
 from checks.stages.probe import Probe, ProbeContext
 
 # -- values passed between probes -----------------------------------------------
@@ -244,7 +245,7 @@ async def _implicit_mx(ctx: ProbeContext) -> MXSet | None:
 
 async def probe_mx_hosts(ctx: ProbeContext) -> tuple[MailHost, ...]:
     """Addresses of every MX host, with CNAME, literal and private-address checks."""
-    mxset: MXSet | None = ctx.result("dns.mx")
+    mxset: MXSet | None = ctx.result(MX_SET)
     if mxset is None:
         return ()
     hosts = await asyncio.gather(*(_mail_host(ctx, mx) for mx in mxset.hosts))
@@ -319,7 +320,7 @@ async def _mail_host(ctx: ProbeContext, mx: MX) -> MailHost | None:
 
 async def probe_ptr(ctx: ProbeContext) -> dict[str, list[str]]:
     """Reverse DNS of every usable MX address, forward-confirmed. Returns address -> names."""
-    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
+    hosts: tuple[MailHost, ...] = ctx.result(MX_HOSTS)
     owners: dict[str, str] = {}
     for host in hosts:
         for address in host.usable:
@@ -408,7 +409,7 @@ async def _ptr(ctx: ProbeContext, address: str, owner: str) -> list[str]:
 
 async def probe_srv(ctx: ProbeContext) -> dict[str, tuple[SRVTarget, ...]]:
     """RFC 6186/8314 SRV records and whether their targets resolve."""
-    mxset: MXSet | None = ctx.result("dns.mx")
+    mxset: MXSet | None = ctx.result(MX_SET)
     if mxset is None or mxset.null:  # no domain, or one that declares it takes no mail
         return {}
     found = await asyncio.gather(*(_srv(ctx, service) for service, _ in SRV_SERVICES))
@@ -484,7 +485,7 @@ async def _srv_target(ctx: ProbeContext, name: str, srv: SRVTarget) -> None:
 
 async def probe_mailconf(ctx: ProbeContext) -> str | None:
     """The `mailconf=` TXT record: the URL of the autoconfig document, if valid."""
-    if ctx.result("dns.mx") is None:
+    if ctx.result(MX_SET) is None:
         return None
     try:
         answer = await ctx.net.query(ctx.domain, "TXT")
@@ -513,18 +514,18 @@ async def probe_mailconf(ctx: ProbeContext) -> str | None:
 
 
 PROBES: tuple[Probe, ...] = (
-    Probe("dns.mx", Stage.DNS, probe_mx, asks=lambda r, _c: [(r.domain, "MX")]),
-    Probe("dns.mx.hosts", Stage.DNS, probe_mx_hosts, needs=("dns.mx",)),
-    Probe("dns.ptr", Stage.DNS, probe_ptr, needs=("dns.mx.hosts",)),
+    Probe(MX_SET.name, Stage.DNS, probe_mx, asks=lambda r, _c: [(r.domain, "MX")]),
+    Probe(MX_HOSTS.name, Stage.DNS, probe_mx_hosts, needs=("dns.mx",)),
+    Probe(PTR.name, Stage.DNS, probe_ptr, needs=("dns.mx.hosts",)),
     Probe(
-        "dns.srv",
+        SRV.name,
         Stage.DNS,
         probe_srv,
         needs=("dns.mx",),
         asks=lambda r, _c: [(f"{service}.{r.domain}", "SRV") for service, _ in SRV_SERVICES],
     ),
     Probe(
-        "dns.mailconf",
+        MAILCONF.name,
         Stage.DNS,
         probe_mailconf,
         needs=("dns.mx",),

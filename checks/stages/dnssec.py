@@ -8,6 +8,7 @@ from __future__ import annotations
 from checks.core.model import Stage, Target
 from checks.net.door import Network
 from checks.rules.dnssec import Security, Validated, Validator
+from checks.stages.keys import MX_SET
 from checks.stages.probe import Probe, ProbeContext
 
 
@@ -48,7 +49,7 @@ def report_security(ctx: ProbeContext, v: Validated, summary: str, target: Targe
 
 
 async def probe_dnssec(ctx: ProbeContext) -> Validated | None:
-    if ctx.result("dns.mx") is None:
+    if ctx.result(MX_SET) is None:
         return None
     domain = ctx.domain
     v = await validator_for(ctx.net).validate(domain, "MX")

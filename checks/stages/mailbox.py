@@ -16,6 +16,7 @@ from checks.protocols.mailbox import (
 )
 from checks.protocols.session import Session
 from checks.stages.endpoints import IMAP, POP3
+from checks.stages.keys import IMAP_SESSIONS, POP3_SESSIONS
 from checks.stages.probe import Probe, ProbeContext
 from checks.stages.sessions import probe_service, reproduce
 
@@ -78,6 +79,6 @@ async def probe_pop3(ctx: ProbeContext) -> list[Session]:
 
 
 PROBES: tuple[Probe, ...] = (
-    Probe("connect.imap", Stage.CONNECT, probe_imap, needs=("dns.mx", "dns.srv")),
-    Probe("connect.pop3", Stage.CONNECT, probe_pop3, needs=("dns.mx", "dns.srv")),
+    Probe(IMAP_SESSIONS.name, Stage.CONNECT, probe_imap, needs=("dns.mx", "dns.srv")),
+    Probe(POP3_SESSIONS.name, Stage.CONNECT, probe_pop3, needs=("dns.mx", "dns.srv")),
 )

@@ -14,6 +14,7 @@ from checks.net import http
 from checks.rules import mtasts
 from checks.stages.dns import MXSet
 from checks.stages.endpoints import address_questions
+from checks.stages.keys import MX_SET, STS
 from checks.stages.policy import lookup_txts
 from checks.stages.probe import Probe, ProbeContext
 
@@ -37,7 +38,7 @@ def policy_url(domain: str) -> str:
 
 
 async def probe_mtasts(ctx: ProbeContext) -> STSState:
-    mxset: MXSet | None = ctx.result("dns.mx")
+    mxset: MXSet | None = ctx.result(MX_SET)
     if mxset is None:
         return STSState()
     domain = ctx.domain
@@ -170,7 +171,7 @@ async def probe_mtasts(ctx: ProbeContext) -> STSState:
 
 PROBES: tuple[Probe, ...] = (
     Probe(
-        "policy.mtasts",
+        STS.name,
         Stage.POLICY,
         probe_mtasts,
         needs=("dns.mx",),

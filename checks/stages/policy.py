@@ -23,6 +23,7 @@ from checks.rules.spfdiagnose import diagnose
 from checks.rules.spfmacro import SPFSyntaxError
 from checks.rules.spfparse import select_record
 from checks.stages.dns import MailHost
+from checks.stages.keys import DKIM_KEYS, MX_HOSTS, MX_SET
 from checks.stages.probe import Probe, ProbeContext
 
 
@@ -70,7 +71,7 @@ async def lookup_txts(ctx: ProbeContext, name: str) -> list[str] | None:
 
 
 async def probe_spf(ctx: ProbeContext) -> None:
-    if ctx.result("dns.mx") is None:
+    if ctx.result(MX_SET) is None:
         return
     domain = ctx.domain
     target = Target(host=domain)
@@ -138,7 +139,7 @@ async def probe_spf(ctx: ProbeContext) -> None:
             evidence=[record],
             reproduce=dig,
         )
-    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
+    hosts: tuple[MailHost, ...] = ctx.result(MX_HOSTS)
     addresses = list(dict.fromkeys(a for h in hosts for a in h.usable))
     results = await asyncio.gather(
         *(check_host(a, domain, f"postmaster@{domain}", lookup) for a in addresses)
@@ -214,7 +215,7 @@ async def find_dmarc(ctx: ProbeContext, domain: str) -> DMARCLookup | None:
 
 
 async def probe_dmarc(ctx: ProbeContext) -> None:
-    if ctx.result("dns.mx") is None:
+    if ctx.result(MX_SET) is None:
         return
     domain = ctx.domain
     found = await find_dmarc(ctx, domain)
@@ -275,7 +276,7 @@ async def probe_dkim(ctx: ProbeContext) -> list[str]:
     """Keys at the selectors asked for and the common ones. DKIM selectors are
     not discoverable, so 'none found' is information, not a verdict. Returns
     the names where a key record was found."""
-    if ctx.result("dns.mx") is None:
+    if ctx.result(MX_SET) is None:
         return []
     domain = ctx.domain
     selectors = list(dict.fromkeys((*ctx.request.dkim_selectors, *dkim.COMMON_SELECTORS)))
@@ -342,7 +343,7 @@ async def probe_dkim(ctx: ProbeContext) -> list[str]:
 
 
 async def probe_tlsrpt(ctx: ProbeContext) -> None:
-    if ctx.result("dns.mx") is None:
+    if ctx.result(MX_SET) is None:
         return
     name = f"_smtp._tls.{ctx.domain}"
     txts = await lookup_txts(ctx, name)
@@ -423,7 +424,7 @@ async def blocklists(
 async def probe_dnsbl(ctx: ProbeContext) -> None:
     """Every usable MX address against the configured blocklists. Error answers
     (e.g. Spamhaus refusing a public resolver) are inconclusive, never 'listed'."""
-    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
+    hosts: tuple[MailHost, ...] = ctx.result(MX_HOSTS)
     addresses = list(dict.fromkeys(a for h in hosts for a in h.usable))
     clean = await blocklists(
         ctx, addresses, listed="dnsbl.listed", inconclusive="dnsbl.inconclusive"
@@ -446,7 +447,7 @@ PROBES: tuple[Probe, ...] = (
         needs=("dns.mx",),
         asks=lambda r, _c: [(f"_dmarc.{r.domain}", "TXT")],
     ),
-    Probe("policy.dkim", Stage.POLICY, probe_dkim, needs=("dns.mx",), asks=dkim_questions),
+    Probe(DKIM_KEYS.name, Stage.POLICY, probe_dkim, needs=("dns.mx",), asks=dkim_questions),
     Probe(
         "policy.tlsrpt",
         Stage.POLICY,

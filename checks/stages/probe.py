@@ -12,12 +12,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from checks.core import catalog
 from checks.core.config import EngineConfig
 from checks.core.model import CheckRequest, Finding, Stage
 from checks.net.door import Network
+
+T = TypeVar("T")
+
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+@dataclass(frozen=True)
+class Key(Generic[T_co]):
+    """A probe's name with the type of the value it returns, so that mypy
+    checks what passes between probes: the producing stage module declares
+    `MX_SET: Key[MXSet | None] = Key("dns.mx")`, names its Probe `MX.name`, and a
+    consumer reads `ctx.result(MX_SET)`."""
+
+    name: str
 
 
 @dataclass
@@ -49,15 +64,17 @@ class ProbeContext:
         self.facts: dict[str, Any] = {}
         self.transcript: list[str] = []
 
-    def result(self, probe: str) -> Any:
+    def result(self, probe: Key[T]) -> T:
         """The value returned by a dependency (declared in `needs`)."""
-        return self._results[probe]
+        value: T = self._results[probe.name]
+        return value
 
-    async def followed(self, probe: str) -> Any:
+    async def followed(self, probe: Key[T]) -> T | None:
         """The value of a probe this one follows (declared in `follows`) once
         it is done; None when it failed or was skipped."""
-        outcome = await asyncio.shield(self._followed[probe])
-        return outcome.value if outcome.status == "done" else None
+        outcome = await asyncio.shield(self._followed[probe.name])
+        value: T | None = outcome.value if outcome.status == "done" else None
+        return value
 
     def emit(self, finding: Finding) -> None:
         self.findings.append(finding)

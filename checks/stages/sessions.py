@@ -49,6 +49,7 @@ from checks.protocols.session import (
 )
 from checks.stages.dns import MailHost
 from checks.stages.endpoints import Discovery, ServiceSpec, discover
+from checks.stages.keys import MX_SET, SRV
 from checks.stages.probe import ProbeContext
 
 EVIDENCE_LINES = 40
@@ -312,9 +313,9 @@ async def service_endpoints(
 ) -> Discovery | None:
     """Where a client would look for the service (needs dns.mx and dns.srv);
     None when there is no domain or its SRV records say there is no service."""
-    if ctx.result("dns.mx") is None:
+    if ctx.result(MX_SET) is None:
         return None
-    found = await discover(ctx, spec, ctx.result("dns.srv"), hosts)
+    found = await discover(ctx, spec, ctx.result(SRV), hosts)
     return None if found.declared_absent else found
 
 

@@ -21,6 +21,7 @@ from checks.protocols.smtp import (
 )
 from checks.stages.dns import MailHost
 from checks.stages.endpoints import SUBMISSION, mx_endpoints
+from checks.stages.keys import MX_HOSTS, MX_SESSIONS, PTR, SUBMISSION_SESSIONS
 from checks.stages.probe import Probe, ProbeContext
 from checks.stages.sessions import converse_or_refuse, probe_service, reproduce, severity_for
 
@@ -100,14 +101,14 @@ async def _sessions(ctx: ProbeContext, endpoints: list[Endpoint]) -> list[Sessio
 
 async def probe_mx_smtp(ctx: ProbeContext) -> list[Session]:
     """Port 25 of every usable MX address."""
-    hosts: tuple[MailHost, ...] = ctx.result("dns.mx.hosts")
+    hosts: tuple[MailHost, ...] = ctx.result(MX_HOSTS)
     return await _sessions(ctx, mx_endpoints(hosts))
 
 
 async def probe_smtp_names(ctx: ProbeContext) -> None:
     """Does the name a server gives (banner, EHLO) match its MX name or its PTR?"""
-    sessions: list[Session] = ctx.result("connect.smtp")
-    ptrs: dict[str, list[str]] = ctx.result("dns.ptr")
+    sessions: list[Session] = ctx.result(MX_SESSIONS)
+    ptrs: dict[str, list[str]] = ctx.result(PTR)
     for s in sessions:
         ep = s.endpoint
         if s.banner is None:
@@ -135,15 +136,15 @@ async def probe_submission(ctx: ProbeContext) -> list[Session]:
         SMTP,
         judge_smtp,
         ("submission.missing", "submission server on 587 or 465"),
-        hosts=ctx.result("dns.mx.hosts"),
+        hosts=ctx.result(MX_HOSTS),
     )
 
 
 PROBES: tuple[Probe, ...] = (
-    Probe("connect.smtp", Stage.CONNECT, probe_mx_smtp, needs=("dns.mx.hosts",)),
+    Probe(MX_SESSIONS.name, Stage.CONNECT, probe_mx_smtp, needs=("dns.mx.hosts",)),
     Probe("connect.smtp.names", Stage.CONNECT, probe_smtp_names, needs=("connect.smtp", "dns.ptr")),
     Probe(
-        "connect.submission",
+        SUBMISSION_SESSIONS.name,
         Stage.CONNECT,
         probe_submission,
         needs=("dns.mx", "dns.srv", "dns.mx.hosts"),

@@ -16,16 +16,30 @@ from checks.rules import tls
 from checks.stages import mailbox, smtp
 from checks.stages.dns import MailHost
 from checks.stages.endpoints import IMAP, POP3, SUBMISSION, mx_endpoints
+from checks.stages.keys import (
+    IMAP_SESSIONS,
+    MX_HOSTS,
+    MX_SESSIONS,
+    POP3_SESSIONS,
+    STS,
+    SUBMISSION_SESSIONS,
+)
 from checks.stages.mtasts import STSState
-from checks.stages.probe import Probe, ProbeContext
+from checks.stages.probe import Key, Probe, ProbeContext
 from checks.stages.sessions import reached, reproduce, service_endpoints, severity_for
 
 DIALECTS: dict[str, DialectFactory] = {"smtp": SMTP, "imap": IMAPDialect, "pop3": POP3Dialect}
-SESSION_PROBES = ("connect.smtp", "connect.submission", "connect.imap", "connect.pop3")
+# The connect probes whose conversations this stage judges.
+SESSION_PROBES: tuple[Key[list[Session]], ...] = (
+    MX_SESSIONS,
+    SUBMISSION_SESSIONS,
+    IMAP_SESSIONS,
+    POP3_SESSIONS,
+)
 
 
 def _tls_sessions(ctx: ProbeContext) -> list[Session]:
-    return [s for name in SESSION_PROBES for s in ctx.result(name) if s.tls is not None]
+    return [s for key in SESSION_PROBES for s in ctx.result(key) if s.tls is not None]
 
 
 @dataclass
@@ -79,7 +93,7 @@ def chain_evidence(s: Session, chain: list[tls.CertInfo]) -> tuple[str, ...]:
 
 async def probe_certificates(ctx: ProbeContext) -> None:
     ca_file = ctx.net.config.ca_file
-    sts: STSState = ctx.result("policy.mtasts")
+    sts: STSState = ctx.result(STS)
     now = tls.now_utc()
     groups: dict[tuple[str, str, str, str], _Group] = {}
     facts = {}
@@ -172,9 +186,7 @@ async def _endpoints(ctx: ProbeContext, source: Probe) -> list[Endpoint]:
     """The endpoints connect probe `source` talks to, found as it finds them
     (with the MX hosts when it takes them; the lookups are the check's, asked
     once)."""
-    hosts: tuple[MailHost, ...] = (
-        ctx.result("dns.mx.hosts") if "dns.mx.hosts" in source.needs else ()
-    )
+    hosts: tuple[MailHost, ...] = ctx.result(MX_HOSTS) if "dns.mx.hosts" in source.needs else ()
     service = source.name.removeprefix("connect.")
     if service == "smtp":
         return mx_endpoints(hosts)
@@ -185,17 +197,19 @@ async def _endpoints(ctx: ProbeContext, source: Probe) -> list[Endpoint]:
 _SPECS = {spec.service: spec for spec in (SUBMISSION, IMAP, POP3)}
 
 
-def _legacy_probe(source: Probe) -> Probe:
+def _legacy_probe(key: Key[list[Session]]) -> Probe:
     """Legacy versions for the endpoints of one connect probe, each tried
     beside that probe's own conversation with it, not after it: a second
     connection as soon as the first has connected with implicit TLS or seen
     STARTTLS offered."""
 
+    source = _SOURCES[key.name]
+
     async def probe(ctx: ProbeContext) -> None:
         endpoints = list(dict.fromkeys(await _endpoints(ctx, source)))
 
         async def legacy(ep: Endpoint) -> None:
-            if await reached(ctx.net, ep, ctx.followed(source.name)):
+            if await reached(ctx.net, ep, ctx.followed(key)):
                 await _legacy(ctx, ep)
 
         await asyncio.gather(*(legacy(ep) for ep in endpoints))
@@ -204,7 +218,7 @@ def _legacy_probe(source: Probe) -> Probe:
     return Probe(name, Stage.TLS, probe, needs=source.needs, follows=(source.name,))
 
 
-_SOURCES = {p.name: p for p in (*smtp.PROBES, *mailbox.PROBES) if p.name in SESSION_PROBES}
+_SOURCES = {p.name: p for p in (*smtp.PROBES, *mailbox.PROBES)}
 
 
 PROBES: tuple[Probe, ...] = (
@@ -213,7 +227,7 @@ PROBES: tuple[Probe, ...] = (
         "tls.certificates",
         Stage.TLS,
         probe_certificates,
-        needs=(*SESSION_PROBES, "policy.mtasts"),
+        needs=(*(key.name for key in SESSION_PROBES), STS.name),
     ),
-    *(_legacy_probe(_SOURCES[source]) for source in SESSION_PROBES),
+    *(_legacy_probe(key) for key in SESSION_PROBES),
 )

@@ -11,6 +11,7 @@ from checks.core.model import Stage
 from checks.protocols.session import Session
 from checks.rules import dane, tls
 from checks.stages.dane import DaneHosts
+from checks.stages.keys import MX_SESSIONS, STS, TLSA
 from checks.stages.mtasts import STSState
 from checks.stages.probe import Probe, ProbeContext
 from checks.stages.sessions import reproduce
@@ -22,9 +23,9 @@ def _no_tls(s: Session) -> str:
 
 
 async def probe_tls_policy(ctx: ProbeContext) -> None:
-    sessions: list[Session] = ctx.result("connect.smtp")
-    sts: STSState = ctx.result("policy.mtasts")
-    dane_hosts: DaneHosts = ctx.result("policy.tlsa")
+    sessions: list[Session] = ctx.result(MX_SESSIONS)
+    sts: STSState = ctx.result(STS)
+    dane_hosts: DaneHosts = ctx.result(TLSA)
     now = tls.now_utc()
     for s in sessions:
         ep = s.endpoint

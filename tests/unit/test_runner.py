@@ -1,6 +1,7 @@
 """The runner's contract, with probes that touch no network."""
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -9,7 +10,7 @@ from checks.core.config import EngineConfig, Nameserver, Timeouts
 from checks.core.model import CheckRequest, Severity, Stage, Target
 from checks.engine.runner import CheckDone, ProbeFinished, ProbeStarted, dedupe, plan, run, stream
 from checks.net.door import Network
-from checks.stages.probe import Probe, ProbeContext
+from checks.stages.probe import Key, Probe, ProbeContext
 
 CONFIG = EngineConfig(nameservers=(Nameserver("127.1.0.99"),), timeouts=Timeouts(check=5))
 REQUEST = CheckRequest(domain="example.test", display="example.test")
@@ -52,7 +53,7 @@ async def test_a_probe_gets_its_dependencies_results_and_waits_for_them() -> Non
         return 42
 
     async def second(ctx: ProbeContext) -> None:
-        seen["value"] = ctx.result("first")
+        seen["value"] = ctx.result(Key[Any]("first"))
 
     report = await check(
         [Probe("second", Stage.DNS, second, needs=("first",)), Probe("first", Stage.DNS, first)]
@@ -144,7 +145,7 @@ async def test_stage_filter_runs_dependencies_but_keeps_only_their_warnings() ->
         return "base"
 
     async def tls(ctx: ProbeContext) -> None:
-        ctx.emit(info(summary=ctx.result("base")))
+        ctx.emit(info(summary=ctx.result(Key[str]("base"))))
 
     async def other(ctx: ProbeContext) -> None:
         raise AssertionError("not requested")
@@ -199,13 +200,13 @@ async def test_a_follower_runs_beside_the_probe_it_follows_and_reads_its_result(
     async def follower(ctx: ProbeContext) -> str:
         started.set()
         release.set()
-        return f"saw {await ctx.followed('connect.x')}"
+        return f"saw {await ctx.followed(Key[Any]('connect.x'))}"
 
     async def crash(ctx: ProbeContext) -> None:
         raise RuntimeError("bug")
 
     async def after_crash(ctx: ProbeContext) -> None:
-        seen.append(await ctx.followed("connect.y"))
+        seen.append(await ctx.followed(Key[Any]("connect.y")))
 
     seen: list[object] = []
     request = CheckRequest("example.test", "example.test", stages=frozenset({Stage.TLS}))
