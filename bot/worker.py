@@ -57,14 +57,13 @@ from bot.queue import (
 from bot.sendtest_jobs import sendtest_job
 from bot.settings import Settings
 from bot.watches import Watch, WatchStore, expiring_certificates, schedule, should_post
-from checks.core.model import CheckRequest, Finding, Report, Severity, Stage
-from checks.engine.runner import CheckDone, ProbeFinished, dedupe, plan, sort_findings
+from checks.core.model import CheckRequest, Report, Severity, Stage
+from checks.engine.runner import CheckDone, StageDone
 from checks.engine.runner import run as run_check
 from checks.engine.runner import stream as run_stream
 from checks.report import jsonreport
 from checks.report.diff import diff_reports
 from checks.rules.dmarc import organizational_domain
-from checks.stages import default_probes
 
 log = logging.getLogger(__name__)
 
@@ -320,29 +319,18 @@ async def _check(
     yet (its whole thread goes at once). Longer, it goes live: "Checking…"
     now, then each stage's replies as the stage completes."""
     request = _request(job)
-    planned = plan(default_probes(), request)
-    pending = {p.name for p in planned}
-    found: dict[Stage, list[Finding]] = {}
-    order = list(Stage)
+    done: list[StageDone] = []  # the runner's, in stage order
     live = await state.get("mode") == "live"
     sent = 0  # stages whose replies are queued
     budget = Budget(settings.slack_max_replies - 1)
 
-    def complete(stage: Stage) -> bool:
-        """No probe of this stage, or of an earlier one, is still running."""
-        return not any(
-            p.name in pending and order.index(p.stage) <= order.index(stage) for p in planned
-        )
-
     async def send_complete() -> None:
         nonlocal sent
         writes: list[tuple[str, Write]] = []
-        while sent < len(order) and complete(order[sent]):
-            stage = order[sent]
-            findings = tuple(sort_findings(dedupe(found.get(stage, []))))
-            partial = Report(request, datetime.now(UTC), 0.0, findings)
-            writes += budget.stage_writes(partial, stage)
-            sent += 1
+        for stage_done in done[sent:]:
+            partial = Report(request, datetime.now(UTC), 0.0, stage_done.findings)
+            writes += budget.stage_writes(partial, stage_done.stage)
+        sent = len(done)
         await outbox.add(writes)
 
     async def go_live() -> None:
@@ -383,10 +371,8 @@ async def _check(
                 break
             if isinstance(event, BaseException):
                 raise event
-            if isinstance(event, ProbeFinished):
-                pending.discard(event.timing.probe)
-                for f in event.findings:
-                    found.setdefault(f.stage, []).append(f)
+            if isinstance(event, StageDone):
+                done.append(event)
                 if live:
                     await send_complete()
             elif isinstance(event, CheckDone):

@@ -52,11 +52,21 @@ class ProbeFinished:
 
 
 @dataclass(frozen=True)
+class StageDone:
+    """No probe of this stage, or of an earlier one, is still running: its
+    findings (deduplicated, in report order) are final. Comes once per stage,
+    in stage order, stages without probes included."""
+
+    stage: Stage
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
 class CheckDone:
     report: Report
 
 
-Event = ProbeStarted | ProbeFinished | CheckDone
+Event = ProbeStarted | ProbeFinished | StageDone | CheckDone
 
 
 # -- planning ------------------------------------------------------------------
@@ -110,6 +120,9 @@ class _Check:
         self.transcripts: dict[str, tuple[str, ...]] = {}
         self.facts: dict[str, Any] = {}
         self.findings: list[Finding] = []
+        self.running = {p.name for p in selected}  # planned, not finished
+        self.by_stage: dict[Stage, list[Finding]] = {}
+        self.stages_done = 0  # how many of _STAGES have had their StageDone
         # Secrets of the test accounts never leave the engine: every finding,
         # transcript and fact is passed through the redactor (the probes already
         # write placeholders; this is the net under them).
@@ -143,6 +156,25 @@ class _Check:
             found = [f for f in found if f.severity >= Severity.WARNING or f.code in _ALWAYS]
         self.findings.extend(found)
         self._event(ProbeFinished(timing, tuple(found)))
+        self.running.discard(probe.name)
+        for f in found:
+            self.by_stage.setdefault(f.stage, []).append(f)
+        self._stages_over()
+
+    def _stages_over(self) -> None:
+        """A StageDone for each stage, in order, that no running probe holds back."""
+        while self.stages_done < len(_STAGES) and self._stage_over(_STAGES[self.stages_done]):
+            stage = _STAGES[self.stages_done]
+            findings = tuple(sort_findings(dedupe(self.by_stage.get(stage, []))))
+            self._event(StageDone(stage, findings))
+            self.stages_done += 1
+
+    def _stage_over(self, stage: Stage) -> bool:
+        """No probe of `stage`, or of an earlier one, is still running."""
+        last = _STAGE_ORDER[stage]
+        return not any(
+            p.name in self.running and _STAGE_ORDER[p.stage] <= last for p in self.selected
+        )
 
     async def _run_one(self, probe: Probe) -> Outcome:
         request, tasks = self.request, self.tasks
@@ -210,6 +242,7 @@ class _Check:
                 )
                 hits = self.net.budget.findings(request.domain, probe.name)
                 self._finish(probe, "deadline", [late, *hits])
+        self._stages_over()  # a plan without probes has stages too
 
     def report(self) -> Report:
         """The finished check: every finding once, in a stable order."""
@@ -292,6 +325,7 @@ def dedupe(findings: Iterable[Finding]) -> list[Finding]:
     return kept
 
 
+_STAGES = tuple(Stage)
 _STAGE_ORDER = {s: i for i, s in enumerate(Stage)}
 # Kept even from a stage the user did not ask for: a check cut short says so.
 _ALWAYS = frozenset({"engine.budget.exceeded"})

@@ -261,7 +261,6 @@ async def flood(
 ) -> AsyncIterator[tuple[SlackAPIStandIn, dict[str, Any], Settings]]:
     """A worker's context posting to a Slack stand-in, its checks the flood probes."""
     monkeypatch.setattr(poster, "PACE_MS", 1)  # Slack's pace is not what is tested here
-    monkeypatch.setattr(worker, "default_probes", lambda: FLOOD_PROBES)
     monkeypatch.setattr(worker, "run_stream", functools.partial(stream, probes=FLOOD_PROBES))
     async with SlackAPIStandIn(token=SLACK_TOKEN) as slack:
         settings = Settings(

@@ -8,7 +8,16 @@ import pytest
 from checks.core import catalog
 from checks.core.config import EngineConfig, Nameserver, Timeouts
 from checks.core.model import CheckRequest, Severity, Stage, Target
-from checks.engine.runner import CheckDone, ProbeFinished, ProbeStarted, dedupe, plan, run, stream
+from checks.engine.runner import (
+    CheckDone,
+    ProbeFinished,
+    ProbeStarted,
+    StageDone,
+    dedupe,
+    plan,
+    run,
+    stream,
+)
 from checks.net.door import Network
 from checks.stages.probe import Key, Probe, ProbeContext
 
@@ -135,7 +144,8 @@ async def test_findings_stream_as_probes_finish() -> None:
     finished = [e.timing.probe for e in events if isinstance(e, ProbeFinished)]
     assert finished == ["fast", "slow"]
     assert isinstance(events[-1], CheckDone)
-    assert all(isinstance(e, ProbeStarted | ProbeFinished) for e in events[:-1])
+    assert all(isinstance(e, ProbeStarted | ProbeFinished | StageDone) for e in events[:-1])
+    assert [e.stage for e in events if isinstance(e, StageDone)] == list(Stage)
 
 
 async def test_stage_filter_runs_dependencies_but_keeps_only_their_warnings() -> None:
@@ -280,3 +290,43 @@ async def test_a_stage_with_no_probe_gives_an_empty_report_not_a_crash() -> None
         [probe], CheckRequest("example.test", "example.test", stages=frozenset({Stage.SENDTEST}))
     )
     assert report.findings == () and report.timings == ()
+
+
+async def test_a_stage_is_done_when_its_probes_and_every_earlier_stage_s_are() -> None:
+    """StageDone comes in stage order, once per stage, as soon as no probe of
+    that stage or an earlier one is running, with that stage's findings: a
+    front end posts each stage as it completes without planning the check."""
+    slow_dns = asyncio.Event()
+
+    async def dns(ctx: ProbeContext) -> None:
+        await slow_dns.wait()
+        ctx.emit(info("srv.missing", "late dns"))
+
+    async def connect(ctx: ProbeContext) -> None:
+        ctx.emit(info("imap.missing", "connect", severity=Severity.INFO))
+
+    async def policy(ctx: ProbeContext) -> None:
+        slow_dns.set()  # DNS ends only after the later stages' probes have run
+
+    probes = [
+        Probe("dns.a", Stage.DNS, dns),
+        Probe("connect.a", Stage.CONNECT, connect),
+        Probe("policy.a", Stage.POLICY, policy),
+    ]
+    seen: list[tuple[str, ...]] = []
+    async for event in stream(REQUEST, CONFIG, probes=probes, network=Network(CONFIG)):
+        if isinstance(event, ProbeFinished):
+            seen.append(("finished", event.timing.probe))
+        elif isinstance(event, StageDone):
+            seen.append(("stage", event.stage.value, *(f.summary for f in event.findings)))
+    finished = [s for s in seen if s[0] == "finished"]
+    assert [s[1] for s in finished][-1] == "dns.a"  # DNS finished last...
+    stages = [s for s in seen if s[0] == "stage"]
+    assert [s[1] for s in stages] == [s.value for s in Stage]  # ...each stage once, in order
+    assert stages[0] == ("stage", "dns", "late dns") and stages[1] == (
+        "stage",
+        "connect",
+        "connect",
+    )
+    # none before DNS was done: every StageDone follows dns.a's ProbeFinished
+    assert seen.index(("finished", "dns.a")) < seen.index(stages[0])
