@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -120,8 +120,7 @@ class _Check:
         self.transcripts: dict[str, tuple[str, ...]] = {}
         self.facts: dict[str, Any] = {}
         self.findings: list[Finding] = []
-        self.running = {p.name for p in selected}  # planned, not finished
-        self.by_stage: dict[Stage, list[Finding]] = {}
+        self.unfinished = Counter(p.stage for p in selected)  # probes per stage
         self.stages_done = 0  # how many of _STAGES have had their StageDone
         # Secrets of the test accounts never leave the engine: every finding,
         # transcript and fact is passed through the redactor (the probes already
@@ -156,25 +155,17 @@ class _Check:
             found = [f for f in found if f.severity >= Severity.WARNING or f.code in _ALWAYS]
         self.findings.extend(found)
         self._event(ProbeFinished(timing, tuple(found)))
-        self.running.discard(probe.name)
-        for f in found:
-            self.by_stage.setdefault(f.stage, []).append(f)
+        self.unfinished[probe.stage] -= 1
         self._stages_over()
 
     def _stages_over(self) -> None:
-        """A StageDone for each stage, in order, that no running probe holds back."""
-        while self.stages_done < len(_STAGES) and self._stage_over(_STAGES[self.stages_done]):
+        """A StageDone for each stage, in order, once its probes have finished
+        (the earlier stages' have: they had their StageDone first)."""
+        while self.stages_done < len(_STAGES) and not self.unfinished[_STAGES[self.stages_done]]:
             stage = _STAGES[self.stages_done]
-            findings = tuple(sort_findings(dedupe(self.by_stage.get(stage, []))))
-            self._event(StageDone(stage, findings))
+            found = [f for f in self.findings if f.stage is stage]
+            self._event(StageDone(stage, tuple(sort_findings(dedupe(found)))))
             self.stages_done += 1
-
-    def _stage_over(self, stage: Stage) -> bool:
-        """No probe of `stage`, or of an earlier one, is still running."""
-        last = _STAGE_ORDER[stage]
-        return not any(
-            p.name in self.running and _STAGE_ORDER[p.stage] <= last for p in self.selected
-        )
 
     async def _run_one(self, probe: Probe) -> Outcome:
         request, tasks = self.request, self.tasks

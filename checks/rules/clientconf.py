@@ -208,7 +208,7 @@ def parse_port(text: str) -> int | None:
     return None
 
 
-def parse_host(text: str) -> str | None:
+def _host(text: str) -> str | None:
     """A host name in lower case A-labels without the root dot, or an IP address."""
     name = text.strip().lower().removesuffix(".")
     try:
@@ -228,7 +228,7 @@ def parse_host(text: str) -> str | None:
 def host_or_problem(
     where: str, element: str, raw: str, filled: str, problems: list[str]
 ) -> str | None:
-    host = parse_host(filled)
+    host = _host(filled)
     if host is None:
         after = f" ('{untrusted(filled, 60)}' once filled in)" if filled != raw else ""
         problems.append(f"{where}: {element} '{untrusted(raw, 60)}'{after} is not a host name")
@@ -241,7 +241,7 @@ def is_email(text: str) -> bool:
         bool(at and local)
         and not any(c.isspace() or not c.isprintable() for c in local)
         and len(text) <= 320
-        and parse_host(domain) is not None
+        and _host(domain) is not None
         and not domain.startswith("[")
     )
 

@@ -186,7 +186,7 @@ async def _endpoints(ctx: ProbeContext, source: Probe) -> list[Endpoint]:
     """The endpoints connect probe `source` talks to, found as it finds them
     (with the MX hosts when it takes them; the lookups are the check's, asked
     once)."""
-    hosts: tuple[MailHost, ...] = ctx.result(MX_HOSTS) if "dns.mx.hosts" in source.needs else ()
+    hosts: tuple[MailHost, ...] = ctx.result(MX_HOSTS) if MX_HOSTS.name in source.needs else ()
     service = source.name.removeprefix("connect.")
     if service == "smtp":
         return mx_endpoints(hosts)
